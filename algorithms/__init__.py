@@ -1,0 +1,1 @@
+"""Processing algorithms: thin adapters between QGIS and the engine in `core`."""

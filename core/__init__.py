@@ -1,0 +1,1 @@
+"""The engine: QGIS-free numerics for harmonising, sampling, training and predicting."""

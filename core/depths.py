@@ -1,0 +1,71 @@
+"""Depth intervals and the field names that carry them (`{PROPERTY}_{top}_{bottom}`).
+
+Depths are in cm. Whole numbers are written plainly (`ORCDRC_0_5`); fractional depths use `p` for the decimal
+point (`ORCDRC_2p5_7p5`), because QGIS and most formats reject `.` in field names and `-` reads as a range.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+STANDARD_DEPTHS: tuple[float, ...] = (0, 5, 15, 30, 60, 100, 200)
+
+_FIELD = re.compile(r"^(?P<prop>.+)_(?P<top>\d+(?:p\d+)?)_(?P<bottom>\d+(?:p\d+)?)$")
+
+
+def format_depth(depth: float) -> str:
+    """5 -> '5', 2.5 -> '2p5', 0.25 -> '0p25'."""
+    if depth < 0:
+        raise ValueError(f"Depth {depth} cm is negative; depths are measured downwards from 0 cm.")
+    text = f"{float(depth):.6f}".rstrip("0").rstrip(".")
+    return text.replace(".", "p")
+
+
+def parse_depth(text: str) -> float:
+    return float(text.replace("p", "."))
+
+
+def interval_field(prop: str, top: float, bottom: float) -> str:
+    """The field name for a property over [top, bottom) cm, e.g. `ORCDRC_0_5`."""
+    return f"{prop}_{format_depth(top)}_{format_depth(bottom)}"
+
+
+def parse_interval_field(name: str) -> tuple[str, float, float]:
+    """`ORCDRC_15_30` -> ('ORCDRC', 15.0, 30.0); a clear ValueError when the name does not fit."""
+    match = _FIELD.match(name)
+    if match is None:
+        raise ValueError(
+            f"Field '{name}' does not name a depth interval. Target fields must be called "
+            "PROPERTY_TOP_BOTTOM with depths in cm, e.g. ORCDRC_0_5 or ORCDRC_100_200 "
+            "(as written by 'Harmonise horizons to standard depths'); write a decimal point as 'p' (2p5)."
+        )
+    top, bottom = parse_depth(match["top"]), parse_depth(match["bottom"])
+    if not top < bottom:
+        raise ValueError(f"Field '{name}': the top depth {top:g} cm must be above the bottom {bottom:g} cm.")
+    return match["prop"], top, bottom
+
+
+def parse_depth_list(text: str | Sequence[float]) -> tuple[float, ...]:
+    """'0,5,15,30' (or a sequence) -> strictly increasing, non-negative boundaries; ValueError otherwise."""
+    if isinstance(text, str):
+        parts = [p for p in re.split(r"[,;\s]+", text.strip()) if p]
+        try:
+            depths = tuple(float(p) for p in parts)
+        except ValueError:
+            raise ValueError(
+                f"Depths '{text}' must be numbers in cm separated by commas, e.g. 0,5,15,30,60,100,200."
+            ) from None
+    else:
+        depths = tuple(float(d) for d in text)
+    if len(depths) < 2:
+        raise ValueError("Give at least two depth boundaries (one interval), e.g. 0,30.")
+    if depths[0] < 0:
+        raise ValueError(f"Depth boundaries start at {depths[0]:g} cm; they must be 0 or deeper.")
+    if any(b <= a for a, b in zip(depths, depths[1:])):
+        raise ValueError(f"Depth boundaries {text} must increase strictly, e.g. 0,5,15,30,60,100,200.")
+    return depths
+
+
+def intervals_from_boundaries(depths: Sequence[float]) -> list[tuple[float, float]]:
+    return list(zip(depths[:-1], depths[1:]))

@@ -1,0 +1,1 @@
+"""SOC models sharing one interface (see `base.DepthModel`)."""
