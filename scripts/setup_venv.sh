@@ -17,3 +17,5 @@ mkdir -p .build/site
 ln -sfn "$PWD" .build/site/soc_depth_mapper
 site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
 echo "$PWD/.build/site" > "$site/soc_depth_mapper_checkout.pth"
+# QGIS's own Processing framework (`import processing`) lives with QGIS's bundled plugins.
+echo "/usr/share/qgis/python/plugins" > "$site/qgis_bundled_plugins.pth"

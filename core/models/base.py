@@ -5,7 +5,7 @@ Data layout (all models):
 - `patches`: float32 array (S, B, p, p): for each of S sites, B covariate bands in a p x p window centred on the
   site (p = 1 for pixel-only models). NaN marks nodata or cells off the raster. The centre cell is always valid
   (the sampler drops sites whose centre is nodata); off-centre NaN are filled by the model (band training mean).
-- `targets`: float array (S, D): the target at each of the D depth intervals, NaN where a site lacks that depth.
+- `targets`: float array (S, D): the target at each of D depth intervals, NaN where a site lacks that depth.
 - `intervals`: float array (D, 2) of [top, bottom) in cm, increasing.
 - `categorical`: indices of the bands that hold class codes (integers stored as floats).
 

@@ -1,0 +1,364 @@
+"""socdepth:harmonise — horizons to standard depth intervals with equal-area quadratic splines."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from qgis.core import (
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from .base import SocAlgorithm
+from .values import to_float
+
+#: how many individual skipped records are printed before only counts are given
+MAX_REPORTED = 20
+
+
+class HarmoniseAlgorithm(SocAlgorithm):
+    INPUT = "INPUT"
+    PROFILE_FIELD = "PROFILE_FIELD"
+    TOP_FIELD = "TOP_FIELD"
+    BOTTOM_FIELD = "BOTTOM_FIELD"
+    VALUE_FIELDS = "VALUE_FIELDS"
+    DEPTHS = "DEPTHS"
+    LAMBDA = "LAMBDA"
+    VLOW = "VLOW"
+    VHIGH = "VHIGH"
+    METHOD = "METHOD"
+    OUTPUT = "OUTPUT"
+    REJECTED = "REJECTED"
+
+    METHODS = ("exact", "mpspline2")
+
+    NAME = "harmonise"
+    DISPLAY_NAME = "Harmonise horizons to standard depths"
+    GROUP = "prepare"
+    ICON = "harmonise.svg"
+    HELP_ANCHOR = "harmonise-horizons-to-standard-depths"
+    REQUIRES = ("numpy", "scipy")
+    HELP = (
+        "Fits a mass-preserving (equal-area) quadratic spline to each profile's horizons and returns the "
+        "property's mean over standard depth intervals, by default the GlobalSoilMap depths 0-5, 5-15, 15-30, "
+        "30-60, 60-100 and 100-200 cm.<br><br>"
+        "<b>Input</b>: one row per horizon (a point layer, or a table such as a CSV) with a profile id, top and "
+        "bottom depth in cm and one or more properties (e.g. SOC, clay, pH), each harmonised on its own.<br>"
+        "<b>Output</b>: one feature per profile, located where its horizons are, with a field "
+        "PROPERTY_TOP_BOTTOM per interval (e.g. ORCDRC_0_5; a decimal point in a depth is written 'p', "
+        "e.g. ORCDRC_2p5_10) and PROPERTY_rmse, the fit's root mean square error. An interval the horizons "
+        "do not reach is NULL: nothing is extrapolated; a partly covered interval is averaged over its covered "
+        "part.<br>"
+        "<b>Skipped</b>: horizons with a missing value, a negative depth or top not above bottom; profiles "
+        "whose horizons overlap. Each is listed in the optional 'Rejected horizons and profiles' table.<br><br>"
+        "Method: Bishop, McBratney and Laslett (1999), Geoderma 91:27-45, as in R's mpspline2 (Malone et al. "
+        "2009). 'Exact' integrates the spline analytically over each interval; 'mpspline2' reproduces R "
+        "mpspline2's 1-cm averaging for results that must match R."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API name
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Horizons"), [QgsProcessing.TypeVector]),
+            "One row per horizon: a point layer or a table (CSV, GeoPackage, spreadsheet). Rows of one "
+            "profile share its id (and location).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                self.PROFILE_FIELD, self.tr("Profile id field"), parentLayerParameterName=self.INPUT
+            ),
+            "The field that identifies the profile each horizon belongs to.",
+        )
+        for name, label in ((self.TOP_FIELD, "Top depth field (cm)"), (self.BOTTOM_FIELD, "Bottom depth field (cm)")):
+            self.add_parameter(
+                QgsProcessingParameterField(name, self.tr(label), parentLayerParameterName=self.INPUT),
+                "Depth below the surface in cm (a number, or text holding a number).",
+            )
+        self.add_parameter(
+            QgsProcessingParameterField(
+                self.VALUE_FIELDS,
+                self.tr("Properties to harmonise"),
+                parentLayerParameterName=self.INPUT,
+                allowMultiple=True,
+            ),
+            "One or more properties measured per horizon, e.g. soil organic carbon (g/kg), clay (%), pH. "
+            "Each is fitted on its own; its field name starts the output field names.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(self.DEPTHS, self.tr("Depth boundaries (cm)"), "0,5,15,30,60,100,200"),
+            "Increasing interval boundaries in cm separated by commas. The default gives the GlobalSoilMap "
+            "intervals 0-5, 5-15, 15-30, 30-60, 60-100 and 100-200 cm.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.LAMBDA, self.tr("Smoothing (lambda)"), QgsProcessingParameterNumber.Double, 0.1, minValue=0
+            ),
+            "Larger values give a smoother spline that follows the horizon values less closely; 0 returns "
+            "each horizon's own value. 0.1 is the usual choice (Bishop et al. 1999; mpspline2's default).",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.VLOW, self.tr("Lowest allowed value"), QgsProcessingParameterNumber.Double, 0
+            ),
+            "Interval values below this are set to it (e.g. 0 for a concentration).",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.VHIGH, self.tr("Highest allowed value"), QgsProcessingParameterNumber.Double, 1000
+            ),
+            "Interval values above this are set to it (e.g. 1000 g/kg for organic carbon, 100 for clay %).",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                self.METHOD,
+                self.tr("Interval mean"),
+                options=[
+                    self.tr("Exact: spline integrated over each interval (mass-preserving)"),
+                    self.tr("mpspline2: 1-cm averaging as R mpspline2 0.1.x"),
+                ],
+                defaultValue=0,
+            ),
+            "Exact integrates the fitted spline analytically, so interval means preserve the horizon mass and "
+            "fractional depths are handled exactly. mpspline2 averages the spline at 1-cm steps like R's "
+            "mpspline2, for results that must match ones made in R.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Harmonised profiles")),
+            "One feature per profile with PROPERTY_TOP_BOTTOM fields (NULL where not covered) and "
+            "PROPERTY_rmse. Feed it to 'Train SOC model'.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSink(
+                self.REJECTED,
+                self.tr("Rejected horizons and profiles"),
+                QgsProcessing.TypeVector,
+                optional=True,
+                createByDefault=False,
+            ),
+            "Optional table: profile id, property, input feature id (empty for a whole profile) and the reason "
+            "for every horizon skipped and every profile that could not be harmonised.",
+        )
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        import numpy as np
+
+        from ..core.depths import interval_field, intervals_from_boundaries, parse_depth_list
+        from ..core.spline import harmonise
+
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        profile_field = self.parameterAsString(parameters, self.PROFILE_FIELD, context)
+        top_field = self.parameterAsString(parameters, self.TOP_FIELD, context)
+        bottom_field = self.parameterAsString(parameters, self.BOTTOM_FIELD, context)
+        value_fields = self.parameterAsFields(parameters, self.VALUE_FIELDS, context)
+        if not value_fields:
+            raise QgsProcessingException(self.tr("Choose at least one property to harmonise."))
+        try:
+            depths = parse_depth_list(self.parameterAsString(parameters, self.DEPTHS, context))
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
+        lam = self.parameterAsDouble(parameters, self.LAMBDA, context)
+        vlow = self.parameterAsDouble(parameters, self.VLOW, context)
+        vhigh = self.parameterAsDouble(parameters, self.VHIGH, context)
+        if vlow >= vhigh:
+            raise QgsProcessingException(
+                self.tr("The lowest allowed value ({}) must be below the highest ({}).").format(vlow, vhigh)
+            )
+        method = self.METHODS[self.parameterAsEnum(parameters, self.METHOD, context)]
+
+        fields = source.fields()
+        indices = [fields.lookupField(name) for name in (profile_field, top_field, bottom_field, *value_fields)]
+        for name, index in zip((profile_field, top_field, bottom_field, *value_fields), indices):
+            if index < 0:
+                raise QgsProcessingException(self.tr("Field '{}' is not in the horizons layer.").format(name))
+
+        # Read every horizon once; geometry only matters per profile.
+        feedback.setProgressText(self.tr("Reading horizons"))
+        total = source.featureCount() or 1
+        request = QgsFeatureRequest().setSubsetOfAttributes(indices)
+        has_geometry = QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.NullGeometry
+        if not has_geometry:
+            request.setFlags(QgsFeatureRequest.NoGeometry)
+        ids, tops, bottoms, feature_ids, geometries = [], [], [], [], {}
+        values = [[] for _ in value_fields]
+        unreadable = []  # (profile id, feature id, reason) for rows that never reach the spline
+        for n, feature in enumerate(source.getFeatures(request)):
+            if feedback.isCanceled():
+                return {}
+            attributes = feature.attributes()
+            profile = attributes[indices[0]]
+            if profile is None or (isinstance(profile, QVariant) and profile.isNull()) or str(profile).strip() == "":
+                unreadable.append(("", feature.id(), self.tr("no profile id")))
+                continue
+            top, top_problem = to_float(attributes[indices[1]])
+            bottom, bottom_problem = to_float(attributes[indices[2]])
+            if top_problem or bottom_problem:
+                problem = top_problem and self.tr("top depth {}").format(top_problem)
+                problem = problem or self.tr("bottom depth {}").format(bottom_problem)
+                unreadable.append((profile, feature.id(), problem))
+                continue
+            if has_geometry:
+                self._check_location(profile, feature.geometry(), geometries)
+            ids.append(profile)
+            tops.append(top)
+            bottoms.append(bottom)
+            feature_ids.append(feature.id())
+            for column, index in zip(values, indices[3:]):
+                # an unreadable value is a missing value: the spline drops and reports that horizon
+                column.append(to_float(attributes[index])[0])
+            if n % 1000 == 0:
+                feedback.setProgress(40.0 * n / total)
+        if not ids:
+            raise QgsProcessingException(
+                self.tr(
+                    "No horizon has a profile id and numeric top and bottom depths. Check the chosen fields "
+                    "('{}', '{}', '{}')."
+                ).format(profile_field, top_field, bottom_field)
+            )
+
+        profile_ids = np.array(ids, dtype=object)
+        tops_array = np.array(tops, dtype=float)
+        bottoms_array = np.array(bottoms, dtype=float)
+        results = []
+        for k, (name, column) in enumerate(zip(value_fields, values)):
+            if feedback.isCanceled():
+                return {}
+            feedback.setProgressText(self.tr("Fitting splines for {}").format(name))
+            results.append(
+                harmonise(
+                    profile_ids,
+                    tops_array,
+                    bottoms_array,
+                    np.array(column, dtype=float),
+                    depths=depths,
+                    lam=lam,
+                    vlow=vlow,
+                    vhigh=vhigh,
+                    method=method,
+                )
+            )
+            feedback.setProgress(40.0 + 30.0 * (k + 1) / len(value_fields))
+
+        # One output row per profile that any property could harmonise, in order of first appearance.
+        intervals = intervals_from_boundaries(depths)
+        profile_order = list(dict.fromkeys(ids))
+        out_fields = QgsFields()
+        out_fields.append(fields.at(indices[0]))
+        for name in value_fields:
+            for top, bottom in intervals:
+                out_fields.append(QgsField(interval_field(name, top, bottom), QVariant.Double))
+            out_fields.append(QgsField(f"{name}_rmse", QVariant.Double))
+        wkb_type = source.wkbType() if has_geometry else QgsWkbTypes.NoGeometry
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, out_fields, wkb_type, source.sourceCrs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+
+        rows = {profile: [None] * (len(value_fields) * (len(intervals) + 1)) for profile in profile_order}
+        fitted = set()
+        for k, result in enumerate(results):
+            offset = k * (len(intervals) + 1)
+            for profile, interval_values, rmse in zip(result.profile_ids, result.values, result.rmse):
+                row = rows[profile]
+                for j, value in enumerate(interval_values):
+                    row[offset + j] = None if np.isnan(value) else float(value)
+                row[offset + len(intervals)] = None if np.isnan(rmse) else float(rmse)
+                if not np.all(np.isnan(interval_values)):
+                    fitted.add(profile)
+
+        feedback.setProgressText(self.tr("Writing profiles"))
+        written = 0
+        for n, profile in enumerate(profile_order):
+            if feedback.isCanceled():
+                return {}
+            if profile not in fitted:
+                continue
+            feature = QgsFeature(out_fields)
+            feature.setAttributes([profile, *rows[profile]])
+            if has_geometry and profile in geometries:
+                feature.setGeometry(geometries[profile])
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            written += 1
+            if n % 1000 == 0:
+                feedback.setProgress(70.0 + 30.0 * n / len(profile_order))
+
+        rejections = [(p, "", fid, reason) for p, fid, reason in unreadable]
+        for name, result in zip(value_fields, results):
+            for rejection in result.rejections:
+                fid = None if rejection.horizon_index is None else feature_ids[rejection.horizon_index]
+                rejections.append((rejection.profile_id, name, fid, rejection.reason))
+        self._report(rejections, feedback)
+        outputs = {self.OUTPUT: dest_id}
+        rejected_dest = self._write_rejections(parameters, context, rejections)
+        if rejected_dest is not None:
+            outputs[self.REJECTED] = rejected_dest
+        feedback.pushInfo(
+            self.tr("Harmonised {} of {} profiles ({} horizons read, {} records skipped).").format(
+                written, len(profile_order), len(ids) + len(unreadable), len(rejections)
+            )
+        )
+        return outputs
+
+    def _check_location(self, profile, geometry: QgsGeometry, geometries: dict) -> None:
+        """Every horizon of a profile must sit at one location; otherwise the ids are ambiguous."""
+        if geometry is None or geometry.isEmpty():
+            return
+        known = geometries.get(profile)
+        if known is None:
+            geometries[profile] = QgsGeometry(geometry)
+        elif not known.equals(geometry):
+            raise QgsProcessingException(
+                self.tr(
+                    "Profile '{}' has horizons at different locations ({} and {}). A profile id must "
+                    "identify one site: give each site its own id, or correct the coordinates."
+                ).format(profile, known.asWkt(2), geometry.asWkt(2))
+            )
+
+    def _report(self, rejections, feedback) -> None:
+        if not rejections:
+            return
+        for profile, prop, fid, reason in rejections[:MAX_REPORTED]:
+            where = self.tr("feature {}").format(fid) if fid is not None else self.tr("whole profile")
+            label = f" [{prop}]" if prop else ""
+            feedback.reportError(self.tr("Skipped profile '{}'{} ({}): {}").format(profile, label, where, reason))
+        if len(rejections) > MAX_REPORTED:
+            feedback.reportError(
+                self.tr("… and {} more; see the 'Rejected horizons and profiles' output.").format(
+                    len(rejections) - MAX_REPORTED
+                )
+            )
+        counts = Counter(reason.split(":")[0] for *_, reason in rejections)
+        summary = "; ".join(f"{reason}: {count}" for reason, count in counts.most_common())
+        feedback.reportError(self.tr("Skipped records by reason — {}").format(summary))
+
+    def _write_rejections(self, parameters, context, rejections):
+        fields = QgsFields()
+        fields.append(QgsField("profile_id", QVariant.String))
+        fields.append(QgsField("property", QVariant.String))
+        fields.append(QgsField("feature_id", QVariant.LongLong))
+        fields.append(QgsField("reason", QVariant.String))
+        sink, dest_id = self.parameterAsSink(parameters, self.REJECTED, context, fields, QgsWkbTypes.NoGeometry)
+        if sink is None:
+            return None
+        for profile, prop, fid, reason in rejections:
+            feature = QgsFeature(fields)
+            feature.setAttributes([str(profile), prop, fid, reason])
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        return dest_id

@@ -1,0 +1,51 @@
+"""Headless QGIS with Processing and this plugin's provider, once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def qgis_processing():
+    """Returns the `processing` module, ready to run `socdepth:*` algorithms."""
+    from qgis.core import QgsApplication
+
+    app = QgsApplication([], False)
+    app.initQgis()
+    import processing
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    import soc_depth_mapper
+
+    # Load the plugin as QGIS does under qgis_process: no iface.
+    plugin = soc_depth_mapper.classFactory(None)
+    plugin.initProcessing()
+    yield processing
+    plugin.unload()
+
+
+@pytest.fixture()
+def context_and_feedback(qgis_processing):
+    """A fresh context and a feedback that records what the algorithm told the user."""
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    class RecordingFeedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.errors: list[str] = []
+            self.infos: list[str] = []
+
+        def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS API
+            self.errors.append(error)
+
+        def pushInfo(self, info):  # noqa: N802 - QGIS API
+            self.infos.append(info)
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    return context, RecordingFeedback()
