@@ -1,0 +1,203 @@
+"""socdepth:harmonise through QGIS Processing, on the real Edgeroi horizons and on messy input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EDGEROI = REPO / "sample_data" / "edgeroi" / "horizons.csv"
+GSM = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
+
+
+def point_layer(path: Path, name: str = "horizons"):
+    from qgis.core import QgsVectorLayer
+
+    uri = f"file://{path}?type=csv&delimiter=,&xField=x&yField=y&crs=EPSG:28355&detectTypes=yes"
+    layer = QgsVectorLayer(uri, name, "delimitedtext")
+    assert layer.isValid()
+    return layer
+
+
+def table_layer(path: Path):
+    """A CSV opened by OGR: every field is text, as users often meet it."""
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(str(path), "table", "ogr")
+    assert layer.isValid()
+    return layer
+
+
+def rows(layer) -> dict[str, dict]:
+    return {str(f["SOURCEID"] if "SOURCEID" in f.fields().names() else f["pid"]): f for f in layer.getFeatures()}
+
+
+def run(processing, context_feedback=None, **parameters):
+    params = {
+        "PROFILE_FIELD": "SOURCEID",
+        "TOP_FIELD": "top",
+        "BOTTOM_FIELD": "bottom",
+        "VALUE_FIELDS": ["ORCDRC"],
+        "OUTPUT": "memory:",
+        **parameters,
+    }
+    if context_feedback is None:
+        return processing.run("socdepth:harmonise", params)
+    context, feedback = context_feedback
+    return processing.run("socdepth:harmonise", params, context=context, feedback=feedback)
+
+
+def mpspline_oracle(horizons: pd.DataFrame) -> np.ndarray:
+    """The PyPI `mpspline` 0.2.0 (an independent port of R mpspline2) on one profile."""
+    from mpspline import spline_one
+
+    result = spline_one(
+        horizons.rename(columns={"top": "UD", "bottom": "LD"}).reset_index(drop=True),
+        "ORCDRC",
+        target_depths=[(0, 5), (5, 15), (15, 30), (30, 60), (60, 100), (100, 200)],
+    )
+    return np.asarray(result["est_dcm"], dtype=float)
+
+
+def test_edgeroi_mpspline2_mode_matches_independent_implementation(qgis_processing):
+    output = run(qgis_processing, INPUT=point_layer(EDGEROI), METHOD=1)["OUTPUT"]
+    horizons = pd.read_csv(EDGEROI)
+    with_soc = horizons.dropna(subset=["ORCDRC"])
+    # every profile with at least one ORCDRC value comes back, once
+    assert output.featureCount() == with_soc["SOURCEID"].nunique() == 325
+    names = output.fields().names()
+    assert names == ["SOURCEID", *[f"ORCDRC_{d}" for d in GSM], "ORCDRC_rmse"]
+    features = rows(output)
+    checked = 0
+    for profile, group in with_soc.groupby("SOURCEID"):
+        if len(group) < 2 or checked >= 40:
+            continue
+        expected = mpspline_oracle(group[["top", "bottom", "ORCDRC"]])
+        got = np.array([np.nan if features[profile][f"ORCDRC_{d}"] is None else features[profile][f"ORCDRC_{d}"]
+                        for d in GSM], dtype=float)
+        covered = ~np.isnan(got)
+        np.testing.assert_allclose(got[covered], expected[covered], rtol=0, atol=1e-9)
+        checked += 1
+    assert checked == 40
+
+
+def test_edgeroi_exact_mode_keeps_locations_and_orders_profiles(qgis_processing):
+    output = run(qgis_processing, INPUT=point_layer(EDGEROI))["OUTPUT"]
+    sites = pd.read_csv(EDGEROI).drop_duplicates("SOURCEID").set_index("SOURCEID")
+    features = list(output.getFeatures())
+    assert output.crs().authid() == "EPSG:28355"
+    first = features[0]
+    point = first.geometry().asPoint()
+    assert (point.x(), point.y()) == pytest.approx(tuple(sites.loc[first["SOURCEID"], ["x", "y"]]))
+    # The deepest interval is NULL where the profile ends above 100 cm; shallow ones are filled.
+    shallow = [f for f in features if f["ORCDRC_0_5"] is not None]
+    assert len(shallow) > 300
+    values = np.array([f["ORCDRC_0_5"] for f in shallow])
+    assert values.min() >= 0 and 1 < np.median(values) < 30
+
+
+MESSY = """pid,top,bottom,ORCDRC,CLAY
+A,0,10,6,20
+A,10,20,4,30
+B,10,20,4,
+B,0,10,6,
+C,0,30,12,25
+D,0,10,5,10
+D,5,20,3,10
+E, 0 ,"10,0",x,10
+E,10,20,,12
+E,20,,3,14
+F,0,10,-5,10
+F,10,30,-5,10
+H,0,10,1500,10
+H,10,30,1500,10
+G,,,,
+,0,10,3,3
+"""
+
+
+@pytest.fixture()
+def messy_csv(tmp_path):
+    path = tmp_path / "messy.csv"
+    path.write_text(MESSY)
+    return path
+
+
+def test_messy_table_values_skips_and_reasons(qgis_processing, context_and_feedback, messy_csv):
+    result = run(
+        qgis_processing,
+        context_and_feedback,
+        INPUT=table_layer(messy_csv),
+        PROFILE_FIELD="pid",
+        VALUE_FIELDS=["ORCDRC", "CLAY"],
+        DEPTHS="0,10,20,30,60",
+        REJECTED="memory:",
+    )
+    output, rejected = result["OUTPUT"], result["REJECTED"]
+    from qgis.core import QgsWkbTypes
+
+    assert output.wkbType() == QgsWkbTypes.NoGeometry
+    got = {f["pid"]: f for f in output.getFeatures()}
+    # Closed form (Bishop et al. 1999): 0-10 = 6, 10-20 = 4, lambda 0.1 -> 5.9433962264, 4.0566037736;
+    # the exact method returns those horizon means over the same intervals.
+    for profile in ("A", "B"):  # B's rows are unsorted: same answer
+        assert got[profile]["ORCDRC_0_10"] == pytest.approx(5.9433962264, abs=1e-9)
+        assert got[profile]["ORCDRC_10_20"] == pytest.approx(4.0566037736, abs=1e-9)
+        assert got[profile]["ORCDRC_20_30"] is None  # nothing extrapolated below the last horizon
+    # A single horizon gives its value to every interval it covers, and nothing beyond.
+    assert [got["C"][f"ORCDRC_{d}"] for d in ("0_10", "10_20", "20_30", "30_60")] == [12, 12, 12, None]
+    # Overlapping horizons reject profile D, for both properties.
+    assert "D" not in got
+    # E: text depths with spaces and a decimal comma are read; 'x' and an empty value are missing values;
+    # a horizon without a bottom depth is skipped. Nothing is left for ORCDRC, CLAY still fits 0-20.
+    assert got["E"]["ORCDRC_0_10"] is None
+    assert got["E"]["CLAY_0_10"] is not None and got["E"]["CLAY_20_30"] is None
+    # Values are clamped to [VLOW, VHIGH] = [0, 1000].
+    assert got["F"]["ORCDRC_0_10"] == 0 and got["H"]["ORCDRC_10_20"] == 1000
+    # Profile B has no CLAY at all: its CLAY fields stay NULL.
+    assert all(got["B"][f"CLAY_{d}"] is None for d in ("0_10", "10_20", "20_30", "30_60"))
+    reasons = [(f["profile_id"], f["property"], f["reason"]) for f in rejected.getFeatures()]
+    by_profile = {}
+    for profile, prop, reason in reasons:
+        by_profile.setdefault(profile, []).append((prop, reason))
+    assert {prop for prop, _ in by_profile["D"]} == {"ORCDRC", "CLAY"}
+    assert all("overlap" in reason for _, reason in by_profile["D"])
+    assert any("bottom depth" in reason and "missing" in reason for _, reason in by_profile["E"])
+    assert any(prop == "" and "no profile id" in reason for prop, reason in by_profile[""])
+    assert any(p == "G" for p, _, _ in reasons)
+    _, feedback = context_and_feedback
+    assert any("Skipped records by reason" in e for e in feedback.errors)
+    assert any("Harmonised" in i for i in feedback.infos)
+
+
+def test_same_profile_at_two_locations_is_an_error_naming_it(qgis_processing, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    path = tmp_path / "h.csv"
+    path.write_text("SOURCEID,x,y,top,bottom,ORCDRC\np1,1,1,0,10,5\np1,1,2,10,20,4\np2,5,5,0,10,3\n")
+    with pytest.raises(QgsProcessingException, match="p1.*different locations"):
+        run(qgis_processing, INPUT=point_layer(path))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [({"DEPTHS": "0,5,5"}, "increase"), ({"VLOW": 10, "VHIGH": 5}, "lowest allowed")],
+)
+def test_bad_parameters_say_what_to_do(qgis_processing, messy_csv, parameters, message):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match=message):
+        run(qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", **parameters)
+
+
+def test_fractional_depth_fields_are_spelled_with_p(qgis_processing, messy_csv):
+    output = run(
+        qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", DEPTHS="0,2.5,10"
+    )["OUTPUT"]
+    assert output.fields().names()[1:3] == ["ORCDRC_0_2p5", "ORCDRC_2p5_10"]
+    single = next(f for f in output.getFeatures() if f["pid"] == "C")
+    assert single["ORCDRC_0_2p5"] == 12 and not math.isnan(single["ORCDRC_rmse"])
