@@ -1,0 +1,267 @@
+"""The model file: a fitted model as JSON metadata plus plain numeric arrays, and nothing that runs code.
+
+Models are shared between colleagues, so opening one must be as safe as opening a raster: no pickle, which
+would execute whatever the file says. The file is a zip holding
+
+- `manifest.json`: `format`, `format_version`, the caller's `metadata` (plain JSON) and, for every array, its
+  member name, dtype, shape and SHA-256;
+- one `.npy` member per array, written and read with `allow_pickle=False`.
+
+Loading checks everything the manifest claims (member list, checksums, dtypes, shapes) before handing anything
+back, so a damaged, altered or foreign file fails with a `ModelFileError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import secrets
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+
+FORMAT = "socdepth-model"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+# Array names become zip member names: keep them to characters that are safe in any path.
+_ARRAY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
+# An .npy header is a few hundred bytes; a member claiming to be much larger than its array is refused
+# before it is decompressed (a "zip bomb" would otherwise fill the memory).
+_NPY_HEADER_ALLOWANCE = 65536
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be written or read; the message says why and what to do."""
+
+
+def save_model_file(path: str | os.PathLike, metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Writes `metadata` and `arrays` to `path` atomically: the file appears complete or not at all.
+
+    The zip is written under a temporary name in the destination folder and moved into place with
+    `os.replace` only when every member is written, so an interrupted save never leaves a truncated model
+    (or a stray temporary file) behind, and an existing file at `path` survives a failed save.
+    Metadata must be plain JSON; tuples come back as lists.
+    """
+    path = os.fspath(path)
+    metadata_text = _metadata_to_json(metadata)
+    _check_array_names(arrays)
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.partial")
+    # O_EXCL: never clobber someone else's file; mode 0o666 lets the umask decide, as for any new file.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            _write_zip(stream, metadata_text, arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def load_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Reads a file written by `save_model_file` -> (metadata, arrays), after checking all of it."""
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"Model file '{path}' does not exist; check the path or train a model first.")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"'{name}' is not a SOC Depth Mapper model file (it is not a zip archive). Choose a file saved by "
+            "the plugin's training tools."
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = _read_manifest(archive, name)
+            return manifest["metadata"], _read_arrays(archive, manifest["arrays"], name)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise ModelFileError(f"'{name}' is a damaged zip archive ({error}); save or train the model again.") from None
+
+
+def _metadata_to_json(metadata: dict[str, Any]) -> str:
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"Model metadata must be a dict, not {type(metadata).__name__}.")
+    _check_plain_json(metadata, "metadata")
+    return json.dumps(metadata, allow_nan=False, sort_keys=True)
+
+
+def _check_plain_json(value: Any, where: str) -> None:
+    """Refuses what JSON would silently change (int keys) or cannot write (NaN, NumPy ints, objects)."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if type(value) is int:
+        return
+    if isinstance(value, float):  # NumPy's float64 is a float and writes as one
+        if not math.isfinite(value):
+            raise ModelFileError(
+                f"Model metadata {where} is {value}; JSON has no NaN or infinity. Store null (None) or a "
+                "finite number instead."
+            )
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain_json(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ModelFileError(
+                    f"Model metadata {where} has the key {key!r} of type {type(key).__name__}; JSON keys "
+                    "must be strings."
+                )
+            _check_plain_json(item, f"{where}.{key}")
+        return
+    raise ModelFileError(
+        f"Model metadata {where} has type {type(value).__name__}; use plain JSON values (dict, list, str, "
+        "int, float, bool, None), e.g. float(x) for a NumPy number, or put arrays among the arrays."
+    )
+
+
+def _check_array_names(arrays: dict[str, np.ndarray]) -> None:
+    for name in arrays:
+        if not isinstance(name, str) or not _ARRAY_NAME.match(name):
+            raise ModelFileError(
+                f"Array name {name!r} cannot be stored; use letters, digits, '_', '.' and '-' only "
+                "(at most 200 characters, not starting with '.' or '-')."
+            )
+
+
+class _HashingWriter:
+    """Passes bytes to a zip member while computing their SHA-256, so arrays are serialised only once."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.target.write(data)
+
+
+def _write_zip(stream, metadata_text: str, arrays: dict[str, np.ndarray]) -> None:
+    entries = {}
+    with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, value in arrays.items():
+            array = np.asarray(value)
+            if array.dtype.hasobject:
+                raise ModelFileError(
+                    f"Array '{name}' holds Python objects (dtype {array.dtype}); only numeric, boolean or "
+                    "fixed-width string arrays can be stored safely."
+                )
+            member = f"{name}.npy"
+            with archive.open(member, "w", force_zip64=True) as target:
+                writer = _HashingWriter(target)
+                np.lib.format.write_array(writer, array, allow_pickle=False)
+            entries[name] = {
+                "member": member,
+                "dtype": array.dtype.str,
+                "shape": list(array.shape),
+                "sha256": writer.digest.hexdigest(),
+            }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "metadata": json.loads(metadata_text),
+            "arrays": entries,
+        }
+        archive.writestr(MANIFEST, json.dumps(manifest, allow_nan=False, indent=1, sort_keys=True))
+
+
+def _refuse_constant(constant: str) -> None:
+    raise ModelFileError(f"the manifest holds '{constant}', which is not valid JSON")
+
+
+def _read_manifest(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
+    retrain = "Save or train the model again with this version of the plugin."
+    try:
+        text = archive.read(MANIFEST)
+    except KeyError:
+        raise ModelFileError(
+            f"'{name}' is a zip archive but not a SOC Depth Mapper model file (no {MANIFEST}). {retrain}"
+        ) from None
+    try:
+        manifest = json.loads(text.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ModelFileError) as error:
+        raise ModelFileError(f"'{name}': {MANIFEST} cannot be read ({error}). {retrain}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(f"'{name}' is not a SOC Depth Mapper model file (its format is not '{FORMAT}').")
+    version = manifest.get("format_version")
+    if type(version) is not int or version < 1:
+        raise ModelFileError(f"'{name}' has an invalid format version {version!r}. {retrain}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"'{name}' was written by a newer SOC Depth Mapper (model file format {version}; this version reads "
+            f"format {FORMAT_VERSION}). Update the plugin to use this model."
+        )
+    if not isinstance(manifest.get("metadata"), dict) or not isinstance(manifest.get("arrays"), dict):
+        raise ModelFileError(f"'{name}': {MANIFEST} lacks its metadata or array list. {retrain}")
+    return manifest
+
+
+def _read_arrays(archive: zipfile.ZipFile, entries: dict[str, Any], name: str) -> dict[str, np.ndarray]:
+    damaged = f"'{name}' is damaged or was altered after saving"
+    retrain = "Use an intact copy, or train and save the model again."
+    members = archive.namelist()
+    if len(members) != len(set(members)):
+        raise ModelFileError(f"{damaged}: a member appears twice in the archive. {retrain}")
+    expected = {MANIFEST}
+    for array_name, entry in entries.items():
+        if not isinstance(entry, dict) or not _ARRAY_NAME.match(array_name):
+            raise ModelFileError(f"{damaged}: the manifest entry for {array_name!r} is malformed. {retrain}")
+        expected.add(entry.get("member"))
+    extra, missing = set(members) - expected, expected - set(members)
+    if extra or missing:
+        details = []
+        if extra:
+            details.append(f"unexpected member(s) {sorted(extra)}")
+        if missing:
+            details.append(f"missing member(s) {sorted(str(m) for m in missing)}")
+        raise ModelFileError(f"{damaged}: {'; '.join(details)}. {retrain}")
+
+    arrays = {}
+    for array_name, entry in entries.items():
+        arrays[array_name] = _read_array(archive, array_name, entry, damaged, retrain)
+    return arrays
+
+
+def _read_array(
+    archive: zipfile.ZipFile, array_name: str, entry: dict[str, Any], damaged: str, retrain: str
+) -> np.ndarray:
+    try:
+        dtype = np.dtype(entry["dtype"])
+        shape = tuple(int(n) for n in entry["shape"])
+        checksum = str(entry["sha256"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(f"{damaged}: the manifest entry for '{array_name}' is malformed. {retrain}") from None
+    if dtype.hasobject:
+        raise ModelFileError(
+            f"{damaged}: array '{array_name}' claims to hold Python objects, which would need pickle; "
+            "refusing to load it. Only use model files from the plugin's own training tools."
+        )
+    info = archive.getinfo(entry["member"])
+    if info.file_size > math.prod(shape) * dtype.itemsize + _NPY_HEADER_ALLOWANCE:
+        raise ModelFileError(f"{damaged}: member '{info.filename}' is larger than its array. {retrain}")
+    data = archive.read(info)
+    if hashlib.sha256(data).hexdigest() != checksum:
+        raise ModelFileError(f"{damaged}: the checksum of '{info.filename}' does not match. {retrain}")
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ModelFileError(
+            f"{damaged}: '{info.filename}' is not a plain NumPy array ({error}). Model files never contain "
+            "pickled objects; only use files from the plugin's own training tools."
+        ) from None
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape:
+        raise ModelFileError(
+            f"{damaged}: '{info.filename}' does not match the dtype and shape listed in {MANIFEST}. {retrain}"
+        )
+    return array
