@@ -93,10 +93,14 @@ def metrics_table(
         sizes = ", ".join(f"{size} {what}" for what, size in lengths.items())
         raise ValueError(f"The inputs differ in length ({sizes}); give one value of each per observation.")
 
+    depths = list(dict.fromkeys(labels))  # one depth order for every group
+
     def rows_for(group: str, selected: np.ndarray) -> list[dict]:
         rows = []
-        for depth in dict.fromkeys(labels[selected]):
+        for depth in depths:
             mask = selected & (labels == depth)
+            if not mask.any():
+                continue
             rows.append(
                 {"model": model_name, "depth": depth, "group": group, **regression_metrics(obs[mask], pred[mask])}
             )

@@ -142,3 +142,13 @@ def test_metrics_table_without_groups_and_bad_lengths():
     ]
     with pytest.raises(ValueError, match="3 observed, 3 predicted, 2 depth labels"):
         metrics_table([1, 2, 3], [1, 2, 4], ["a", "b"])
+
+
+def test_every_group_lists_depths_in_the_overall_order():
+    table = metrics_table([1, 2, 3, 4], [1, 2, 3, 5], ["0-5", "5-15", "0-5", "30-60"], groups=[1, 2, 2, 2])
+    keys = [(row["group"], row["depth"]) for row in table]
+    assert keys == [
+        ("all", "0-5"), ("all", "5-15"), ("all", "30-60"), ("all", "all"),
+        ("1", "0-5"), ("1", "all"),
+        ("2", "0-5"), ("2", "5-15"), ("2", "30-60"), ("2", "all"),
+    ]  # fmt: skip
