@@ -1,0 +1,129 @@
+"""QGIS-side helpers shared by the algorithms: raster layers to files, points to raster coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsFeatureRequest,
+    QgsProcessingException,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+
+
+def tr(text: str) -> str:
+    return QCoreApplication.translate("SocDepthMapper", text)
+
+
+def raster_files(layers: Iterable[QgsRasterLayer]) -> tuple[list[str], list[str]]:
+    """File paths and layer names of the covariate rasters; only GDAL file rasters can be read block-wise."""
+    paths, names = [], []
+    for layer in layers:
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(
+                tr("Covariate '{}' is not a raster file (provider '{}'). Save it as a GeoTIFF first.").format(
+                    layer.name(), layer.providerType()
+                )
+            )
+        paths.append(layer.source().split("|")[0])
+        names.append(layer.name())
+    if not paths:
+        raise QgsProcessingException(tr("Choose at least one covariate raster."))
+    return paths, names
+
+
+def open_stack(layers, resample: bool):
+    """A CovariateStack over the layers; a grid mismatch becomes an error that says what differs."""
+    from ..core.rasters import CovariateStack, RasterMismatchError
+
+    paths, names = raster_files(layers)
+    try:
+        return CovariateStack(paths, layer_names=names, resample=resample)
+    except RasterMismatchError as error:
+        raise QgsProcessingException(str(error)) from error
+
+
+@dataclass
+class Points:
+    """Point features read once: ids, coordinates in the rasters' CRS, geometries and chosen attributes."""
+
+    feature_ids: list[int] = field(default_factory=list)
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    geometries: list = field(default_factory=list)
+    attributes: list[list] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def read_points(source, context, feedback, target_crs_wkt: str, fields: list[str] | None = None, progress_span=10):
+    """Reads point features and transforms them to the rasters' CRS with the project's transform context.
+
+    Features without a geometry, or that cannot be transformed, are skipped with a reason.
+    """
+    transform = QgsCoordinateTransform(
+        source.sourceCrs(), QgsCoordinateReferenceSystem.fromWkt(target_crs_wkt), context.transformContext()
+    )
+    request = QgsFeatureRequest()
+    indices = None
+    if fields is not None:
+        indices = [source.fields().lookupField(name) for name in fields]
+        request.setSubsetOfAttributes(indices)
+    points = Points()
+    total = source.featureCount() or 1
+    for n, feature in enumerate(source.getFeatures(request)):
+        if feedback.isCanceled():
+            break
+        geometry = feature.geometry()
+        if geometry is None or geometry.isEmpty():
+            points.skipped.append((feature.id(), tr("no geometry")))
+            continue
+        point = geometry.vertexAt(0)
+        try:
+            projected = transform.transform(point.x(), point.y())
+        except QgsCsException:
+            points.skipped.append((feature.id(), tr("cannot be transformed to the rasters' CRS")))
+            continue
+        points.feature_ids.append(feature.id())
+        points.x.append(projected.x())
+        points.y.append(projected.y())
+        points.geometries.append(geometry)
+        attributes = feature.attributes()
+        points.attributes.append(attributes if indices is None else [attributes[i] for i in indices])
+        if n % 500 == 0:
+            feedback.setProgress(progress_span * n / total)
+    return points
+
+
+def report_skipped(feedback, skipped: list[tuple[object, str]], what: str, limit: int = 20) -> None:
+    """Reports skipped records one by one (up to `limit`) and as counts per reason."""
+    if not skipped:
+        return
+    for record, reason in skipped[:limit]:
+        feedback.reportError(tr("Skipped {} {}: {}").format(what, record, reason))
+    if len(skipped) > limit:
+        feedback.reportError(tr("… and {} more.").format(len(skipped) - limit))
+    counts: dict[str, int] = {}
+    for _, reason in skipped:
+        key = reason.split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    summary = "; ".join(f"{reason}: {count}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+    feedback.reportError(tr("Skipped {} {}s in all — {}").format(len(skipped), what, summary))
+
+
+def progress_callback(feedback, start: float = 0.0, span: float = 100.0):
+    """Engine progress (fraction, message) -> the feedback's bar and text; False when the user cancels."""
+    last = {"message": None}
+
+    def report(fraction: float, message: str) -> bool:
+        feedback.setProgress(start + span * fraction)
+        if message != last["message"]:
+            feedback.setProgressText(message)
+            last["message"] = message
+        return not feedback.isCanceled()
+
+    return report

@@ -1,0 +1,170 @@
+"""socdepth:sample — covariate values (or patch means) at points."""
+
+from __future__ import annotations
+
+import warnings
+
+from qgis.core import (
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from .base import SocAlgorithm
+from .layers import open_stack, read_points, report_skipped
+
+
+class SampleAlgorithm(SocAlgorithm):
+    INPUT = "INPUT"
+    COVARIATES = "COVARIATES"
+    PATCH_SIZE = "PATCH_SIZE"
+    RESAMPLE = "RESAMPLE"
+    OUTPUT = "OUTPUT"
+    REJECTED = "REJECTED"
+
+    NAME = "sample"
+    DISPLAY_NAME = "Sample covariates at points"
+    GROUP = "prepare"
+    ICON = "sample.svg"
+    HELP_ANCHOR = "sample-covariates-at-points"
+    REQUIRES = ("numpy", "rasterio")
+    HELP = (
+        "Adds the value of every covariate raster band at each point, or the mean over a square patch of cells "
+        "centred on the point. This is the sampling that 'Train SOC model' uses; run it on its own to inspect or "
+        "export the regression matrix.<br><br>"
+        "<b>Covariates</b>: one or more rasters on one grid (same CRS, pixel size and extent); multi-band rasters "
+        "add one field per band, named LAYER_BANDDESCRIPTION (or LAYER_BANDNUMBER). Points are transformed to "
+        "the rasters' CRS.<br>"
+        "<b>Skipped</b>: points outside the rasters or on a nodata cell; each is listed in the optional "
+        "'Skipped points' table with its reason."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Points"), [QgsProcessing.TypeVectorPoint]),
+            "Sites to sample, e.g. the output of 'Harmonise horizons to standard depths'.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(
+                self.COVARIATES, self.tr("Covariate rasters"), QgsProcessing.TypeRaster
+            ),
+            "Raster covariates (terrain, climate, vegetation, parent material...). All bands of every raster are "
+            "sampled, in the order given.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.PATCH_SIZE, self.tr("Patch size (cells)"), QgsProcessingParameterNumber.Integer, 1, minValue=1
+            ),
+            "1 samples the cell under each point. An odd size such as 3 or 5 returns the mean over that many "
+            "cells on a side, centred on the point (nodata cells are left out of the mean).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterBoolean(self.RESAMPLE, self.tr("Resample onto the first raster's grid"), False),
+            "Rasters normally must share one grid. Tick this to warp the others onto the first raster's grid "
+            "(nearest neighbour, which keeps class codes valid).",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Sampled points"), QgsProcessing.TypeVectorPoint),
+            "The input points that could be sampled, with all their fields plus one field per covariate band.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSink(
+                self.REJECTED,
+                self.tr("Skipped points"),
+                QgsProcessing.TypeVector,
+                optional=True,
+                createByDefault=False,
+            ),
+            "Optional table of the points that were skipped: feature id and reason.",
+        )
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        import numpy as np
+
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        layers = self.parameterAsLayerList(parameters, self.COVARIATES, context)
+        patch_size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
+        if patch_size % 2 == 0:
+            raise QgsProcessingException(
+                self.tr("Patch size {} must be odd (1, 3, 5, ...) so that the point is the centre cell.").format(
+                    patch_size
+                )
+            )
+        resample = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
+
+        with open_stack(layers, resample) as stack:
+            feedback.setProgressText(self.tr("Reading points"))
+            points = read_points(source, context, feedback, stack.crs_wkt, progress_span=20)
+            if feedback.isCanceled():
+                return {}
+            feedback.setProgressText(self.tr("Sampling {} bands at {} points").format(stack.count, len(points.x)))
+            sample = stack.sample(np.array(points.x), np.array(points.y), patch_size)
+            band_names = stack.band_names
+        feedback.setProgress(70)
+
+        fields = QgsFields(source.fields())
+        existing = {name.lower() for name in fields.names()}
+        for name in band_names:
+            field_name = name
+            while field_name.lower() in existing:
+                field_name += "_cov"
+            existing.add(field_name.lower())
+            fields.append(QgsField(field_name, QVariant.Double))
+        sink, dest_id = self.parameterAsSink(
+            parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()
+        )
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+
+        with warnings.catch_warnings():  # skipped points have all-NaN patches: 'mean of empty slice'
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanmean(sample.patches.reshape(*sample.patches.shape[:2], -1), axis=2)
+        skipped = list(points.skipped)
+        written = 0
+        for i, fid in enumerate(points.feature_ids):
+            if feedback.isCanceled():
+                return {}
+            if sample.status[i] != 0:
+                skipped.append((fid, sample.reasons[i]))
+                continue
+            feature = QgsFeature(fields)
+            feature.setGeometry(points.geometries[i])
+            feature.setAttributes([*points.attributes[i], *(float(v) for v in values[i])])
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            written += 1
+        if written == 0:
+            raise QgsProcessingException(
+                self.tr(
+                    "None of the {} points could be sampled ({}). Check that the points lie on the rasters and "
+                    "that both have the right CRS."
+                ).format(source.featureCount(), skipped[0][1] if skipped else self.tr("no points"))
+            )
+        report_skipped(feedback, skipped, self.tr("point"))
+        outputs = {self.OUTPUT: dest_id}
+        rejected_fields = QgsFields()
+        rejected_fields.append(QgsField("feature_id", QVariant.LongLong))
+        rejected_fields.append(QgsField("reason", QVariant.String))
+        rejected_sink, rejected_id = self.parameterAsSink(
+            parameters, self.REJECTED, context, rejected_fields, QgsWkbTypes.NoGeometry
+        )
+        if rejected_sink is not None:
+            for fid, reason in skipped:
+                feature = QgsFeature(rejected_fields)
+                feature.setAttributes([fid, reason])
+                rejected_sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            outputs[self.REJECTED] = rejected_id
+        feedback.pushInfo(self.tr("Sampled {} of {} points ({} skipped).").format(written, len(points.x), len(skipped)))
+        return outputs

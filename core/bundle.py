@@ -1,0 +1,239 @@
+"""The trained-model bundle: the model, what it was trained on and how to map with it, in one safe file.
+
+The bundle is the only state carried from training to prediction. It records the covariate names and order, the
+raster grid (CRS, pixel size, nodata), the depth intervals, the target transform, the settings and seed, library
+versions, the validation metrics and the covariate ranges seen in training, and the models needed for prediction
+intervals.
+
+Prediction intervals:
+- Random forest: quantile regression forest (ranger's one-response-per-leaf approximation of Meinshausen 2006).
+- CNNs: the cross-validation fold models form an ensemble whose spread s(x) says where the models disagree —
+  typically far from training data. Intervals are normalised split-conformal (Papadopoulos et al. 2008; Lei et al.
+  2018): each site's out-of-fold error divided by its ensemble spread gives a score; the interval at a pixel is
+  prediction ± q · s(x), where q is the score quantile for the requested level. The out-of-fold errors make the
+  coverage honest; the spread makes the width vary where it should. This needs cross-validation at training time.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from typing import Any
+
+import numpy as np
+
+from .modelfile import ModelFileError, load_model_file, save_model_file
+from .models.base import DepthModel
+from .training import TrainingData, TrainingResult, forward_transform, inverse_transform, model_class
+
+BUNDLE_VERSION = 1
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("numpy", "scipy", "scikit-learn", "torch", "rasterio"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def _spread_floor(spread: np.ndarray) -> float:
+    """A small floor for the ensemble spread, so that a pixel where all fold models agree still gets a width."""
+    positive = spread[np.isfinite(spread) & (spread > 0)]
+    return float(0.1 * np.median(positive)) if positive.size else 1e-6
+
+
+class SocModel:
+    """A trained SOC model ready to predict from covariate patches or raster blocks."""
+
+    def __init__(
+        self,
+        model: DepthModel,
+        metadata: dict[str, Any],
+        fold_models: list[DepthModel] | None = None,
+        conformal_scores: list[np.ndarray] | None = None,
+    ):
+        self.model = model
+        self.metadata = metadata
+        self.fold_models = fold_models or []
+        self.conformal_scores = conformal_scores or []
+
+    # --- what the model was trained on -------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.metadata["kind"]
+
+    @property
+    def intervals(self) -> np.ndarray:
+        return np.asarray(self.metadata["intervals"], dtype=float)
+
+    @property
+    def band_names(self) -> list[str]:
+        return list(self.metadata["band_names"])
+
+    @property
+    def property_name(self) -> str:
+        return self.metadata["property"]
+
+    @property
+    def patch_size(self) -> int:
+        return self.model.patch_size
+
+    @property
+    def transform(self) -> str:
+        return self.metadata["target_transform"]
+
+    def interval_labels(self, unit: str = " cm") -> list[str]:
+        return [f"{top:g}-{bottom:g}{unit}" for top, bottom in self.intervals]
+
+    # --- construction and files -----------------------------------------------------------------------------------
+    @classmethod
+    def from_training(
+        cls, result: TrainingResult, data: TrainingData, grid: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> SocModel:
+        """Bundles a training run. `grid`: crs_wkt, transform (GDAL 6-tuple), res, nodata (per band)."""
+        centre = data.patches.shape[-1] // 2
+        centre_values = data.patches[:, :, centre, centre].astype(float)
+        ranges = np.stack([np.nanmin(centre_values, axis=0), np.nanmax(centre_values, axis=0)], axis=1)
+        metadata = {
+            "bundle_version": BUNDLE_VERSION,
+            "kind": result.settings["kind"],
+            "property": data.property_name,
+            "intervals": data.intervals.tolist(),
+            "band_names": list(data.band_names),
+            "categorical": [int(i) for i in data.categorical],
+            "patch_size": int(result.model.patch_size),
+            "target_transform": result.transform,
+            "grid": grid,
+            "settings": result.settings,
+            "covariate_ranges": ranges.tolist(),
+            "n_sites": len(data.site_ids),
+            "n_observations_per_depth": np.sum(~np.isnan(data.targets), axis=0).tolist(),
+            "metrics": [] if result.validation is None else result.validation.metrics,
+            "training_seconds": result.seconds,
+            "versions": library_versions(),
+            **(extra or {}),
+        }
+        fold_models, scores = [], []
+        if result.validation is not None and result.settings["kind"] != "random_forest":
+            fold_models = result.validation.fold_models
+            scores, floors = cls._conformal_scores(fold_models, data, result.validation.predictions, result.transform)
+            metadata["spread_floors"] = floors
+        return cls(result.model, metadata, fold_models, scores)
+
+    @staticmethod
+    def _conformal_scores(
+        fold_models: list[DepthModel], data: TrainingData, oof: np.ndarray, transform: str
+    ) -> tuple[list[np.ndarray], list[float]]:
+        """Per depth, sorted |out-of-fold error| / (ensemble spread + floor) at each observed site (fitted scale),
+        and the floors."""
+        members = np.stack([m.predict(data.patches) for m in fold_models])  # (K, S, D), fitted scale
+        spread = members.std(axis=0)
+        error = np.abs(forward_transform(data.targets, transform) - forward_transform(oof, transform))
+        scores, floors = [], []
+        for d in range(data.targets.shape[1]):
+            observed = ~np.isnan(data.targets[:, d]) & ~np.isnan(oof[:, d])
+            floors.append(_spread_floor(spread[observed, d]))
+            scores.append(np.sort(error[observed, d] / (spread[observed, d] + floors[-1])))
+        return scores, floors
+
+    def save(self, path: str) -> None:
+        config, arrays = self.model.get_state()
+        all_arrays = {f"model/{name}": value for name, value in arrays.items()}
+        fold_configs = []
+        for i, fold_model in enumerate(self.fold_models):
+            fold_config, fold_arrays = fold_model.get_state()
+            fold_configs.append(fold_config)
+            all_arrays.update({f"fold{i}/{name}": value for name, value in fold_arrays.items()})
+        for d, scores in enumerate(self.conformal_scores):
+            all_arrays[f"conformal/{d}"] = np.asarray(scores, dtype=float)
+        metadata = {**self.metadata, "model_config": config, "fold_configs": fold_configs}
+        save_model_file(path, metadata, all_arrays)
+
+    @classmethod
+    def load(cls, path: str) -> SocModel:
+        metadata, arrays = load_model_file(path)
+        if metadata.get("bundle_version") != BUNDLE_VERSION:
+            raise ModelFileError(
+                f"'{path}' was written by another version of SOC Depth Mapper (bundle version "
+                f"{metadata.get('bundle_version')}); retrain the model with this version."
+            )
+        try:
+            cls_model = model_class(metadata["kind"])
+        except ValueError as error:
+            raise ModelFileError(f"'{path}': {error}") from error
+
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
+
+        model = cls_model.from_state(metadata.pop("model_config"), part("model/"))
+        fold_configs = metadata.pop("fold_configs")
+        fold_models = [cls_model.from_state(c, part(f"fold{i}/")) for i, c in enumerate(fold_configs)]
+        scores = [arrays[f"conformal/{d}"] for d in range(len(part("conformal/")))]
+        return cls(model, metadata, fold_models, scores)
+
+    # --- prediction ----------------------------------------------------------------------------------------------
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        """(S, B, p, p) -> (S, D) on the target's own scale."""
+        return inverse_transform(self.model.predict(patches), self.transform)
+
+    def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
+        values = self.model.predict_block(block)[list(depth_indices)]
+        return inverse_transform(values, self.transform).astype(np.float32)
+
+    def supports_intervals(self) -> tuple[bool, str]:
+        if self.kind == "random_forest":
+            return True, ""
+        if not self.fold_models:
+            return False, (
+                "This CNN model was trained without cross-validation, so it has no fold models to estimate "
+                "prediction intervals from. Retrain it with validation 'Random k-fold' or 'Spatial k-fold', "
+                "or predict without uncertainty."
+            )
+        return True, ""
+
+    def predict_block_interval(self, block: np.ndarray, depth_indices, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds (d, h, w) of a central prediction interval with probability `level`."""
+        ok, reason = self.supports_intervals()
+        if not ok:
+            raise ValueError(reason)
+        depth_indices = list(depth_indices)
+        alpha = 1.0 - level
+        if self.kind == "random_forest":
+            quantiles = self.model.predict_block_quantiles(block, [alpha / 2, 1 - alpha / 2])[depth_indices]
+            lower, upper = quantiles[:, 0], quantiles[:, 1]
+        else:
+            centre = self.model.predict_block(block)[depth_indices]
+            members = np.stack([m.predict_block(block)[depth_indices] for m in self.fold_models])
+            spread = members.std(axis=0)
+            half = np.empty_like(centre)
+            for j, d in enumerate(depth_indices):
+                scores = self.conformal_scores[d]
+                floor = self.metadata["spread_floors"][d]
+                half[j] = self.conformal_quantile(scores, level) * (spread[j] + floor)
+            lower, upper = centre - half, centre + half
+        lower = inverse_transform(lower, self.transform)
+        upper = inverse_transform(upper, self.transform)
+        return lower.astype(np.float32), upper.astype(np.float32)
+
+    @staticmethod
+    def conformal_quantile(scores: np.ndarray, level: float) -> float:
+        """The finite-sample conformal quantile: the ceil((n + 1) level)-th smallest score."""
+        n = len(scores)
+        if n == 0:
+            return math.nan
+        rank = min(n, math.ceil((n + 1) * level))
+        return float(scores[rank - 1])
+
+    def bytes_per_pixel(self) -> int:
+        """Working memory per output pixel while predicting a block (input, activations, outputs)."""
+        bands = len(self.band_names)
+        depths = len(self.intervals)
+        estimate = getattr(self.model, "bytes_per_pixel", None)
+        per_model = estimate() if callable(estimate) else 8 * (bands + 2) * depths + 64
+        members = 1 + len(self.fold_models)
+        return int(4 * bands * self.patch_size + per_model * min(members, 2) + 16 * depths)

@@ -1,0 +1,239 @@
+"""Training with honest validation: k-fold cross-validation over whole sites, then a final fit on all sites.
+
+A site's depths always fall in the same fold, so no site is on both sides of a split. Spatial folds hold whole
+square blocks of sites, which keeps near neighbours out of each other's test folds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .folds import default_block_size, random_folds, spatial_block_folds
+from .metrics import metrics_table
+from .models.base import DepthModel, check_progress
+
+MODEL_KINDS = ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
+MODEL_LABELS = {
+    "random_forest": "Random forest",
+    "cnn": "CNN",
+    "transfer_cnn": "Transfer CNN",
+    "multitask_cnn": "Multi-task CNN",
+}
+TRANSFORMS = ("none", "log")
+VALIDATIONS = ("none", "random", "spatial")
+
+Progress = Callable[[float, str], bool]
+
+
+def model_class(kind: str) -> type[DepthModel]:
+    """The class for a model kind, imported only when needed (torch is heavy; RF does not need it)."""
+    if kind == "random_forest":
+        from .models.forest import RandomForestDepthModel
+
+        return RandomForestDepthModel
+    if kind in ("cnn", "transfer_cnn", "multitask_cnn"):
+        from .models import cnn
+
+        return {
+            "cnn": cnn.CNNDepthModel,
+            "transfer_cnn": cnn.TransferCNNDepthModel,
+            "multitask_cnn": cnn.MultiTaskCNNDepthModel,
+        }[kind]
+    raise ValueError(f"Unknown model kind '{kind}'; expected one of {', '.join(MODEL_KINDS)}.")
+
+
+def forward_transform(values: np.ndarray, transform: str) -> np.ndarray:
+    """The scale the model is fitted on: log(1 + SOC) tames the long right tail of SOC."""
+    if transform == "log":
+        if np.nanmin(values) < 0:
+            raise ValueError("The log transform needs non-negative targets; choose no transform.")
+        return np.log1p(values)
+    return values
+
+
+def inverse_transform(values: np.ndarray, transform: str) -> np.ndarray:
+    return np.expm1(values) if transform == "log" else values
+
+
+@dataclass
+class TrainingData:
+    """Sites with covariate patches and a target per depth interval (NaN where a site lacks that depth)."""
+
+    site_ids: np.ndarray  # (S,)
+    x: np.ndarray  # (S,) in the rasters' CRS
+    y: np.ndarray  # (S,)
+    patches: np.ndarray  # (S, B, p, p) float32
+    targets: np.ndarray  # (S, D)
+    intervals: np.ndarray  # (D, 2)
+    property_name: str
+    band_names: list[str]
+    categorical: tuple[int, ...] = ()
+    groups: np.ndarray | None = None  # (S,)
+
+    def interval_labels(self) -> list[str]:
+        return [f"{top:g}-{bottom:g}" for top, bottom in self.intervals]
+
+
+@dataclass
+class CrossValidation:
+    folds: np.ndarray  # (S,) fold of each site
+    predictions: np.ndarray  # (S, D) out-of-fold predictions on the target's own scale
+    fold_models: list[DepthModel]
+    metrics: list[dict[str, Any]]
+    block_size: float | None
+    seconds: float
+    scheme: str
+
+
+@dataclass
+class TrainingResult:
+    model: DepthModel
+    transform: str
+    validation: CrossValidation | None
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def make_folds(
+    data: TrainingData, scheme: str, k: int, block_size: float | None, random_state: int
+) -> tuple[np.ndarray, float | None]:
+    """Fold id per site; for spatial folds also the block size used (chosen from the data when not given)."""
+    n_sites = len(data.site_ids)
+    if k < 2:
+        raise ValueError("Cross-validation needs at least 2 folds.")
+    if k > n_sites:
+        raise ValueError(f"{k} folds need at least {k} sites; there are {n_sites}. Use fewer folds.")
+    if scheme == "random":
+        return random_folds(n_sites, k, random_state), None
+    if scheme == "spatial":
+        size = block_size if block_size and block_size > 0 else default_block_size(data.x, data.y, k)
+        return spatial_block_folds(data.x, data.y, k, size, random_state), float(size)
+    raise ValueError(f"Unknown validation scheme '{scheme}'.")
+
+
+def _scaled(progress: Progress | None, start: float, span: float, prefix: str) -> Progress | None:
+    """A progress callback for a stage that covers [start, start + span] of the whole run."""
+    if progress is None:
+        return None
+
+    def report(fraction: float, message: str) -> bool:
+        return progress(start + span * min(max(fraction, 0.0), 1.0), f"{prefix}{message}")
+
+    return report
+
+
+def cross_validate(
+    data: TrainingData,
+    make_model: Callable[[], DepthModel],
+    folds: np.ndarray,
+    transform: str = "none",
+    model_name: str = "",
+    progress: Progress | None = None,
+    block_size: float | None = None,
+    scheme: str = "random",
+) -> CrossValidation:
+    """Out-of-fold predictions for every site, each from a model that never saw that site."""
+    started = time.perf_counter()
+    fold_ids = np.unique(folds)
+    predictions = np.full(data.targets.shape, np.nan)
+    fold_models = []
+    fitted_targets = forward_transform(data.targets, transform)
+    for i, fold in enumerate(fold_ids):
+        test = folds == fold
+        train = ~test
+        label = f"fold {i + 1}/{len(fold_ids)}: "
+        check_progress(progress, i / len(fold_ids), f"{label}training")
+        model = make_model().fit(
+            data.patches[train],
+            fitted_targets[train],
+            data.intervals,
+            categorical=data.categorical,
+            progress=_scaled(progress, i / len(fold_ids), 1 / len(fold_ids), label),
+        )
+        predictions[test] = inverse_transform(model.predict(data.patches[test]), transform)
+        fold_models.append(model)
+    predictions[np.isnan(data.targets)] = np.nan
+    metrics = validation_metrics(data, predictions, model_name)
+    return CrossValidation(
+        folds=folds,
+        predictions=predictions,
+        fold_models=fold_models,
+        metrics=metrics,
+        block_size=block_size,
+        seconds=time.perf_counter() - started,
+        scheme=scheme,
+    )
+
+
+def validation_metrics(data: TrainingData, predictions: np.ndarray, model_name: str) -> list[dict[str, Any]]:
+    """Metrics per depth and over all depths (and per group) from site × depth predictions."""
+    observed_mask = ~np.isnan(data.targets)
+    site_index, depth_index = np.nonzero(observed_mask)
+    labels = np.array(data.interval_labels(), dtype=object)[depth_index]
+    groups = None if data.groups is None else np.asarray(data.groups, dtype=object)[site_index]
+    return metrics_table(
+        data.targets[site_index, depth_index],
+        predictions[site_index, depth_index],
+        list(labels),
+        groups=None if groups is None else list(groups),
+        model_name=model_name,
+    )
+
+
+def train(
+    data: TrainingData,
+    kind: str,
+    params: dict[str, Any],
+    validation: str = "spatial",
+    folds: int = 10,
+    block_size: float | None = None,
+    transform: str = "none",
+    random_state: int = 0,
+    progress: Progress | None = None,
+) -> TrainingResult:
+    """Cross-validates (unless `validation` is 'none'), then fits the final model on all sites."""
+    if transform not in TRANSFORMS:
+        raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
+    started = time.perf_counter()
+    cls = model_class(kind)
+
+    def make_model() -> DepthModel:
+        return cls(**params, random_state=random_state)
+
+    result_cv = None
+    final_share = 1.0
+    if validation != "none":
+        fold_ids, used_block = make_folds(data, validation, folds, block_size, random_state)
+        final_share = 1.0 / (len(np.unique(fold_ids)) + 1)
+        result_cv = cross_validate(
+            data,
+            make_model,
+            fold_ids,
+            transform=transform,
+            model_name=MODEL_LABELS[kind],
+            progress=_scaled(progress, 0.0, 1.0 - final_share, "validation "),
+            block_size=used_block,
+            scheme=validation,
+        )
+    model = make_model().fit(
+        data.patches,
+        forward_transform(data.targets, transform),
+        data.intervals,
+        categorical=data.categorical,
+        progress=_scaled(progress, 1.0 - final_share, final_share, "final model: "),
+    )
+    settings = {
+        "kind": kind,
+        "params": params,
+        "validation": validation,
+        "folds": folds if validation != "none" else None,
+        "block_size": None if result_cv is None else result_cv.block_size,
+        "transform": transform,
+        "random_state": random_state,
+    }
+    return TrainingResult(model, transform, result_cv, time.perf_counter() - started, settings)
