@@ -10,6 +10,8 @@ from qgis.PyQt.QtGui import QIcon
 from ..core.dependencies import versions
 from .base import ICONS
 from .harmonise import HarmoniseAlgorithm
+from .sample import SampleAlgorithm
+from .train import TrainAlgorithm
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
@@ -39,5 +41,5 @@ class SocDepthProvider(QgsProcessingProvider):
         return f"{plugin_version()} ({deps})"
 
     def loadAlgorithms(self):  # noqa: N802
-        for algorithm in (HarmoniseAlgorithm(),):
+        for algorithm in (HarmoniseAlgorithm(), SampleAlgorithm(), TrainAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -15,6 +15,7 @@ PACKAGES: dict[str, tuple[str, str | None]] = {
     "sklearn": ("scikit-learn", "python3-sklearn"),
     "rasterio": ("rasterio", "python3-rasterio"),
     "torch": ("torch", None),
+    "matplotlib": ("matplotlib", "python3-matplotlib"),
 }
 
 

@@ -1,0 +1,263 @@
+"""A self-contained HTML report of a training run: what a soil scientist would show a colleague.
+
+Figures are PNGs embedded as data URIs, so the page opens offline and can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .training import MODEL_LABELS, TrainingData, TrainingResult
+
+METRIC_COLUMNS = (
+    ("n", "n"),
+    ("r", "R"),
+    ("r2", "R²"),
+    ("rmse", "RMSE"),
+    ("mae", "MAE"),
+    ("me", "ME"),
+    ("ccc", "CCC"),
+    ("kge", "KGE"),
+)
+
+STYLE = """
+body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f2efe9}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:.92em}
+img{max-width:100%}
+"""
+
+
+def _figure_to_uri(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if np.isnan(value) else f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def metrics_html(rows: list[dict[str, Any]]) -> str:
+    head = "".join(f"<th>{label}</th>" for _, label in METRIC_COLUMNS)
+    body = "".join(
+        f"<tr><td>{_format(r['depth'])}</td><td>{_format(r['group'])}</td>"
+        + "".join(f"<td>{_format(r[key])}</td>" for key, _ in METRIC_COLUMNS)
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr><th>Depth (cm)</th><th>Group</th>{head}</tr>{body}</table>"
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(3, n)
+    return (n + cols - 1) // cols, cols
+
+
+def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = data.interval_labels()
+    figures: dict[str, str] = {}
+    n_depths = len(labels)
+
+    # SOC distribution per depth
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    values = [data.targets[:, d][~np.isnan(data.targets[:, d])] for d in range(n_depths)]
+    ax.boxplot(values, labels=labels, vert=True, showfliers=True)
+    ax.set_xlabel("Depth interval (cm)")
+    ax.set_ylabel(f"{data.property_name}{unit}")
+    figures["distribution"] = _figure_to_uri(fig)
+
+    cv = result.validation
+    if cv is not None:
+        rows, cols = _grid(n_depths)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+        for d in range(n_depths):
+            ax = axes[d // cols][d % cols]
+            observed, predicted = data.targets[:, d], cv.predictions[:, d]
+            ok = ~np.isnan(observed) & ~np.isnan(predicted)
+            ax.scatter(observed[ok], predicted[ok], s=8, alpha=0.6, color="#6b4a2b")
+            if ok.any():
+                high = float(max(observed[ok].max(), predicted[ok].max()))
+                ax.plot([0, high], [0, high], color="#888", lw=1)
+            ax.set_title(f"{labels[d]} cm (n = {int(ok.sum())})", fontsize=10)
+            ax.set_xlabel("observed")
+            ax.set_ylabel("predicted")
+        for k in range(n_depths, rows * cols):
+            axes[k // cols][k % cols].axis("off")
+        fig.tight_layout()
+        figures["scatter"] = _figure_to_uri(fig)
+
+        # residual map (mean out-of-fold residual per site over its depths)
+        residual = np.nanmean(np.where(np.isnan(data.targets), np.nan, cv.predictions - data.targets), axis=1)
+        fig, ax = plt.subplots(figsize=(6.5, 5))
+        limit = float(np.nanpercentile(np.abs(residual), 95)) or 1.0
+        points = ax.scatter(
+            data.x, data.y, c=residual, cmap="RdBu_r", vmin=-limit, vmax=limit, s=18, edgecolors="#333", linewidths=0.3
+        )
+        fig.colorbar(points, ax=ax, label=f"mean residual, predicted − observed{unit}")
+        ax.set_aspect("equal")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        figures["residuals"] = _figure_to_uri(fig)
+
+        # depth profile of the mean observed and predicted values
+        fig, ax = plt.subplots(figsize=(4.2, 4.2))
+        mids = data.intervals.mean(axis=1)
+        observed_mean = [np.nanmean(v) for v in values]
+        predicted_mean = [
+            np.nanmean(np.where(np.isnan(data.targets[:, d]), np.nan, cv.predictions[:, d])) for d in range(n_depths)
+        ]
+        ax.plot(observed_mean, mids, "o-", color="#6b4a2b", label="observed")
+        ax.plot(predicted_mean, mids, "s--", color="#2e8b57", label="predicted (out-of-fold)")
+        ax.invert_yaxis()
+        ax.set_xlabel(f"mean {data.property_name}{unit}")
+        ax.set_ylabel("depth (cm, interval mid-point)")
+        ax.legend(fontsize=8)
+        figures["profile"] = _figure_to_uri(fig)
+
+        # density of observed vs predicted values (all depths)
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        observed_all = data.targets[~np.isnan(data.targets)]
+        predicted_all = cv.predictions[~np.isnan(data.targets) & ~np.isnan(cv.predictions)]
+        bins = np.linspace(0, float(np.nanpercentile(observed_all, 99.5)), 40)
+        ax.hist(observed_all, bins=bins, density=True, alpha=0.5, color="#6b4a2b", label="observed")
+        ax.hist(predicted_all, bins=bins, density=True, alpha=0.5, color="#2e8b57", label="predicted")
+        ax.set_xlabel(f"{data.property_name}{unit}")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8)
+        figures["density"] = _figure_to_uri(fig)
+
+    history = getattr(result.model, "history_", None)
+    if history:
+        stages = [(name, h) for name, h in history.items() if h.get("train_rmse")]
+        if stages:
+            rows, cols = _grid(len(stages))
+            fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+            for k, (name, h) in enumerate(stages):
+                ax = axes[k // cols][k % cols]
+                ax.plot(h["train_rmse"], label="training")
+                if h.get("val_rmse"):
+                    ax.plot(h["val_rmse"], label="inner validation")
+                if h.get("best_epoch") is not None:
+                    ax.axvline(h["best_epoch"], color="#888", lw=0.8, ls=":")
+                ax.set_title(name, fontsize=9)
+                ax.set_xlabel("epoch")
+                ax.set_ylabel("RMSE (fitted scale)")
+            axes[0][0].legend(fontsize=7)
+            for k in range(len(stages), rows * cols):
+                axes[k // cols][k % cols].axis("off")
+            fig.tight_layout()
+            figures["learning"] = _figure_to_uri(fig)
+    return figures
+
+
+def training_report_html(
+    bundle, data: TrainingData, result: TrainingResult, maps: dict[str, str] | None = None, unit: str = ""
+) -> str:
+    """The report page. `maps`: optional label → PNG data URI of predicted maps (added by the demo)."""
+    meta = bundle.metadata
+    settings = result.settings
+    figures = _plots(data, result, unit)
+    counts = np.sum(~np.isnan(data.targets), axis=0)
+    labels = data.interval_labels()
+    summary_rows = "".join(
+        f"<tr><td>{label}</td><td>{int(c)}</td><td>{_format(float(np.nanmean(data.targets[:, d])))}</td>"
+        f"<td>{_format(float(np.nanmedian(data.targets[:, d])))}</td>"
+        f"<td>{_format(float(np.nanmin(data.targets[:, d])))}</td><td>{_format(float(np.nanmax(data.targets[:, d])))}"
+        "</td></tr>"
+        for d, (label, c) in enumerate(zip(labels, counts))
+        if c
+    )
+    setting_rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in {
+            "Model": MODEL_LABELS[settings["kind"]],
+            "Model settings": settings["params"] or "defaults",
+            "Validation": settings["validation"]
+            + (f", {settings['folds']} folds" if settings["folds"] else "")
+            + (f", blocks of {settings['block_size']:.0f} map units" if settings.get("block_size") else ""),
+            "Target transform": settings["transform"],
+            "Seed": settings["random_state"],
+            "Covariate bands": ", ".join(data.band_names),
+            "Categorical bands": ", ".join(data.band_names[i] for i in data.categorical) or "none",
+            "Patch size (cells)": meta["patch_size"],
+            "Training time (s)": f"{result.seconds:.1f}",
+            "Library versions": ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        }.items()
+    )
+    parts = [
+        f"<h1>SOC Depth Mapper — {html.escape(MODEL_LABELS[settings['kind']])} for "
+        f"{html.escape(data.property_name)}</h1>",
+        "<h2>Data</h2>",
+        f"<p>{len(data.site_ids)} sites with covariates; observations per depth interval:</p>",
+        "<table><tr><th>Depth (cm)</th><th>Sites</th><th>Mean</th><th>Median</th><th>Min</th><th>Max</th></tr>"
+        f"{summary_rows}</table>",
+        _img(figures["distribution"], "distribution per depth"),
+        "<h2>Settings</h2>",
+        f"<table>{setting_rows}</table>",
+        "<h2>Validation</h2>",
+    ]
+    if result.validation is None:
+        parts.append("<p>No cross-validation was run: the accuracy of this model is unknown.</p>")
+    else:
+        parts += [
+            f"<p class='note'>{settings['validation'].capitalize()} {settings['folds']}-fold cross-validation over "
+            "whole sites: every prediction below comes from a model that never saw that site.</p>",
+            metrics_html(result.validation.metrics),
+            "<h3>Observed vs predicted, per depth</h3>",
+            _img(figures["scatter"], "observed vs predicted"),
+            "<h3>Residuals in space</h3>",
+            _img(figures["residuals"], "residual map"),
+            "<h3>Mean depth profile</h3>",
+            _img(figures["profile"], "depth profile"),
+            "<h3>Distribution of observed and predicted values</h3>",
+            _img(figures["density"], "density"),
+        ]
+    if "learning" in figures:
+        parts += ["<h2>Learning curves</h2>", _img(figures["learning"], "learning curves")]
+    if maps:
+        parts.append("<h2>Maps</h2>")
+        parts += [f"<h3>{html.escape(label)}</h3>{_img(uri, label)}" for label, uri in maps.items()]
+    body = "\n".join(parts)
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SOC Depth Mapper report</title>"
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def write_training_report(path: str, bundle, data: TrainingData, result: TrainingResult, **kwargs) -> None:
+    """Writes the report atomically (temporary file, then moved into place)."""
+    text = training_report_html(bundle, data, result, **kwargs)
+    folder = Path(path).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".html.part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
