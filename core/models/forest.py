@@ -1,0 +1,639 @@
+"""Random Forest for SOC by depth, with quantile regression forest (QRF) prediction intervals.
+
+Predictors: the covariates at the site's cell (the centre of a patch: the forest reads no neighbourhood).
+Categorical bands enter as their integer codes; scikit-learn 1.2 has no categorical splits, so a split on a
+class layer is a threshold on the codes (ordinal). With many trees and random predictor subsets this still
+separates classes reasonably, but the code order matters: codes of similar classes should be adjacent.
+
+Two layouts:
+
+- pooled (`per_depth=False`, default): one forest for all depths, with the interval's top and bottom (cm) as
+  two extra predictors, one training row per observed (site, interval) pair. The depth trend is learnt from
+  all data and thin deep intervals borrow strength from the rest.
+- per depth (`per_depth=True`): one forest per interval on that interval's sites only.
+
+Uncertainty follows ranger's `quantreg` (Meinshausen 2006, J. Mach. Learn. Res. 7:983-999, as implemented in
+ranger): at fit time every leaf of every tree keeps ONE training response drawn at random from the training
+rows that fall into it (all training rows, in-bag or not, exactly as ranger does); the predictive distribution
+at a new point is the set of values kept at the leaves it reaches, one per tree, and its quantiles are the
+prediction interval. This costs one leaf lookup per tree, the same as a prediction. The mean prediction is the
+ordinary forest mean of the leaf means.
+
+Leaf lookup uses scikit-learn's compiled trees (`Tree.apply`), and averaging is done here over a fixed tree
+order, so predictions do not depend on `n_jobs` and are bit-identical after a save/load round trip (the trees
+are stored as plain arrays and rebuilt, see `get_state`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional, Union
+
+import numpy as np
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.tree._tree import Tree
+
+from ..modelfile import ModelFileError
+from .base import DepthModel, check_progress
+
+ProgressCallback = Optional[Callable[[float, str], bool]]
+
+#: Tuning grid: max_features as shares of the predictors (5 % to 100 %), as counts without duplicates
+TUNE_MAX_FEATURES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 1.0)
+#: min_samples_leaf values tried (the paper's range 10-100 plus the small leaves that suit few hundred sites)
+TUNE_MIN_SAMPLES_LEAF: tuple[int, ...] = (3, 10, 30, 100)
+#: trees per forest while tuning: enough to rank settings, far cheaper than the final forest
+TUNE_TREES = 100
+#: folds of the inner grouped cross-validation used for tuning
+TUNE_FOLDS = 5
+#: leaf lookups held in memory at once (rows x trees); bounds memory for large raster blocks (~64 MB)
+LOOKUP_BUDGET = 1 << 22
+
+_LEAF = -1  # scikit-learn's child index of a leaf
+_UNDEFINED_FEATURE = -2  # scikit-learn's feature index of a leaf
+_NODE_FIELDS = (
+    "children_left",
+    "children_right",
+    "feature",
+    "threshold",
+    "impurity",
+    "n_node_samples",
+    "weighted_n_node_samples",
+    "value",
+    "leaf_draw",
+)
+
+
+class _Forest:
+    """One fitted forest: scikit-learn trees for the leaf lookup plus, per node, the mean and the QRF draw.
+
+    Node arrays of all trees are concatenated; `node_offsets[t]` is where tree t starts, so a leaf index from
+    tree t plus its offset addresses `value` (leaf mean) and `leaf_draw` (the one kept training response).
+    """
+
+    def __init__(self, trees: list[Tree], value: np.ndarray, leaf_draw: np.ndarray) -> None:
+        self.trees = trees
+        counts = [tree.node_count for tree in trees]
+        self.node_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.value = value
+        self.leaf_draw = leaf_draw
+
+    @classmethod
+    def grow(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        n_trees: int,
+        max_features: int,
+        min_samples_leaf: int,
+        seed: np.random.SeedSequence,
+        n_jobs: int,
+    ) -> _Forest:
+        tree_seed, draw_seed = _child(seed, 0), _child(seed, 1)
+        forest = RandomForestRegressor(
+            n_estimators=n_trees,
+            max_features=max_features,
+            min_samples_leaf=min_samples_leaf,
+            bootstrap=True,
+            random_state=int(tree_seed.generate_state(1)[0]),
+            n_jobs=n_jobs,
+        ).fit(x, y)
+        trees = [estimator.tree_ for estimator in forest.estimators_]
+        value = np.concatenate([tree.value[:, 0, 0] for tree in trees])
+        fitted = cls(trees, value, np.full(value.shape, np.nan))
+        fitted._draw_leaf_responses(x, y, np.random.default_rng(draw_seed), n_jobs)
+        return fitted
+
+    def _draw_leaf_responses(
+        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_jobs: int
+    ) -> None:
+        """Keeps, for every leaf, the response of one training row drawn uniformly from the rows in it."""
+        leaves = self.leaf_ids(x, n_jobs).ravel()
+        # Each leaf takes the row with the smallest random key: a uniform draw, independent of row order.
+        order = np.lexsort((rng.random(leaves.size), leaves))
+        sorted_leaves = leaves[order]
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = sorted_leaves[1:] != sorted_leaves[:-1]
+        self.leaf_draw[sorted_leaves[first]] = y[order[first] // len(self.trees)]
+
+    def leaf_ids(self, x: np.ndarray, n_jobs: int) -> np.ndarray:
+        """(n, P) float32 -> (n, T) indices into the concatenated node arrays."""
+        out = np.empty((len(x), len(self.trees)), dtype=np.int64)
+
+        def lookup(t: int) -> None:
+            out[:, t] = self.trees[t].apply(x)
+
+        workers = _resolve_jobs(n_jobs)
+        if workers > 1 and len(x) * len(self.trees) > 50_000:
+            with ThreadPoolExecutor(workers) as pool:  # Tree.apply releases the GIL
+                list(pool.map(lookup, range(len(self.trees))))
+        else:
+            for t in range(len(self.trees)):
+                lookup(t)
+        out += self.node_offsets[:-1]
+        return out
+
+    def predict(self, x: np.ndarray, quantiles: np.ndarray | None, n_jobs: int) -> np.ndarray:
+        """Forest mean (n,) or QRF quantiles (n, Q), in chunks that bound the memory."""
+        shape = (len(x),) if quantiles is None else (len(x), len(quantiles))
+        out = np.empty(shape)
+        chunk = max(1, LOOKUP_BUDGET // len(self.trees))
+        for start in range(0, len(x), chunk):
+            leaves = self.leaf_ids(x[start : start + chunk], n_jobs)
+            if quantiles is None:
+                # C-ordered rows: each row's mean is summed the same way whatever the chunk or row count
+                out[start : start + chunk] = self.value[leaves].mean(axis=1)
+            else:
+                out[start : start + chunk] = np.quantile(self.leaf_draw[leaves], quantiles, axis=1).T
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        nodes = [tree.__getstate__()["nodes"] for tree in self.trees]
+        return {
+            "children_left": np.concatenate([n["left_child"] for n in nodes]).astype(np.int32),
+            "children_right": np.concatenate([n["right_child"] for n in nodes]).astype(np.int32),
+            "feature": np.concatenate([n["feature"] for n in nodes]).astype(np.int32),
+            "threshold": np.concatenate([n["threshold"] for n in nodes]),
+            "impurity": np.concatenate([n["impurity"] for n in nodes]),
+            "n_node_samples": np.concatenate([n["n_node_samples"] for n in nodes]).astype(np.int64),
+            "weighted_n_node_samples": np.concatenate([n["weighted_n_node_samples"] for n in nodes]),
+            "value": self.value,
+            "leaf_draw": self.leaf_draw,
+            "node_offsets": self.node_offsets,
+            "max_depth": np.array([tree.max_depth for tree in self.trees], dtype=np.int32),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], n_features: int) -> _Forest:
+        """Rebuilds scikit-learn trees from plain arrays after checking they form valid trees.
+
+        The checks matter for safety, not only for clear errors: the compiled tree code follows child indices
+        without bounds checks, so a crafted file could otherwise make it read outside its memory.
+        """
+        offsets = np.asarray(arrays["node_offsets"], dtype=np.int64)
+        _validate_nodes(arrays, offsets, n_features)
+        node_dtype = Tree(1, np.ones(1, dtype=np.intp), 1).__getstate__()["nodes"].dtype
+        sources = {
+            "left_child": "children_left",
+            "right_child": "children_right",
+            "feature": "feature",
+            "threshold": "threshold",
+            "impurity": "impurity",
+            "n_node_samples": "n_node_samples",
+            "weighted_n_node_samples": "weighted_n_node_samples",
+        }
+        trees = []
+        for t, depth in enumerate(arrays["max_depth"]):
+            start, stop = offsets[t], offsets[t + 1]
+            # Fields newer scikit-learn adds (e.g. missing_go_to_left) stay 0: inputs never contain NaN here.
+            nodes = np.zeros(stop - start, dtype=node_dtype)
+            for field, source in sources.items():
+                nodes[field] = arrays[source][start:stop]
+            tree = Tree(n_features, np.ones(1, dtype=np.intp), 1)
+            tree.__setstate__(
+                {
+                    "max_depth": int(depth),
+                    "node_count": int(stop - start),
+                    "nodes": nodes,
+                    "values": np.ascontiguousarray(arrays["value"][start:stop], dtype=np.float64).reshape(
+                        -1, 1, 1
+                    ),
+                }
+            )
+            trees.append(tree)
+        return cls(
+            trees, np.asarray(arrays["value"], np.float64), np.asarray(arrays["leaf_draw"], np.float64)
+        )
+
+
+def _validate_nodes(arrays: dict[str, np.ndarray], offsets: np.ndarray, n_features: int) -> None:
+    """Raises ModelFileError unless the arrays describe trees the compiled code can walk safely."""
+
+    def fail(problem: str) -> None:
+        raise ModelFileError(
+            f"The Random Forest in this model file is damaged ({problem}). Train and save the model again."
+        )
+
+    n_nodes = len(arrays["value"])
+    if any(arrays[name].ndim != 1 or len(arrays[name]) != n_nodes for name in _NODE_FIELDS):
+        fail("its node arrays differ in length")
+    n_trees = len(arrays["max_depth"])
+    if offsets.shape != (n_trees + 1,) or offsets[0] != 0 or offsets[-1] != n_nodes or n_trees == 0:
+        fail("its tree offsets do not match its nodes")
+    sizes = np.diff(offsets)
+    if np.any(sizes < 1):
+        fail("a tree has no nodes")
+    local = np.arange(n_nodes) - np.repeat(offsets[:-1], sizes)
+    size = np.repeat(sizes, sizes)
+    left, right, feature = (
+        arrays[name].astype(np.int64) for name in ("children_left", "children_right", "feature")
+    )
+    leaf = left == _LEAF
+    # sklearn numbers children after their parent, so "child index > own index" also rules out cycles
+    inner_ok = (left > local) & (left < size) & (right > local) & (right < size) & (feature >= 0)
+    inner_ok &= (feature < n_features) & np.isfinite(arrays["threshold"])
+    leaf_ok = (right == _LEAF) & (feature == _UNDEFINED_FEATURE) & np.isfinite(arrays["leaf_draw"])
+    if not np.all(np.where(leaf, leaf_ok, inner_ok)):
+        fail("a node points outside its tree or to an unknown predictor")
+    if not np.all(np.isfinite(arrays["value"])):
+        fail("a node value is not a finite number")
+
+
+def _resolve_jobs(n_jobs: int) -> int:
+    return (os.cpu_count() or 1) if n_jobs < 0 else max(1, n_jobs)
+
+
+def _child(seed: np.random.SeedSequence, *keys: int) -> np.random.SeedSequence:
+    """A child seed named by `keys`: unlike `SeedSequence.spawn` it does not depend on earlier calls, so the
+    same forest (e.g. fold 2 of every tuning candidate) always gets the same random numbers."""
+    return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, *keys), pool_size=seed.pool_size)
+
+
+class RandomForestDepthModel(DepthModel):
+    """Random Forest (scikit-learn) on the covariates at each site, pooled over depths or one per depth.
+
+    Defaults, chosen with grouped (by site) cross-validation on the Edgeroi data (~330 sites x 6 depths,
+    6 covariates; see the project notes): 500 trees (predictions stop changing noticeably beyond a few
+    hundred), `max_features=0.5` of the predictors per split and `min_samples_leaf=5`. These kept the RMSE
+    within a few percent of the best setting of the tuning grid while giving QRF intervals with about nominal
+    coverage; very small leaves (1-2 rows) make the kept leaf values near-copies of the training data and the
+    intervals too narrow. `tune=True` searches the grid instead (see `fit`).
+
+    `max_features`: an int is a count of predictors; a float in (0, 1] is a share of them (rounded,
+    at least 1). The predictors are the B covariate bands plus, in the pooled layout, top and bottom depth.
+    """
+
+    kind = "random_forest"
+    _PARAMS = ("n_trees", "max_features", "min_samples_leaf", "per_depth", "tune", "random_state", "n_jobs")
+
+    def __init__(
+        self,
+        n_trees: int = 500,
+        max_features: Union[int, float] = 0.5,
+        min_samples_leaf: int = 5,
+        per_depth: bool = False,
+        tune: bool = False,
+        random_state: Optional[int] = 0,
+        n_jobs: int = -1,
+    ) -> None:
+        self.n_trees = n_trees
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.per_depth = per_depth
+        self.tune = tune
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    @property
+    def patch_size(self) -> int:
+        """1: the forest only reads the cell itself; larger patches are accepted and their centre is used."""
+        return 1
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    # ----------------------------------------------------------------------------------------------- fitting
+
+    def fit(
+        self,
+        patches: np.ndarray,
+        targets: np.ndarray,
+        intervals: np.ndarray,
+        categorical: tuple[int, ...] = (),
+        progress: ProgressCallback = None,
+    ) -> RandomForestDepthModel:
+        """Fits the forest(s); with `tune=True` first picks max_features and min_samples_leaf.
+
+        Tuning scores every pair of the grid (`TUNE_MAX_FEATURES` x `TUNE_MIN_SAMPLES_LEAF`, `TUNE_TREES`
+        trees each) by the RMSE of a 5-fold cross-validation whose folds are drawn by site, so that all depths
+        of a site are on the same side. The out-of-bag error would not do for the pooled forest: a site's
+        0-5 cm row can be in a tree's bootstrap while its 5-15 cm row is out of bag, and the two rows have the
+        same covariates and similar SOC, so the OOB error would flatter small leaves that memorise sites.
+        All candidates see the same folds and tree seeds, so they differ only by their settings.
+        """
+        self._check_params()
+        features, targets, intervals = self._check_fit_inputs(patches, targets, intervals, categorical)
+        targets = np.where(np.isfinite(features).all(axis=1)[:, None], targets, np.nan)
+        self.intervals_ = intervals
+        self.n_bands_ = features.shape[1]
+        self.categorical_ = tuple(int(c) for c in categorical)
+        n_predictors = self._n_predictors()
+        seed = np.random.SeedSequence(self.random_state)
+        tuning_seed, final_seed = _child(seed, 0), _child(seed, 1)
+        n_forests = len(intervals) if self.per_depth else 1
+        candidates = self._candidates(n_predictors) if self.tune else []
+        steps = len(candidates) + n_forests
+        check_progress(progress, 0.0, "Random Forest: starting")
+
+        self.tuning_scores_: list[dict[str, Any]] = []
+        if self.tune:
+            folds = _site_folds(targets, TUNE_FOLDS, np.random.default_rng(_child(tuning_seed, 0)))
+            for index, (max_features, min_samples_leaf) in enumerate(candidates):
+                rmse = self._cross_validate(
+                    features, targets, folds, _child(tuning_seed, 1), max_features, min_samples_leaf
+                )
+                self.tuning_scores_.append(
+                    {"max_features": max_features, "min_samples_leaf": min_samples_leaf, "rmse": rmse}
+                )
+                check_progress(
+                    progress,
+                    (index + 1) / steps,
+                    f"Tuning {index + 1}/{len(candidates)}: max_features={max_features}, "
+                    f"min_samples_leaf={min_samples_leaf}, cross-validated RMSE {rmse:.4g}",
+                )
+            best = min(self.tuning_scores_, key=lambda score: score["rmse"])  # first of equals: grid order
+            self.best_params_ = {
+                "max_features": best["max_features"],
+                "min_samples_leaf": best["min_samples_leaf"],
+            }
+        else:
+            self.best_params_ = {
+                "max_features": _feature_count(self.max_features, n_predictors),
+                "min_samples_leaf": int(self.min_samples_leaf),
+            }
+
+        self.forests_ = []
+        for index, (x, y) in enumerate(self._training_sets(features, targets, intervals)):
+            self.forests_.append(
+                _Forest.grow(
+                    x,
+                    y,
+                    self.n_trees,
+                    seed=_child(final_seed, index),
+                    n_jobs=self.n_jobs,
+                    **self.best_params_,
+                )
+            )
+            what = f"{intervals[index, 0]:g}-{intervals[index, 1]:g} cm" if self.per_depth else "all depths"
+            fraction = (len(candidates) + index + 1) / steps
+            check_progress(progress, fraction, f"Grew forest {index + 1}/{n_forests} ({what})")
+        return self
+
+    def _training_sets(
+        self, features: np.ndarray, targets: np.ndarray, intervals: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(x float32, y) per forest: rows are observed (site, interval) pairs, NaN targets left out."""
+        if self.per_depth:
+            sets = []
+            for d in range(len(intervals)):
+                observed = np.isfinite(targets[:, d])
+                if not observed.any():
+                    raise ValueError(
+                        f"No site has a value for {intervals[d, 0]:g}-{intervals[d, 1]:g} cm, so a forest "
+                        "for that depth cannot be trained. Leave the depth out or use one forest for all "
+                        "depths (per_depth=False)."
+                    )
+                sets.append((features[observed], targets[observed, d]))
+            return sets
+        sites, depths = np.nonzero(np.isfinite(targets))
+        return [(_with_depths(features[sites], intervals[depths]), targets[sites, depths])]
+
+    def _cross_validate(
+        self,
+        features: np.ndarray,
+        targets: np.ndarray,
+        folds: np.ndarray,
+        seed: np.random.SeedSequence,
+        max_features: int,
+        min_samples_leaf: int,
+    ) -> float:
+        """RMSE of out-of-fold predictions over all observed (site, interval) pairs."""
+        predicted = np.full(targets.shape, np.nan)
+        for fold in range(folds.max() + 1):
+            train, test = folds != fold, folds == fold
+            for d, (x, y) in enumerate(self._training_sets(features[train], targets[train], self.intervals_)):
+                forest = _Forest.grow(
+                    x, y, TUNE_TREES, max_features, min_samples_leaf, _child(seed, fold, d), self.n_jobs
+                )
+                if self.per_depth:
+                    predicted[test, d] = forest.predict(features[test], None, self.n_jobs)
+                else:
+                    for depth in range(len(self.intervals_)):
+                        x_test = _with_depths(features[test], self.intervals_[[depth] * int(test.sum())])
+                        predicted[test, depth] = forest.predict(x_test, None, self.n_jobs)
+        observed = np.isfinite(targets) & np.isfinite(predicted)
+        return float(np.sqrt(np.mean((predicted[observed] - targets[observed]) ** 2)))
+
+    def _candidates(self, n_predictors: int) -> list[tuple[int, int]]:
+        counts = sorted({_feature_count(share, n_predictors) for share in TUNE_MAX_FEATURES})
+        return [(count, leaf) for count in counts for leaf in TUNE_MIN_SAMPLES_LEAF]
+
+    def _n_predictors(self) -> int:
+        return self.n_bands_ + (0 if self.per_depth else 2)
+
+    # ------------------------------------------------------------------------------------------- predicting
+
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        """(S, B, p, p) -> (S, D) forest means; NaN where the centre cell has a NaN band."""
+        return self._evaluate(self._site_features(patches), None)
+
+    def predict_quantiles(self, patches: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+        """(S, B, p, p) -> (S, D, Q) QRF quantiles (e.g. 0.05 and 0.95 bound a 90 % prediction interval)."""
+        return self._evaluate(self._site_features(patches), _check_quantiles(quantiles))
+
+    def predict_block(self, block: np.ndarray) -> np.ndarray:
+        """(B, h, w) raster block (no halo: patch_size 1) -> (D, h, w), identical to `predict` per cell."""
+        features, (h, w) = self._block_features(block)
+        return self._evaluate(features, None).T.reshape(-1, h, w)
+
+    def predict_block_quantiles(self, block: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+        """(B, h, w) -> (D, Q, h, w) QRF quantiles, identical to `predict_quantiles` per cell."""
+        features, (h, w) = self._block_features(block)
+        values = self._evaluate(features, _check_quantiles(quantiles))
+        return values.transpose(1, 2, 0).reshape(values.shape[1], values.shape[2], h, w)
+
+    def _evaluate(self, features: np.ndarray, quantiles: np.ndarray | None) -> np.ndarray:
+        """(n, B) float32 -> (n, D) means or (n, D, Q) quantiles; rows with a NaN band give NaN.
+
+        One call per forest and interval over all valid rows (no loop over cells).
+        """
+        n_depths = len(self.intervals_)
+        shape = (len(features), n_depths) if quantiles is None else (len(features), n_depths, len(quantiles))
+        out = np.full(shape, np.nan)
+        valid = np.isfinite(features).all(axis=1)
+        rows = features[valid]
+        if len(rows) == 0:
+            return out
+        for d in range(n_depths):
+            if self.per_depth:
+                values = self.forests_[d].predict(rows, quantiles, self.n_jobs)
+            else:
+                x = _with_depths(rows, np.repeat(self.intervals_[d : d + 1], len(rows), axis=0))
+                values = self.forests_[0].predict(x, quantiles, self.n_jobs)
+            out[valid, d] = values
+        return out
+
+    def _site_features(self, patches: np.ndarray) -> np.ndarray:
+        features = _centre_cells(patches)
+        if features.shape[1] != self.n_bands_:
+            raise ValueError(
+                f"The model was trained on {self.n_bands_} covariate bands but got {features.shape[1]}; use "
+                "the same covariate rasters, in the same order, as for training."
+            )
+        return features
+
+    def _block_features(self, block: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        block = np.asarray(block)
+        if block.ndim != 3 or block.shape[0] != self.n_bands_:
+            raise ValueError(
+                f"A raster block must be (bands, rows, columns) with the {self.n_bands_} covariate bands "
+                f"used for training; got shape {block.shape}."
+            )
+        h, w = block.shape[1:]
+        return np.ascontiguousarray(block.reshape(self.n_bands_, -1).T, dtype=np.float32), (h, w)
+
+    # ------------------------------------------------------------------------------------------------- state
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Config as JSON and, per forest `f`, its trees as plain arrays named `forest{f}.{field}`."""
+        config = {
+            "kind": self.kind,
+            "params": self.get_params(),
+            "intervals": self.intervals_.tolist(),
+            "n_bands": self.n_bands_,
+            "categorical": list(self.categorical_),
+            "best_params": self.best_params_,
+            "tuning_scores": self.tuning_scores_,
+            "n_forests": len(self.forests_),
+        }
+        arrays = {}
+        for index, forest in enumerate(self.forests_):
+            arrays.update({f"forest{index}.{name}": value for name, value in forest.arrays().items()})
+        return config, arrays
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> RandomForestDepthModel:
+        if config.get("kind") != cls.kind:
+            raise ModelFileError(f"This model file holds a '{config.get('kind')}' model, not '{cls.kind}'.")
+        try:
+            model = cls(**config["params"])
+            model.intervals_ = np.asarray(config["intervals"], dtype=float).reshape(-1, 2)
+            model.n_bands_ = int(config["n_bands"])
+            model.categorical_ = tuple(int(c) for c in config["categorical"])
+            model.best_params_ = dict(config["best_params"])
+            model.tuning_scores_ = list(config["tuning_scores"])
+            n_forests = int(config["n_forests"])
+            if n_forests != (len(model.intervals_) if model.per_depth else 1):
+                raise ModelFileError(
+                    f"The model file holds {n_forests} forests for {len(model.intervals_)} depth "
+                    "intervals; it is damaged. Train and save the model again."
+                )
+            model.forests_ = []
+            for index in range(n_forests):
+                prefix = f"forest{index}."
+                own = {
+                    name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)
+                }
+                model.forests_.append(_Forest.from_arrays(own, model._n_predictors()))
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelFileError(
+                f"The Random Forest in this model file is incomplete or damaged ({error}). Train and save "
+                "the model again."
+            ) from None
+        return model
+
+    # --------------------------------------------------------------------------------------------- helpers
+
+    def _check_params(self) -> None:
+        if (
+            isinstance(self.n_trees, bool)
+            or not isinstance(self.n_trees, (int, np.integer))
+            or self.n_trees < 1
+        ):
+            raise ValueError(
+                f"Number of trees must be a whole number of at least 1 (e.g. 500); got {self.n_trees}."
+            )
+        if (
+            isinstance(self.min_samples_leaf, bool)
+            or not isinstance(self.min_samples_leaf, (int, np.integer))
+            or (self.min_samples_leaf < 1)
+        ):
+            raise ValueError(
+                f"Minimum samples per leaf must be a whole number of at least 1 (e.g. 5); "
+                f"got {self.min_samples_leaf}."
+            )
+        _feature_count(self.max_features, 1)
+
+    def _check_fit_inputs(
+        self, patches: np.ndarray, targets: np.ndarray, intervals: np.ndarray, categorical: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        features = _centre_cells(patches)
+        targets = np.asarray(targets, dtype=float)
+        intervals = np.asarray(intervals, dtype=float)
+        if intervals.ndim != 2 or intervals.shape[1] != 2 or not np.all(intervals[:, 0] < intervals[:, 1]):
+            raise ValueError(
+                "Depth intervals must be rows of (top, bottom) in cm with top < bottom; "
+                f"got {intervals.tolist()}."
+            )
+        if targets.shape != (len(features), len(intervals)):
+            raise ValueError(
+                f"Targets have shape {targets.shape} but there are {len(features)} sites and "
+                f"{len(intervals)} depth intervals; give one column per interval, NaN where a site lacks "
+                "that depth."
+            )
+        bad = [c for c in categorical if not 0 <= int(c) < features.shape[1]]
+        if bad:
+            raise ValueError(
+                f"Categorical band indices {bad} do not exist: there are {features.shape[1]} bands."
+            )
+        usable = np.isfinite(targets) & np.isfinite(features).all(axis=1)[:, None]
+        if usable.sum() < 2:
+            raise ValueError(
+                "Fewer than 2 target values at sites with complete covariates; a Random Forest needs more "
+                "data."
+            )
+        return features, targets, intervals
+
+
+def _centre_cells(patches: np.ndarray) -> np.ndarray:
+    """(S, B, p, p) -> (S, B) float32 covariates at the centre cell, the forest's predictors."""
+    patches = np.asarray(patches)
+    if patches.ndim != 4 or patches.shape[2] != patches.shape[3] or patches.shape[2] % 2 != 1:
+        raise ValueError(
+            f"Patches must be (sites, bands, p, p) with an odd p; got shape {patches.shape}. The Random "
+            "Forest needs only the site's own cell (p = 1)."
+        )
+    r = patches.shape[2] // 2
+    return np.ascontiguousarray(patches[:, :, r, r], dtype=np.float32)
+
+
+def _with_depths(features: np.ndarray, intervals: np.ndarray) -> np.ndarray:
+    """Appends each row's interval top and bottom (cm) as two predictors, float32 like the covariates."""
+    return np.hstack([features, intervals]).astype(np.float32)
+
+
+def _feature_count(max_features: Union[int, float], n_predictors: int) -> int:
+    """max_features as a count: an int as given (at most all predictors), a float share rounded, >= 1."""
+    if (
+        isinstance(max_features, (int, np.integer))
+        and not isinstance(max_features, bool)
+        and max_features >= 1
+    ):
+        return int(min(max_features, n_predictors))
+    if isinstance(max_features, (float, np.floating)) and 0 < max_features <= 1:
+        return int(min(n_predictors, max(1, round(max_features * n_predictors))))
+    raise ValueError(
+        f"max_features must be a count of predictors (1, 2, ...) or a share of them in (0, 1], e.g. 0.5; "
+        f"got {max_features!r}."
+    )
+
+
+def _site_folds(targets: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold number per site (shuffled, balanced); sites without any target get -1 and are never used."""
+    folds = np.full(len(targets), -1)
+    sites = np.flatnonzero(np.isfinite(targets).any(axis=1))
+    if len(sites) < 2:
+        raise ValueError("Tuning needs at least 2 sites with data; fit without tuning or add sites.")
+    folds[rng.permutation(sites)] = np.arange(len(sites)) % min(n_folds, len(sites))
+    return folds
+
+
+def _check_quantiles(quantiles: Sequence[float]) -> np.ndarray:
+    values = np.asarray(quantiles, dtype=float).ravel()
+    if values.size == 0 or not np.all((values >= 0) & (values <= 1)):
+        raise ValueError(f"Quantiles must be between 0 and 1, e.g. 0.05, 0.5, 0.95; got {list(quantiles)}.")
+    return values
