@@ -130,7 +130,8 @@ def test_predict_block_equals_predict_cell_by_cell_and_leaves_nan_cells_empty(po
     assert mean.shape == (len(INTERVALS), 6, 7) and quantiles.shape == (len(INTERVALS), 2, 6, 7)
     assert np.array_equal(mean.reshape(len(INTERVALS), -1).T, pooled.predict(patches), equal_nan=True)
     per_cell = pooled.predict_quantiles(patches, [0.1, 0.9])
-    assert np.array_equal(quantiles.reshape(len(INTERVALS), 2, -1).transpose(2, 0, 1), per_cell, equal_nan=True)
+    cells_first = quantiles.reshape(len(INTERVALS), 2, -1).transpose(2, 0, 1)
+    assert np.array_equal(cells_first, per_cell, equal_nan=True)
     empty = np.isnan(mean)
     assert empty[:, 2, 3].all() and empty[:, 5, 0].all() and empty.sum() == 2 * len(INTERVALS)
     assert np.isnan(quantiles[:, :, 2, 3]).all() and np.isfinite(quantiles[:, :, 0, 0]).all()
@@ -198,7 +199,8 @@ def test_damaged_trees_are_refused_before_scikit_learn_walks_them(pooled, field,
 def test_missing_arrays_or_another_kind_are_refused(pooled):
     config, arrays = pooled.get_state()
     with pytest.raises(ModelFileError, match="incomplete or damaged"):
-        RandomForestDepthModel.from_state(config, {k: v for k, v in arrays.items() if not k.endswith("threshold")})
+        incomplete = {name: value for name, value in arrays.items() if not name.endswith("threshold")}
+        RandomForestDepthModel.from_state(config, incomplete)
     with pytest.raises(ModelFileError, match="holds a 'cnn' model"):
         RandomForestDepthModel.from_state({**config, "kind": "cnn"}, arrays)
 
