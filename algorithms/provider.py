@@ -10,6 +10,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..core.dependencies import versions
 from .base import ICONS
 from .harmonise import HarmoniseAlgorithm
+from .predict import PredictAlgorithm
 from .sample import SampleAlgorithm
 from .train import TrainAlgorithm
 
@@ -41,5 +42,5 @@ class SocDepthProvider(QgsProcessingProvider):
         return f"{plugin_version()} ({deps})"
 
     def loadAlgorithms(self):  # noqa: N802
-        for algorithm in (HarmoniseAlgorithm(), SampleAlgorithm(), TrainAlgorithm()):
+        for algorithm in (HarmoniseAlgorithm(), SampleAlgorithm(), TrainAlgorithm(), PredictAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -143,14 +143,14 @@ class SocModel:
 
     def save(self, path: str) -> None:
         config, arrays = self.model.get_state()
-        all_arrays = {f"model/{name}": value for name, value in arrays.items()}
+        all_arrays = {f"model.{name}": value for name, value in arrays.items()}
         fold_configs = []
         for i, fold_model in enumerate(self.fold_models):
             fold_config, fold_arrays = fold_model.get_state()
             fold_configs.append(fold_config)
-            all_arrays.update({f"fold{i}/{name}": value for name, value in fold_arrays.items()})
+            all_arrays.update({f"fold{i}.{name}": value for name, value in fold_arrays.items()})
         for d, scores in enumerate(self.conformal_scores):
-            all_arrays[f"conformal/{d}"] = np.asarray(scores, dtype=float)
+            all_arrays[f"conformal.{d}"] = np.asarray(scores, dtype=float)
         metadata = {**self.metadata, "model_config": config, "fold_configs": fold_configs}
         save_model_file(path, metadata, all_arrays)
 
@@ -170,10 +170,10 @@ class SocModel:
         def part(prefix: str) -> dict[str, np.ndarray]:
             return {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
 
-        model = cls_model.from_state(metadata.pop("model_config"), part("model/"))
+        model = cls_model.from_state(metadata.pop("model_config"), part("model."))
         fold_configs = metadata.pop("fold_configs")
-        fold_models = [cls_model.from_state(c, part(f"fold{i}/")) for i, c in enumerate(fold_configs)]
-        scores = [arrays[f"conformal/{d}"] for d in range(len(part("conformal/")))]
+        fold_models = [cls_model.from_state(c, part(f"fold{i}.")) for i, c in enumerate(fold_configs)]
+        scores = [arrays[f"conformal.{d}"] for d in range(len(part("conformal.")))]
         return cls(model, metadata, fold_models, scores)
 
     # --- prediction ----------------------------------------------------------------------------------------------

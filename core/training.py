@@ -172,8 +172,7 @@ def cross_validate(
 
 def validation_metrics(data: TrainingData, predictions: np.ndarray, model_name: str) -> list[dict[str, Any]]:
     """Metrics per depth and over all depths (and per group) from site × depth predictions."""
-    observed_mask = ~np.isnan(data.targets)
-    site_index, depth_index = np.nonzero(observed_mask)
+    depth_index, site_index = np.nonzero(~np.isnan(data.targets.T))  # depth-major: depths in interval order
     labels = np.array(data.interval_labels(), dtype=object)[depth_index]
     groups = None if data.groups is None else np.asarray(data.groups, dtype=object)[site_index]
     return metrics_table(

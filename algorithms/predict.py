@@ -1,0 +1,402 @@
+"""socdepth:predict — depth-wise SOC rasters (and prediction intervals) from a model file."""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsProject,
+)
+
+from .base import SocAlgorithm
+from .layers import open_stack, progress_callback
+
+#: colour ramp shared by the per-depth maps, so depths compare at a glance
+RAMP = "YlOrBr"
+
+
+class PredictAlgorithm(SocAlgorithm):
+    MODEL = "MODEL"
+    COVARIATES = "COVARIATES"
+    DEPTHS = "DEPTHS"
+    EXTENT = "EXTENT"
+    MASK = "MASK"
+    MEMORY_MB = "MEMORY_MB"
+    UNCERTAINTY = "UNCERTAINTY"
+    INTERVAL = "INTERVAL"
+    RESAMPLE = "RESAMPLE"
+    OUTPUT = "OUTPUT"
+    OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
+    OUTPUT_FOLDER = "OUTPUT_FOLDER"
+
+    NAME = "predict"
+    DISPLAY_NAME = "Predict SOC maps"
+    GROUP = "map"
+    ICON = "predict.svg"
+    HELP_ANCHOR = "predict-soc-maps"
+    REQUIRES = ("numpy", "scipy", "sklearn", "rasterio")
+    HELP = (
+        "Maps the property a model file was trained for (e.g. SOC) at each of its depth intervals, block by block "
+        "within a memory budget, optionally with a prediction interval.<br><br>"
+        "<b>Covariates</b>: the same rasters, in the same order, as in training (the tool checks names, band "
+        "count, CRS and pixel size and says what differs).<br>"
+        "<b>Output</b>: one GeoTIFF with a band per depth ('SOC 0-5 cm', …); nodata where any covariate is nodata "
+        "or outside the mask. CNN pixels whose patch reaches past the raster edge or onto nodata cells take the "
+        "training mean of those cells, as in training.<br>"
+        "<b>Uncertainty</b>: random forest — quantiles of a quantile regression forest; CNNs — the spread of the "
+        "cross-validation fold models, calibrated on their out-of-fold errors (normalised conformal prediction). "
+        "Written as lower, upper and width per depth.<br>"
+        "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in a group, all with "
+        "one colour ramp and one value range."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add_parameter(
+            QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="socmodel"),
+            "A model file written by 'Train SOC model'.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(
+                self.COVARIATES, self.tr("Covariate rasters"), QgsProcessing.TypeRaster
+            ),
+            "The rasters the model was trained with, in the same order (they may cover another extent on the same "
+            "pixel size and CRS).",
+        )
+        self.add_parameter(
+            QgsProcessingParameterString(self.DEPTHS, self.tr("Depth intervals (empty = all)"), "", optional=True),
+            "Comma-separated intervals to map, written top-bottom in cm, e.g. '0-5, 5-15'. Empty maps every "
+            "interval of the model.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent"), optional=True),
+            "Map only this extent (snapped outwards to the covariate grid). Empty maps the covariates' extent.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                self.MASK, self.tr("Mask polygons"), [QgsProcessing.TypeVectorPolygon], optional=True
+            ),
+            "Only pixels inside these polygons are mapped; the rest is nodata.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                self.UNCERTAINTY,
+                self.tr("Uncertainty"),
+                options=[self.tr("None"), self.tr("Prediction interval")],
+                defaultValue=0,
+            ),
+            "Prediction interval writes the lower and upper limit and the width of a central interval per depth.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.INTERVAL,
+                self.tr("Interval probability (%)"),
+                QgsProcessingParameterNumber.Double,
+                90,
+                minValue=50,
+                maxValue=99.9,
+            ),
+            "Probability that the true value lies between lower and upper limit, e.g. 90 for the 5 % and 95 % limits.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.MEMORY_MB,
+                self.tr("Memory budget (MB)"),
+                QgsProcessingParameterNumber.Integer,
+                1024,
+                minValue=64,
+            ),
+            "Working memory for prediction; larger rasters are processed block by block within it.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterBoolean(self.RESAMPLE, self.tr("Resample onto the first raster's grid"), False),
+            "Warp the other covariates onto the first raster's grid (nearest neighbour), as in training.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("SOC maps (one band per depth)")),
+            "A float32 GeoTIFF with one band per depth interval, tiled, compressed, with overviews.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_UNCERTAINTY, self.tr("Prediction intervals"), optional=True, createByDefault=False
+            ),
+            "With uncertainty: lower limit, upper limit and width for each depth, as one multi-band GeoTIFF.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFolderDestination(
+                self.OUTPUT_FOLDER, self.tr("Folder for one map per depth"), optional=True, createByDefault=False
+            ),
+            "Optional: one single-band GeoTIFF per depth, added to the project as 'SOC 0–5 cm', … in a group, "
+            "styled with one colour ramp and one value range.",
+        )
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        import numpy as np
+
+        from ..core.bundle import SocModel
+        from ..core.modelfile import ModelFileError
+        from ..core.models.base import Cancelled
+        from ..core.predict import predict_rasters
+
+        model_path = self.parameterAsFile(parameters, self.MODEL, context)
+        try:
+            bundle = SocModel.load(model_path)
+        except (ModelFileError, OSError) as error:
+            raise QgsProcessingException(str(error)) from error
+        if bundle.kind != "random_forest":
+            from ..core.dependencies import install_hint, missing_modules
+
+            if missing_modules(["torch"]):
+                raise QgsProcessingException(install_hint(["torch"]))
+        depth_indices = self._depth_indices(self.parameterAsString(parameters, self.DEPTHS, context), bundle)
+        with_uncertainty = self.parameterAsEnum(parameters, self.UNCERTAINTY, context) == 1
+        level = self.parameterAsDouble(parameters, self.INTERVAL, context) / 100.0
+        if with_uncertainty:
+            ok, reason = bundle.supports_intervals()
+            if not ok:
+                raise QgsProcessingException(reason)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        uncertainty_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_UNCERTAINTY, context) or None
+        if uncertainty_path and not with_uncertainty:
+            feedback.reportError(self.tr("Prediction intervals were not asked for (Uncertainty = None): no file."))
+            uncertainty_path = None
+        if with_uncertainty and not uncertainty_path:
+            uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
+        folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or None
+
+        layers = self.parameterAsLayerList(parameters, self.COVARIATES, context)
+        with open_stack(layers, self.parameterAsBoolean(parameters, self.RESAMPLE, context)) as stack:
+            self._check_covariates(bundle, stack, feedback)
+            extent = None
+            if parameters.get(self.EXTENT):
+                crs = QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt)
+                rectangle = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
+                extent = (rectangle.xMinimum(), rectangle.yMinimum(), rectangle.xMaximum(), rectangle.yMaximum())
+            masks = self._mask_geometries(parameters, context, stack.crs_wkt)
+            labels = bundle.interval_labels()
+            name = bundle.property_name
+            band_labels = [f"{name} {labels[d]}" for d in depth_indices]
+            file_names = [f"{name}_{labels[d].replace(' cm', '').replace('-', '_')}cm.tif" for d in depth_indices]
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            feedback.setProgressText(self.tr("Predicting {} depth(s)").format(len(depth_indices)))
+            try:
+                result = predict_rasters(
+                    bundle,
+                    stack,
+                    output,
+                    depth_indices,
+                    band_labels,
+                    extent=extent,
+                    mask_geometries=masks,
+                    memory_mb=self.parameterAsInt(parameters, self.MEMORY_MB, context),
+                    interval=level if with_uncertainty else None,
+                    uncertainty_path=uncertainty_path,
+                    depth_folder=folder,
+                    depth_file_names=file_names if folder else None,
+                    training_ranges=np.asarray(bundle.metadata["covariate_ranges"], dtype=float),
+                    progress=progress_callback(feedback),
+                )
+            except Cancelled:
+                feedback.pushInfo(self.tr("Prediction cancelled; no output was written."))
+                return {}
+            except ValueError as error:
+                raise QgsProcessingException(str(error)) from error
+
+        feedback.pushInfo(
+            self.tr("Predicted {} of {} pixels ({} nodata or masked).").format(
+                result.n_predicted, result.n_pixels, result.n_nodata
+            )
+        )
+        if result.n_out_of_range:
+            share = 100.0 * result.n_out_of_range / max(result.n_predicted, 1)
+            feedback.reportError(
+                self.tr(
+                    "{} predicted pixels ({:.1f} %) have covariate values outside the range seen in training: "
+                    "the model extrapolates there, so treat those predictions with care."
+                ).format(result.n_out_of_range, share)
+            )
+        outputs = {self.OUTPUT: result.output}
+        if result.uncertainty:
+            outputs[self.OUTPUT_UNCERTAINTY] = result.uncertainty
+        if folder:
+            outputs[self.OUTPUT_FOLDER] = folder
+            self._load_depth_maps(context, result.depth_files, band_labels)
+        return outputs
+
+    def _depth_indices(self, text: str, bundle) -> list[int]:
+        labels = [label.replace(" cm", "") for label in bundle.interval_labels()]
+        if not text.strip():
+            return list(range(len(labels)))
+        chosen = []
+        for part in (p.strip().replace(" ", "").replace("cm", "") for p in text.split(",")):
+            if not part:
+                continue
+            if part not in labels:
+                raise QgsProcessingException(
+                    self.tr("Depth interval '{}' is not in the model; it has {}.").format(part, ", ".join(labels))
+                )
+            chosen.append(labels.index(part))
+        return sorted(set(chosen))
+
+    def _check_covariates(self, bundle, stack, feedback) -> None:
+        """The covariates must match what the model saw, band for band; say exactly what differs."""
+        expected, got = bundle.band_names, stack.band_names
+        grid = bundle.metadata["grid"]
+        if len(expected) != len(got):
+            raise QgsProcessingException(
+                self.tr("The model was trained with {} covariate bands ({}), but {} were given ({}).").format(
+                    len(expected), ", ".join(expected), len(got), ", ".join(got)
+                )
+            )
+
+        def band_part(names, layers):
+            parts = []
+            for band in names:
+                layer = next((lyr for lyr in sorted(layers, key=len, reverse=True) if band.startswith(f"{lyr}_")), "")
+                parts.append(band[len(layer) + 1 :] if layer else band)
+            return parts
+
+        if expected != got:
+            expected_bands = band_part(expected, grid.get("layer_names", []))
+            got_bands = band_part(got, stack.layer_names)
+            differences = [
+                f"band {i + 1}: model '{e}', given '{g}'"
+                for i, (e, g) in enumerate(zip(expected, got))
+                if expected_bands[i] != got_bands[i]
+            ]
+            if differences:
+                raise QgsProcessingException(
+                    self.tr(
+                        "The covariates differ from those the model was trained with ({}). Give the same rasters "
+                        "in the same order: {}."
+                    ).format("; ".join(differences), ", ".join(expected))
+                )
+            feedback.pushWarning(
+                self.tr("Covariate layers have other names than in training ({} vs {}); the bands match.").format(
+                    ", ".join(stack.layer_names), ", ".join(grid.get("layer_names", []))
+                )
+            )
+        if QgsCoordinateReferenceSystem.fromWkt(grid["crs_wkt"]) != QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt):
+            raise QgsProcessingException(
+                self.tr("The covariates are in {} but the model was trained on {}. Reproject the rasters.").format(
+                    QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt).userFriendlyIdentifier(),
+                    QgsCoordinateReferenceSystem.fromWkt(grid["crs_wkt"]).userFriendlyIdentifier(),
+                )
+            )
+        trained, given = grid["res"], stack.res
+        if any(abs(a - b) > 1e-6 * abs(a) for a, b in zip(trained, given)):
+            raise QgsProcessingException(
+                self.tr("The covariates have pixels of {} x {} but the model was trained on {} x {}.").format(
+                    given[0], given[1], trained[0], trained[1]
+                )
+                + " "
+                + self.tr("A CNN reads patches of cells, so the pixel size must match: resample the rasters.")
+            )
+
+    def _mask_geometries(self, parameters, context, crs_wkt: str):
+        import json
+
+        source = self.parameterAsSource(parameters, self.MASK, context)
+        if source is None:
+            return None
+        transform = QgsCoordinateTransform(
+            source.sourceCrs(), QgsCoordinateReferenceSystem.fromWkt(crs_wkt), context.transformContext()
+        )
+        geometries = []
+        for feature in source.getFeatures():
+            geometry = feature.geometry()
+            if geometry.isEmpty():
+                continue
+            geometry.transform(transform)
+            geometries.append(json.loads(geometry.asJson()))
+        if not geometries:
+            raise QgsProcessingException(self.tr("The mask layer has no polygons; give one with polygons or none."))
+        return geometries
+
+    def _load_depth_maps(self, context, files: list[str], labels: list[str]) -> None:
+        """Adds the per-depth maps to the project in one group, styled alike (done on the main thread)."""
+        post = DepthMapStyler(files)
+        self._styler = post  # keep the post-processor alive until QGIS has run it
+        for path, label in zip(files, labels):
+            details = QgsProcessingContext.LayerDetails(label.replace("-", "–"), context.project(), label)
+            details.setPostProcessor(post)
+            context.addLayerToLoadOnCompletion(path, details)
+
+
+class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
+    """Puts the depth maps in a group and gives them one colour ramp over one shared value range."""
+
+    GROUP = "SOC depth maps"
+
+    def __init__(self, files: list[str]):
+        super().__init__()
+        self.files = files
+        self._range = None
+
+    def shared_range(self) -> tuple[float, float]:
+        if self._range is None:
+            import rasterio
+
+            lows, highs = [], []
+            for path in self.files:
+                with rasterio.open(path) as dataset:
+                    # the smallest overview is enough for a display range
+                    factors = dataset.overviews(1)
+                    shape = (
+                        dataset.height // (factors[-1] if factors else 1) or 1,
+                        dataset.width // (factors[-1] if factors else 1) or 1,
+                    )
+                    values = dataset.read(1, out_shape=shape, masked=True).compressed()
+                if values.size:
+                    import numpy as np
+
+                    lows.append(float(np.percentile(values, 2)))
+                    highs.append(float(np.percentile(values, 98)))
+            self._range = (min(lows), max(highs)) if lows else (0.0, 1.0)
+        return self._range
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        from qgis.core import (
+            QgsColorRampShader,
+            QgsRasterShader,
+            QgsSingleBandPseudoColorRenderer,
+            QgsStyle,
+        )
+
+        low, high = self.shared_range()
+        ramp = QgsStyle.defaultStyle().colorRamp(RAMP)
+        shader_function = QgsColorRampShader(low, high, ramp)
+        shader_function.classifyColorRamp(9, -1)
+        shader = QgsRasterShader(low, high)
+        shader.setRasterShaderFunction(shader_function)
+        renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+        renderer.setClassificationMin(low)
+        renderer.setClassificationMax(high)
+        layer.setRenderer(renderer)
+        layer.triggerRepaint()
+        project = context.project() or QgsProject.instance()
+        root = project.layerTreeRoot()
+        group = root.findGroup(self.GROUP) or root.insertGroup(0, self.GROUP)
+        node = root.findLayer(layer.id())
+        if node is not None and node.parent() is not group:
+            group.addLayer(layer)
+            node.parent().removeChildNode(node)

@@ -1,0 +1,184 @@
+"""`make demo`: from the bundled Edgeroi horizons and covariates to SOC maps, a report and a QGIS project.
+
+Runs the plugin's Processing algorithms headless, exactly as the Toolbox would, and writes into --out:
+harmonised.gpkg, transfer_cnn.socmodel, metrics.csv, predictions.gpkg, report.html, soc_maps.tif,
+soc_intervals.tif, maps/ (one GeoTIFF per depth), previews/ (one PNG per depth) and demo.qgz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "sample_data" / "edgeroi"
+DEPTHS = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
+
+
+def start_qgis():
+    from qgis.core import QgsApplication
+
+    app = QgsApplication([], False)
+    app.initQgis()
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    import soc_depth_mapper
+
+    plugin = soc_depth_mapper.classFactory(None)
+    plugin.initProcessing()
+    return app, plugin
+
+
+class PrintingFeedback:
+    """Feedback that prints the stage names and warnings, so the user sees what happens."""
+
+    def __new__(cls):
+        from qgis.core import QgsProcessingFeedback
+
+        class Feedback(QgsProcessingFeedback):
+            def setProgressText(self, text):  # noqa: N802
+                print(f"    {text}", flush=True)
+
+            def reportError(self, error, fatalError=False):  # noqa: N802, N803
+                print(f"    ! {error}", flush=True)
+
+            def pushInfo(self, info):  # noqa: N802
+                print(f"    {info}", flush=True)
+
+        return Feedback()
+
+
+def render_preview(layer, path: Path, title: str) -> None:
+    """Renders one styled raster layer to a PNG, as QGIS would draw it."""
+    from qgis.core import QgsMapRendererSequentialJob, QgsMapSettings
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor, QFont, QPainter
+
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setDestinationCrs(layer.crs())
+    settings.setExtent(layer.extent())
+    settings.setOutputSize(QSize(760, 512))
+    settings.setBackgroundColor(QColor("white"))
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    painter = QPainter(image)
+    painter.setFont(QFont("Sans", 14))
+    painter.drawText(12, 26, title)
+    painter.end()
+    image.save(str(path))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="demo_output", help="output folder (replaced)")
+    parser.add_argument("--model", type=int, default=2, help="0 RF, 1 CNN, 2 transfer CNN (default), 3 multi-task")
+    parser.add_argument("--folds", type=int, default=10)
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "maps").mkdir(parents=True)
+    (out / "previews").mkdir()
+
+    app, plugin = start_qgis()
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    from soc_depth_mapper.algorithms.predict import DepthMapStyler
+
+    feedback = PrintingFeedback()
+    started = time.perf_counter()
+
+    print("1/3 Harmonising the Edgeroi horizons to the GlobalSoilMap depths", flush=True)
+    horizons = QgsVectorLayer(
+        f"file://{DATA / 'horizons.csv'}?type=csv&xField=x&yField=y&crs=EPSG:28355&detectTypes=yes",
+        "Edgeroi horizons",
+        "delimitedtext",
+    )
+    harmonised = processing.run(
+        "socdepth:harmonise",
+        {
+            "INPUT": horizons,
+            "PROFILE_FIELD": "SOURCEID",
+            "TOP_FIELD": "top",
+            "BOTTOM_FIELD": "bottom",
+            "VALUE_FIELDS": ["ORCDRC"],
+            "OUTPUT": str(out / "harmonised.gpkg"),
+        },
+        feedback=feedback,
+    )["OUTPUT"]
+
+    covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "covariates_250m")
+    print("2/3 Training the depth-transfer CNN with spatial cross-validation", flush=True)
+    trained = processing.run(
+        "socdepth:train",
+        {
+            "INPUT": harmonised,
+            "TARGET_FIELDS": [f"ORCDRC_{d}" for d in DEPTHS],
+            "COVARIATES": [covariates],
+            "CATEGORICAL": "covariates_250m_PMTGEO5",
+            "MODEL": args.model,
+            "VALIDATION": 2,
+            "FOLDS": args.folds,
+            "OUTPUT_MODEL": str(out / "transfer_cnn.socmodel"),
+            "OUTPUT_METRICS": str(out / "metrics.csv"),
+            "OUTPUT_PREDICTIONS": str(out / "predictions.gpkg"),
+            "OUTPUT_REPORT": str(out / "report.html"),
+        },
+        feedback=feedback,
+    )
+
+    print("3/3 Predicting SOC maps with 90 % prediction intervals", flush=True)
+    predicted = processing.run(
+        "socdepth:predict",
+        {
+            "MODEL": trained["OUTPUT_MODEL"],
+            "COVARIATES": [covariates],
+            "UNCERTAINTY": 1,
+            "INTERVAL": 90,
+            "OUTPUT": str(out / "soc_maps.tif"),
+            "OUTPUT_UNCERTAINTY": str(out / "soc_intervals.tif"),
+            "OUTPUT_FOLDER": str(out / "maps"),
+        },
+        feedback=feedback,
+    )
+
+    # The project a user opens: points, covariates, the multi-band maps and one styled layer per depth.
+    project = QgsProject.instance()
+    project.setCrs(covariates.crs())
+    project.addMapLayer(QgsVectorLayer(str(out / "harmonised.gpkg"), "Harmonised profiles", "ogr"))
+    project.addMapLayer(QgsRasterLayer(str(out / "soc_maps.tif"), "SOC maps (all depths)"))
+    project.addMapLayer(QgsRasterLayer(str(out / "soc_intervals.tif"), "SOC 90 % prediction intervals"))
+    project.addMapLayer(QgsRasterLayer(str(DATA / "covariates_250m.tif"), "Covariates (250 m)"))
+    files = sorted((out / "maps").glob("*.tif"), key=lambda p: float(p.stem.split("_")[1]))
+    styler = DepthMapStyler([str(f) for f in files])
+    context = QgsProcessingContext()
+    context.setProject(project)
+    for path in files:
+        top, bottom = path.stem.split("_")[1:3]
+        label = f"SOC {top}–{bottom.replace('cm', '')} cm"
+        layer = QgsRasterLayer(str(path), label)
+        project.addMapLayer(layer)
+        styler.postProcessLayer(layer, context, feedback)
+        render_preview(layer, out / "previews" / f"{path.stem}.png", f"{label} (g/kg)")
+    project.write(str(out / "demo.qgz"))
+
+    print(f"\nDone in {time.perf_counter() - started:.0f} s. Open {out / 'demo.qgz'} in QGIS; the report is "
+          f"{out / 'report.html'}.", flush=True)
+    print("Outputs:", ", ".join(sorted(p.name for p in out.iterdir())), flush=True)
+    print("Maps:", predicted["OUTPUT"], flush=True)
+    plugin.unload()
+    app.exitQgis()
+
+
+if __name__ == "__main__":
+    main()
