@@ -1,0 +1,614 @@
+"""Raster prediction: a fitted model turned into depth-wise SOC GeoTIFFs, block by block under a memory budget.
+
+Why it is built this way:
+
+- Blocks follow the 256 x 256 tiles of the outputs (whole strips of tiles, runs of tiles, or parts of one tile,
+  whatever the budget allows) and each tile is finished before the next is started, so GDAL never has to
+  re-compress a half-written tile and its cache only ever holds a few dirty tiles. Peak memory is therefore set by
+  `memory_mb`, not by the size of the map.
+- Each block is read with a halo of `patch_size // 2` cells, so a patch model sees exactly the neighbourhood it
+  would see on the whole raster: block edges are invisible in the maps.
+- Reading the next block and writing the previous one run in two helper threads while the model predicts the
+  current block (rasterio and the models release the GIL), and GDAL compresses tiles on all cores.
+- Every file is written under a temporary name next to its destination and moved into place only when the whole
+  run succeeded, so a failed or cancelled run leaves nothing behind and never half-overwrites an earlier map.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.features import geometry_mask
+from rasterio.windows import Window
+
+from .models.base import check_progress
+
+if TYPE_CHECKING:
+    from .rasters import CovariateStack
+
+#: value of cells without a prediction in every output file
+NODATA = -9999.0
+#: tile size of the outputs; blocks are laid out on this grid
+TILE = 256
+#: largest block in cells whatever the budget: a cancel request is answered after at most one block, and
+#: larger blocks gain no throughput
+MAX_BLOCK_CELLS = 4 * TILE * TILE
+#: blocks alive at once for each role: the one being predicted plus the next being read (input), or the
+#: previous one being written (outputs)
+BLOCKS_IN_FLIGHT = 2
+#: share of `memory_mb` given to GDAL's block cache, and its bounds in bytes (the floor exceeds tiny budgets)
+GDAL_CACHE_SHARE = 0.25
+GDAL_CACHE_MIN, GDAL_CACHE_MAX = 8 << 20, 256 << 20
+#: progress fraction reached when all blocks are predicted; the rest is for overviews and moving files
+BLOCKS_DONE = 0.95
+
+ProgressCallback = Optional[Callable[[float, str], Any]]
+Extent = tuple[float, float, float, float]
+
+
+class BlockPredictor(Protocol):
+    """What the engine needs from a trained model bundle (e.g. `core.bundle.SocModel`)."""
+
+    patch_size: int
+
+    def predict_block(self, block: np.ndarray, depth_indices: Sequence[int]) -> np.ndarray:
+        """(B, h + 2r, w + 2r) block with halo r = patch_size // 2 -> (d, h, w), NaN where no prediction."""
+
+    def predict_block_interval(
+        self, block: np.ndarray, depth_indices: Sequence[int], level: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds (d, h, w) of a central `level` prediction interval (e.g. 0.9)."""
+
+    def bytes_per_pixel(self) -> int:
+        """Working memory per output pixel while predicting a block, for block sizing."""
+
+
+@dataclass
+class PredictionResult:
+    """What was written and what it holds. `n_out_of_range`: predicted cells where at least one covariate lies
+    outside the range seen in training (the model extrapolates there)."""
+
+    output: str
+    uncertainty: str | None
+    depth_files: list[str]
+    n_pixels: int
+    n_predicted: int
+    n_nodata: int
+    n_out_of_range: int
+    value_range: tuple[float, float]
+
+
+@dataclass
+class _Block:
+    """A block of the output grid: offsets relative to the output's upper-left cell, and its size."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def window(self) -> Window:
+        return Window(self.col, self.row, self.width, self.height)
+
+
+@dataclass
+class _Outputs:
+    """The arrays written for one block (float32, NODATA filled)."""
+
+    values: np.ndarray
+    uncertainty: np.ndarray | None
+
+
+def predict_rasters(
+    predictor: BlockPredictor,
+    stack: CovariateStack,
+    output_path: str,
+    depth_indices: Sequence[int],
+    band_labels: Sequence[str],
+    *,
+    extent: Extent | None = None,
+    mask_geometries: Sequence[dict[str, Any]] | None = None,
+    memory_mb: float = 1024,
+    interval: float | None = None,
+    uncertainty_path: str | None = None,
+    depth_folder: str | None = None,
+    depth_file_names: Sequence[str] | None = None,
+    training_ranges: np.ndarray | None = None,
+    progress: ProgressCallback = None,
+) -> PredictionResult:
+    """Predicts the depths `depth_indices` of `predictor` on `stack` and writes them as GeoTIFFs.
+
+    - `output_path`: one float32 band per depth, described by `band_labels` (e.g. "SOC 0-5 cm").
+    - `extent` (xmin, ymin, xmax, ymax) in the stack's CRS, widened to whole cells; default the whole stack.
+    - `mask_geometries`: GeoJSON-like geometries in the stack's CRS; cells whose centre lies outside all of them
+      are nodata. Cells where any covariate is nodata are nodata in every output.
+    - `memory_mb`: working memory for blocks in flight, the model's scratch space and GDAL's cache.
+    - `interval` (e.g. 0.9) with `uncertainty_path`: per depth the lower bound, upper bound and width of the
+      central prediction interval, three bands per depth.
+    - `depth_folder`: also one single-band GeoTIFF per depth, named by `depth_file_names` (default: the output's
+      name followed by the band label).
+    - `training_ranges` (B, 2): per band the minimum and maximum seen in training (NaN skips a band, e.g. a
+      class layer); predicted cells with a covariate outside are counted in `n_out_of_range`.
+    - `progress(fraction, message)`: returning False cancels; files are removed and `Cancelled` is raised.
+    """
+    depth_indices = [int(d) for d in depth_indices]
+    band_labels = [str(label) for label in band_labels]
+    _check_arguments(depth_indices, band_labels, memory_mb, interval, uncertainty_path)
+    ranges = _check_training_ranges(training_ranges, stack)
+    row_off, col_off, height, width = _output_window(stack, extent)
+    transform = stack.transform * Affine.translation(col_off, row_off)
+    halo = int(predictor.patch_size) // 2
+
+    destinations = _Destinations(output_path, uncertainty_path, depth_folder, depth_file_names, band_labels)
+    budget = int(memory_mb * (1 << 20))
+    cache_bytes = int(min(max(budget * GDAL_CACHE_SHARE, GDAL_CACHE_MIN), GDAL_CACHE_MAX))
+    per_cell = _bytes_per_cell(predictor, stack.count, len(depth_indices), interval is not None)
+    block_budget = int(budget * (1 - GDAL_CACHE_SHARE))
+    blocks = plan_blocks(height, width, _block_cells(block_budget, per_cell, stack.count, halo))
+
+    state = _RunState(ranges)
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
+            writers = destinations.open(stack.crs_wkt or None, transform, height, width, interval)
+            try:
+                run = _BlockRun(
+                    predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries, state
+                )
+                run.run(blocks, writers, progress)
+                check_progress(progress, BLOCKS_DONE, "Building overviews")
+                writers.build_overviews(height, width)
+            finally:
+                writers.close()
+        destinations.commit()
+    except BaseException:
+        destinations.discard()
+        raise
+    if progress is not None:
+        progress(1.0, "Done")  # the files are in place: too late to cancel
+    n_pixels = height * width
+    return PredictionResult(
+        output=destinations.output,
+        uncertainty=destinations.uncertainty,
+        depth_files=destinations.depth_files,
+        n_pixels=n_pixels,
+        n_predicted=state.n_predicted,
+        n_nodata=n_pixels - state.n_predicted,
+        n_out_of_range=state.n_out_of_range,
+        value_range=(state.value_min, state.value_max) if state.n_predicted else (math.nan, math.nan),
+    )
+
+
+# --------------------------------------------------------------------------------------------- block layout
+
+
+def plan_blocks(height: int, width: int, max_cells: int) -> list[_Block]:
+    """Blocks covering a height x width grid, at most `max_cells` cells each, in writing order.
+
+    Whole strips of tile rows when the budget allows, else runs of tiles along a tile row, else parts of one
+    tile; in every case a tile is complete before the next one starts.
+    """
+    max_cells = max(1, min(int(max_cells), MAX_BLOCK_CELLS))
+    tile_h, tile_w = min(TILE, height), min(TILE, width)
+    if max_cells >= width * tile_h:
+        rows = tile_h * (max_cells // (width * tile_h))
+        return [_Block(r, 0, min(rows, height - r), width) for r in range(0, height, rows)]
+    if max_cells >= tile_h * tile_w:
+        cols = tile_w * (max_cells // (tile_h * tile_w))
+        return [
+            _Block(r, c, min(tile_h, height - r), min(cols, width - c))
+            for r in range(0, height, tile_h)
+            for c in range(0, width, cols)
+        ]
+    part_w = min(tile_w, math.isqrt(max_cells))  # square-ish parts: the least halo per cell
+    part_h = min(tile_h, max_cells // part_w)
+    blocks = []
+    for tile_row in range(0, height, tile_h):
+        tile_bottom = min(tile_row + tile_h, height)
+        for tile_col in range(0, width, tile_w):
+            tile_right = min(tile_col + tile_w, width)
+            for r in range(tile_row, tile_bottom, part_h):
+                for c in range(tile_col, tile_right, part_w):
+                    blocks.append(_Block(r, c, min(part_h, tile_bottom - r), min(part_w, tile_right - c)))
+    return blocks
+
+
+def _bytes_per_cell(predictor: BlockPredictor, n_bands: int, n_depths: int, with_interval: bool) -> int:
+    """Memory per output cell of a block: input blocks and output arrays in flight plus the model's scratch.
+
+    Input: float32 bands plus the reader's copy in the file's type (counted as float32 too). Output: float32
+    predictions, and with an interval the lower and upper bounds (float32) and the three-band product.
+    """
+    input_bytes = 2 * 4 * n_bands
+    output_bytes = 4 * n_depths + 4 * n_depths  # predictions, and their NODATA-filled copy
+    if with_interval:
+        output_bytes += 2 * 4 * n_depths + 3 * 4 * n_depths
+    return BLOCKS_IN_FLIGHT * (input_bytes + output_bytes) + int(predictor.bytes_per_pixel())
+
+
+def _block_cells(budget_bytes: int, per_cell: int, n_bands: int, halo: int) -> int:
+    """Cells per block that fit the budget, counting the halo's extra input cells on a square block."""
+    cells = max(1, budget_bytes // per_cell)
+    if halo:
+        side = math.isqrt(cells)
+        halo_cells = (side + 2 * halo) ** 2 - side**2
+        cells = max(1, (budget_bytes - BLOCKS_IN_FLIGHT * halo_cells * 2 * 4 * n_bands) // per_cell)
+    return int(cells)
+
+
+# ------------------------------------------------------------------------------------------------- the run
+
+
+class _RunState:
+    """Counts gathered over all blocks."""
+
+    def __init__(self, training_ranges: np.ndarray | None) -> None:
+        self.training_ranges = training_ranges
+        self.n_predicted = 0
+        self.n_out_of_range = 0
+        self.value_min = math.inf
+        self.value_max = -math.inf
+
+    def add(self, predicted: np.ndarray, values: np.ndarray, centre: np.ndarray) -> None:
+        count = int(predicted.sum())
+        if count == 0:
+            return
+        self.n_predicted += count
+        kept = values[:, predicted]
+        self.value_min = min(self.value_min, float(kept.min()))
+        self.value_max = max(self.value_max, float(kept.max()))
+        if self.training_ranges is not None:
+            cells = centre[:, predicted]
+            low, high = self.training_ranges[:, :1], self.training_ranges[:, 1:]
+            # comparisons with a NaN bound are False, so such bands never count
+            self.n_out_of_range += int(((cells < low) | (cells > high)).any(axis=0).sum())
+
+
+class _BlockRun:
+    """One prediction run over the blocks of the output window: what every block needs, in one place."""
+
+    def __init__(
+        self,
+        predictor: BlockPredictor,
+        stack: CovariateStack,
+        origin: tuple[int, int],
+        transform: Affine,
+        depth_indices: list[int],
+        interval: float | None,
+        mask_geometries: Sequence[dict[str, Any]] | None,
+        state: _RunState,
+    ) -> None:
+        self.predictor = predictor
+        self.stack = stack
+        self.origin = origin
+        self.transform = transform
+        self.halo = int(predictor.patch_size) // 2
+        self.depth_indices = depth_indices
+        self.interval = interval
+        self.mask_geometries = mask_geometries
+        self.state = state
+
+    def run(self, blocks: list[_Block], writers: _Writers, progress: ProgressCallback) -> None:
+        """Predicts every block while the next one is read and the previous one written."""
+        total_cells = sum(block.height * block.width for block in blocks)
+        done_cells = 0
+        with ThreadPoolExecutor(1, "socdepth-read") as reader, ThreadPoolExecutor(1, "socdepth-write") as writer:
+            pending_read: Future = reader.submit(self.read, blocks[0])
+            pending_write: Future | None = None
+            try:
+                for index, block in enumerate(blocks):
+                    data = pending_read.result()
+                    if index + 1 < len(blocks):
+                        pending_read = reader.submit(self.read, blocks[index + 1])
+                    outputs = self.predict(data, block)
+                    if pending_write is not None:
+                        pending_write.result()  # at most one block waits for the disk; re-raises a write error
+                    pending_write = writer.submit(writers.write, block, outputs)
+                    done_cells += block.height * block.width
+                    message = f"Predicted block {index + 1} of {len(blocks)}"
+                    check_progress(progress, BLOCKS_DONE * done_cells / total_cells, message)
+                pending_write.result()
+            except BaseException:
+                pending_read.cancel()
+                raise
+
+    def read(self, block: _Block) -> np.ndarray:
+        row_off, col_off = self.origin
+        return self.stack.read_block(row_off + block.row, col_off + block.col, block.height, block.width, self.halo)
+
+    def predict(self, data: np.ndarray, block: _Block) -> _Outputs:
+        h, w, halo = block.height, block.width, self.halo
+        centre = data[:, halo : halo + h, halo : halo + w]
+        wanted = np.isfinite(centre).all(axis=0)
+        if self.mask_geometries is not None:
+            block_transform = self.transform * Affine.translation(block.col, block.row)
+            wanted &= geometry_mask(self.mask_geometries, (h, w), block_transform, invert=True)
+            if halo == 0:
+                # a pixel model reads nothing around a cell, so cells outside the mask are skipped (NaN);
+                # a patch model keeps them, as they are the neighbourhood of cells inside
+                data[:, ~wanted] = np.nan
+        shape = (len(self.depth_indices), h, w)
+        values = np.full(shape, np.nan, dtype=np.float32)
+        bounds = None if self.interval is None else np.full((3 * shape[0], h, w), np.nan, dtype=np.float32)
+        if wanted.any():
+            values[:] = _checked(self.predictor.predict_block(data, self.depth_indices), shape, "predict_block")
+            if bounds is not None:
+                lower, upper = self.predictor.predict_block_interval(data, self.depth_indices, self.interval)
+                bounds[0::3] = _checked(lower, shape, "predict_block_interval")
+                bounds[1::3] = _checked(upper, shape, "predict_block_interval")
+                bounds[2::3] = bounds[1::3] - bounds[0::3]
+        predicted = wanted & np.isfinite(values).all(axis=0)
+        if bounds is not None:
+            predicted &= np.isfinite(bounds).all(axis=0)
+        self.state.add(predicted, values, centre)
+        values[:, ~predicted] = NODATA
+        if bounds is not None:
+            bounds[:, ~predicted] = NODATA
+        return _Outputs(values, bounds)
+
+
+def _checked(values: np.ndarray, shape: tuple[int, int, int], method: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape != shape:
+        raise ValueError(
+            f"The model's {method} returned shape {values.shape} for a block needing {shape} (depths, rows, "
+            "columns); the model file does not fit this version of the plugin. Train and save it again."
+        )
+    return values
+
+
+# -------------------------------------------------------------------------------------------------- files
+
+
+class _Writers:
+    """The open temporary GeoTIFFs of one run."""
+
+    def __init__(self) -> None:
+        self.output = None
+        self.uncertainty = None
+        self.depth_files: list = []
+
+    @property
+    def all(self) -> list:
+        return [d for d in (self.output, self.uncertainty, *self.depth_files) if d is not None]
+
+    def write(self, block: _Block, outputs: _Outputs) -> None:
+        window = block.window
+        self.output.write(outputs.values, window=window)
+        if self.uncertainty is not None:
+            self.uncertainty.write(outputs.uncertainty, window=window)
+        for band, dataset in enumerate(self.depth_files):
+            dataset.write(outputs.values[band], 1, window=window)
+
+    def build_overviews(self, height: int, width: int) -> None:
+        factors = overview_factors(height, width)
+        if not factors:
+            return
+        for dataset in self.all:
+            dataset.build_overviews(factors, Resampling.average)
+            dataset.update_tags(ns="rio_overview", resampling="average")
+
+    def close(self) -> None:
+        for dataset in self.all:
+            dataset.close()
+
+
+def overview_factors(height: int, width: int) -> list[int]:
+    """Powers of two until the coarsest overview fits in one tile (as gdaladdo does by default)."""
+    factors, factor = [], 2
+    while max(height, width) / (factor // 2) > TILE:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+class _Destinations:
+    """Final and temporary paths of every output file; moves them into place or removes them."""
+
+    def __init__(
+        self,
+        output_path: str,
+        uncertainty_path: str | None,
+        depth_folder: str | None,
+        depth_file_names: Sequence[str] | None,
+        band_labels: list[str],
+    ) -> None:
+        self.band_labels = band_labels
+        self.output = os.path.abspath(os.fspath(output_path))
+        self.uncertainty = None if uncertainty_path is None else os.path.abspath(os.fspath(uncertainty_path))
+        self.depth_files = _depth_paths(self.output, depth_folder, depth_file_names, band_labels)
+        self.created_folder: str | None = None
+        finals = [p for p in (self.output, self.uncertainty, *self.depth_files) if p is not None]
+        if len(set(finals)) != len(finals):
+            raise ValueError(
+                "Two outputs would be written to the same file; give the prediction, the uncertainty and the "
+                "per-depth files different names."
+            )
+        for path in (self.output, self.uncertainty):  # the per-depth folder is created when missing
+            if path is not None and not os.path.isdir(os.path.dirname(path)):
+                raise ValueError(
+                    f"The folder '{os.path.dirname(path)}' for '{os.path.basename(path)}' does not exist; create it "
+                    "or choose another one."
+                )
+        self.temporary = {path: _temporary_name(path) for path in finals}
+
+    def open(self, crs_wkt: str | None, transform: Affine, height: int, width: int, interval: float | None) -> _Writers:
+        if self.depth_files:
+            folder = os.path.dirname(self.depth_files[0])
+            if not os.path.isdir(folder):
+                os.makedirs(folder)
+                self.created_folder = folder
+        writers = _Writers()
+        try:
+            writers.output = _create(self.temporary[self.output], crs_wkt, transform, height, width, self.band_labels)
+            if self.uncertainty is not None:
+                labels = _uncertainty_labels(self.band_labels, interval)
+                writers.uncertainty = _create(
+                    self.temporary[self.uncertainty], crs_wkt, transform, height, width, labels
+                )
+            for path, label in zip(self.depth_files, self.band_labels):
+                writers.depth_files.append(_create(self.temporary[path], crs_wkt, transform, height, width, [label]))
+        except BaseException:
+            writers.close()
+            raise
+        return writers
+
+    def commit(self) -> None:
+        for final, temporary in self.temporary.items():
+            os.replace(temporary, final)
+
+    def discard(self) -> None:
+        for temporary in self.temporary.values():
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        if self.created_folder is not None and not os.listdir(self.created_folder):
+            os.rmdir(self.created_folder)
+
+
+def _temporary_name(path: str) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{secrets.token_hex(6)}.partial.tif")
+
+
+def _depth_paths(
+    output: str, depth_folder: str | None, names: Sequence[str] | None, band_labels: list[str]
+) -> list[str]:
+    if depth_folder is None:
+        if names is not None:
+            raise ValueError("File names for the per-depth rasters were given without a folder; choose a folder.")
+        return []
+    if names is None:
+        stem = os.path.splitext(os.path.basename(output))[0]
+        names = [f"{stem}_{_safe_file_part(label)}.tif" for label in band_labels]
+    elif len(names) != len(band_labels):
+        raise ValueError(
+            f"{len(names)} file names were given for {len(band_labels)} depths; give one name per selected depth."
+        )
+    paths = []
+    for name in names:
+        name = str(name)
+        if not name or os.path.basename(name) != name:
+            raise ValueError(
+                f"Per-depth file name '{name}' must be a plain file name without a folder, e.g. soc_0_5.tif."
+            )
+        if not os.path.splitext(name)[1]:
+            name += ".tif"
+        paths.append(os.path.join(os.path.abspath(os.fspath(depth_folder)), name))
+    return paths
+
+
+def _safe_file_part(label: str) -> str:
+    """'SOC 0-5 cm' -> 'SOC_0-5_cm': letters, digits, '-', '.' and '_' only."""
+    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in label).strip("_") or "depth"
+
+
+def _uncertainty_labels(band_labels: list[str], level: float) -> list[str]:
+    low, high = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    labels = []
+    for label in band_labels:
+        labels += [f"{label} lower {low:g}%", f"{label} upper {high:g}%", f"{label} {100 * level:g}% interval width"]
+    return labels
+
+
+def _create(path: str, crs_wkt: str | None, transform: Affine, height: int, width: int, labels: list[str]):
+    dataset = rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=len(labels),
+        dtype="float32",
+        crs=crs_wkt,
+        transform=transform,
+        nodata=NODATA,
+        tiled=True,
+        blockxsize=TILE,
+        blockysize=TILE,
+        compress="deflate",
+        predictor=3,
+        interleave="band",
+        num_threads="ALL_CPUS",
+        bigtiff="IF_SAFER",
+    )
+    for band, label in enumerate(labels, start=1):
+        dataset.set_band_description(band, label)
+    return dataset
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+
+
+def _check_arguments(
+    depth_indices: list[int],
+    band_labels: list[str],
+    memory_mb: float,
+    interval: float | None,
+    uncertainty_path: str | None,
+) -> None:
+    if not depth_indices:
+        raise ValueError("No depth selected; choose at least one depth interval to map.")
+    if len(band_labels) != len(depth_indices):
+        raise ValueError(
+            f"{len(band_labels)} band labels were given for {len(depth_indices)} depths; give one label per depth."
+        )
+    if not memory_mb > 0:
+        raise ValueError(f"The memory budget must be a positive number of MB (e.g. 1024); got {memory_mb}.")
+    if interval is not None and not 0 < interval < 1:
+        raise ValueError(
+            f"The prediction interval must be a probability between 0 and 1 (e.g. 0.9 for 90 %); got {interval}."
+        )
+    if (interval is None) != (uncertainty_path is None):
+        raise ValueError(
+            "An uncertainty map needs both an interval level (e.g. 0.9) and an output file; give both or neither."
+        )
+
+
+def _check_training_ranges(training_ranges: np.ndarray | None, stack: CovariateStack) -> np.ndarray | None:
+    if training_ranges is None:
+        return None
+    ranges = np.asarray(training_ranges, dtype=float)
+    if ranges.shape != (stack.count, 2):
+        raise ValueError(
+            f"Training ranges have shape {ranges.shape} but the covariate stack has {stack.count} bands; give "
+            "one (minimum, maximum) pair per band, in the stack's order."
+        )
+    return ranges
+
+
+def _output_window(stack: CovariateStack, extent: Extent | None) -> tuple[int, int, int, int]:
+    """(row_off, col_off, height, width) of the cells covering `extent`, clipped to the stack."""
+    if extent is None:
+        return 0, 0, stack.height, stack.width
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    if not (xmin < xmax and ymin < ymax):
+        raise ValueError(
+            f"The extent ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) is empty; give xmin < xmax and ymin < ymax."
+        )
+    cols, rows = ~stack.transform * (np.array([xmin, xmin, xmax, xmax]), np.array([ymin, ymax, ymin, ymax]))
+    # an edge within a millionth of a cell of a cell boundary is on it (float noise in typed-in extents)
+    col0, col1 = _snap_out(cols.min(), cols.max())
+    row0, row1 = _snap_out(rows.min(), rows.max())
+    col0, row0 = max(col0, 0), max(row0, 0)
+    col1, row1 = min(col1, stack.width), min(row1, stack.height)
+    if col0 >= col1 or row0 >= row1:
+        bounds = stack.bounds
+        raise ValueError(
+            f"The extent ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) does not overlap the covariates (x {bounds[0]:g} "
+            f"to {bounds[2]:g}, y {bounds[1]:g} to {bounds[3]:g}); give the extent in the covariates' CRS."
+        )
+    return row0, col0, row1 - row0, col1 - col0
+
+
+def _snap_out(low: float, high: float, tolerance: float = 1e-6) -> tuple[int, int]:
+    return math.floor(low + tolerance), math.ceil(high - tolerance)

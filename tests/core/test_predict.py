@@ -1,0 +1,415 @@
+"""predict_rasters on a tiny 3-band stack with stand-in models whose maps can be written down independently:
+a linear function of the covariates (pixel model) and a neighbourhood mean (3 x 3 patch model). Oracles are
+computed from the arrays written to disk, with plain loops, never through the engine or `read_block`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.transform import from_origin
+
+from soc_depth_mapper.core.models.base import Cancelled
+from soc_depth_mapper.core.predict import NODATA, TILE, plan_blocks, predict_rasters
+from soc_depth_mapper.core.rasters import CovariateStack
+
+X0, Y0, CELL = 700_000.0, 6_650_000.0, 10.0
+ROWS, COLS = 40, 300  # wider than one 256-cell tile: several tiles, and an overview level
+CRS = "EPSG:28355"
+FILE_NODATA = -32768.0
+#: cells (row, col) where band 3 is nodata in the file
+NODATA_CELLS = [(0, 0), (5, 17), (20, 255), (20, 256), (39, 299)]
+#: a budget small enough for dozens of blocks on this stack
+TINY_MB = 0.02
+LABELS = ["SOC 0-5 cm", "SOC 15-30 cm"]
+DEPTHS = [0, 2]  # of the stand-ins' three depths
+
+
+def covariates() -> np.ndarray:
+    """(3, ROWS, COLS) float64 values; NaN at NODATA_CELLS in band 3."""
+    rng = np.random.default_rng(42)
+    rows, cols = np.mgrid[0:ROWS, 0:COLS]
+    data = np.stack(
+        [
+            np.sin(rows / 7.0) * 10 + cols / 30.0 + rng.normal(0, 1, (ROWS, COLS)),
+            rng.uniform(0, 5, (ROWS, COLS)),
+            np.round(rng.uniform(100, 200, (ROWS, COLS))),
+        ]
+    )
+    for row, col in NODATA_CELLS:
+        data[2, row, col] = np.nan
+    return data.astype(np.float32).astype(np.float64)
+
+
+COEF = np.array([[1.0, 2.0, 0.01], [0.5, -1.0, 0.02], [0.25, 3.0, -0.01]])
+
+
+def linear_oracle(data: np.ndarray, depth: int) -> np.ndarray:
+    """LinearModel's map for one depth, from the covariates as written."""
+    return sum(COEF[depth, b] * data[b] for b in range(3)) + 10.0 * depth
+
+
+def patch_oracle(data: np.ndarray, depth: int) -> np.ndarray:
+    """PatchMeanModel's map, cell by cell: mean of the finite band-1 values in the 3 x 3 window inside the
+    raster, plus band 2 at the centre; NaN where any band is missing at the centre."""
+    out = np.full((ROWS, COLS), np.nan)
+    for r in range(ROWS):
+        for c in range(COLS):
+            if np.isnan(data[:, r, c]).any():
+                continue
+            window = data[0, max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2]
+            out[r, c] = (depth + 1) * np.nanmean(window) + data[1, r, c]
+    return out
+
+
+class LinearModel:
+    """Pixel model: depth d -> COEF[d] . covariates + 10 d. Interval: value - (d+1) level, value + 2 (d+1) level."""
+
+    patch_size = 1
+
+    def __init__(self, fail_at_call: int | None = None) -> None:
+        self.block_shapes: list[tuple[int, ...]] = []
+        self.fail_at_call = fail_at_call
+
+    def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
+        self.block_shapes.append(block.shape)
+        if self.fail_at_call is not None and len(self.block_shapes) >= self.fail_at_call:
+            raise RuntimeError("model failure")
+        x = block.astype(np.float64)
+        return np.stack([sum(COEF[d, b] * x[b] for b in range(3)) + 10.0 * d for d in depth_indices])
+
+    def predict_block_interval(self, block: np.ndarray, depth_indices, level: float):
+        values = self.predict_block(block, depth_indices)
+        spread = np.array([d + 1.0 for d in depth_indices])[:, None, None] * level
+        return values - spread, values + 2 * spread
+
+    def bytes_per_pixel(self) -> int:
+        return 64
+
+
+class PatchMeanModel(LinearModel):
+    """3 x 3 patch model: (d+1) * mean of band 1 over the window (NaN cells skipped) + band 2 at the centre."""
+
+    patch_size = 3
+
+    def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
+        self.block_shapes.append(block.shape)
+        windows = np.lib.stride_tricks.sliding_window_view(block[0].astype(np.float64), (3, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: their centre is NaN anyway
+            mean = np.nanmean(windows, axis=(2, 3))
+        centre = block[:, 1:-1, 1:-1].astype(np.float64)
+        valid = np.isfinite(centre).all(axis=0)
+        values = np.stack([(d + 1) * mean + centre[1] for d in depth_indices])
+        return np.where(valid, values, np.nan)
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    return covariates()
+
+
+@pytest.fixture
+def stack(tmp_path_factory, data) -> CovariateStack:
+    folder = tmp_path_factory.mktemp("covariates")
+    path = folder / "cov.tif"
+    profile = dict(driver="GTiff", width=COLS, height=ROWS, count=3, dtype="float32", crs=CRS, nodata=FILE_NODATA)
+    with rasterio.open(path, "w", transform=from_origin(X0, Y0, CELL, CELL), **profile) as dst:
+        dst.write(np.where(np.isnan(data), FILE_NODATA, data).astype(np.float32))
+    with CovariateStack([str(path)]) as opened:
+        yield opened
+
+
+def read(path: str) -> np.ndarray:
+    with rasterio.open(path) as src:
+        values = src.read().astype(np.float64)
+        return np.where(values == src.nodata, np.nan, values)
+
+
+def expected_maps(data: np.ndarray, oracle) -> np.ndarray:
+    return np.stack([oracle(data, d) for d in DEPTHS])
+
+
+@pytest.mark.parametrize(("model_class", "oracle"), [(LinearModel, linear_oracle), (PatchMeanModel, patch_oracle)])
+def test_many_blocks_give_the_map_of_one_block(tmp_path, stack, data, model_class, oracle):
+    model = model_class()
+    result = predict_rasters(model, stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, memory_mb=TINY_MB)
+    assert len(model.block_shapes) > 20  # really block-wise
+    halo = model.patch_size // 2
+    inner_cells = sum((rows - 2 * halo) * (cols - 2 * halo) for _, rows, cols in model.block_shapes)
+    assert inner_cells == ROWS * COLS  # every cell predicted once, each block read with its halo
+
+    written = read(result.output)
+    whole = model_class().predict_block(stack.read_block(0, 0, ROWS, COLS, halo), DEPTHS).astype(np.float32)
+    np.testing.assert_array_equal(written, np.where(np.isnan(whole), np.nan, whole))
+    np.testing.assert_allclose(written, expected_maps(data, oracle), rtol=1e-6, atol=1e-4)
+
+
+def test_outputs_are_deterministic(tmp_path, stack):
+    first = predict_rasters(PatchMeanModel(), stack, str(tmp_path / "a.tif"), DEPTHS, LABELS, memory_mb=TINY_MB)
+    second = predict_rasters(PatchMeanModel(), stack, str(tmp_path / "b.tif"), DEPTHS, LABELS, memory_mb=500)
+    np.testing.assert_array_equal(read(first.output), read(second.output))
+
+
+def test_nodata_in_one_band_is_nodata_in_every_output(tmp_path, stack, data):
+    result = predict_rasters(
+        LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, memory_mb=TINY_MB,
+        interval=0.8, uncertainty_path=str(tmp_path / "unc.tif"), depth_folder=str(tmp_path / "depths"),
+    )  # fmt: skip
+    expected = np.zeros((ROWS, COLS), dtype=bool)
+    expected[tuple(np.array(NODATA_CELLS).T)] = True
+    for path in [result.output, result.uncertainty, *result.depth_files]:
+        missing = np.isnan(read(path))
+        assert (missing == expected[None]).all(), path
+    assert result.n_pixels == ROWS * COLS
+    assert result.n_nodata == len(NODATA_CELLS)
+    assert result.n_predicted == ROWS * COLS - len(NODATA_CELLS)
+    truth = expected_maps(data, linear_oracle)
+    assert result.value_range == pytest.approx((np.nanmin(truth), np.nanmax(truth)), rel=1e-6)
+
+
+def test_extent_is_snapped_outwards_and_georeferenced(tmp_path, stack, data):
+    # x from inside column 3 to inside column 270, y from inside row 30 to inside row 12 (rows count downwards)
+    extent = (X0 + 3.4 * CELL, Y0 - 30.2 * CELL, X0 + 269.5 * CELL, Y0 - 12.9 * CELL)
+    result = predict_rasters(LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, extent=extent)
+    with rasterio.open(result.output) as src:
+        assert (src.width, src.height) == (270 - 3, 31 - 12)
+        assert src.transform == from_origin(X0 + 3 * CELL, Y0 - 12 * CELL, CELL, CELL)
+        assert src.crs.to_epsg() == 28355
+    expected = expected_maps(data, linear_oracle)[:, 12:31, 3:270]
+    np.testing.assert_allclose(read(result.output), expected, rtol=1e-6, atol=1e-4)
+    assert result.n_pixels == 267 * 19
+
+
+def test_extent_on_cell_boundaries_is_kept_and_an_outside_extent_clipped(tmp_path, stack):
+    on_grid = (X0 + 10 * CELL, Y0 - 20 * CELL, X0 + 20 * CELL, Y0 - 10 * CELL + 1e-9)
+    result = predict_rasters(LinearModel(), stack, str(tmp_path / "a.tif"), DEPTHS, LABELS, extent=on_grid)
+    with rasterio.open(result.output) as src:
+        assert (src.width, src.height) == (10, 10)
+    beyond = (X0 - 1000, Y0 - 5 * CELL, X0 + 2 * CELL, Y0 + 1000)
+    result = predict_rasters(LinearModel(), stack, str(tmp_path / "b.tif"), DEPTHS, LABELS, extent=beyond)
+    with rasterio.open(result.output) as src:
+        assert (src.width, src.height) == (2, 5)
+        assert src.transform == from_origin(X0, Y0, CELL, CELL)
+
+
+def test_extent_outside_the_covariates_is_refused(tmp_path, stack):
+    with pytest.raises(ValueError, match="does not overlap the covariates"):
+        predict_rasters(LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, extent=(0, 0, 10, 10))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(("model_class", "oracle"), [(LinearModel, linear_oracle), (PatchMeanModel, patch_oracle)])
+def test_mask_keeps_cells_whose_centre_is_inside(tmp_path, stack, data, model_class, oracle):
+    # a triangle with its right angle at the upper-left corner and legs of 30.5 cells: cell (r, c) has its
+    # centre inside when (c + 0.5) + (r + 0.5) < 30.5 (no centre lies on the hypotenuse)
+    triangle = {
+        "type": "Polygon",
+        "coordinates": [[(X0, Y0), (X0 + 30.5 * CELL, Y0), (X0, Y0 - 30.5 * CELL), (X0, Y0)]],
+    }
+    result = predict_rasters(
+        model_class(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, mask_geometries=[triangle],
+        memory_mb=TINY_MB,
+    )  # fmt: skip
+    rows, cols = np.mgrid[0:ROWS, 0:COLS]
+    inside = (rows + 0.5) + (cols + 0.5) < 30.5
+    expected = np.where(inside, expected_maps(data, oracle), np.nan)  # cells inside keep their unmasked value
+    np.testing.assert_allclose(read(result.output), expected, rtol=1e-6, atol=1e-4)
+    assert result.n_predicted == int(np.isfinite(expected[0]).sum())
+
+
+def test_file_format(tmp_path, stack):
+    result = predict_rasters(
+        LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, interval=0.9,
+        uncertainty_path=str(tmp_path / "unc.tif"), depth_folder=str(tmp_path / "maps"),
+        depth_file_names=["soc_0_5.tif", "soc_15_30"],
+    )  # fmt: skip
+    assert result.depth_files == [str(tmp_path / "maps" / "soc_0_5.tif"), str(tmp_path / "maps" / "soc_15_30.tif")]
+    expected_descriptions = {
+        result.output: tuple(LABELS),
+        result.uncertainty: (
+            "SOC 0-5 cm lower 5%",
+            "SOC 0-5 cm upper 95%",
+            "SOC 0-5 cm 90% interval width",
+            "SOC 15-30 cm lower 5%",
+            "SOC 15-30 cm upper 95%",
+            "SOC 15-30 cm 90% interval width",
+        ),  # fmt: skip
+        result.depth_files[0]: (LABELS[0],),
+        result.depth_files[1]: (LABELS[1],),
+    }
+    for path, descriptions in expected_descriptions.items():
+        with rasterio.open(path) as src:
+            assert src.descriptions == descriptions
+            assert src.dtypes == ("float32",) * src.count
+            assert src.nodatavals == (NODATA,) * src.count
+            assert src.block_shapes == [(TILE, TILE)] * src.count
+            structure = src.tags(ns="IMAGE_STRUCTURE")
+            assert (structure["COMPRESSION"], structure["PREDICTOR"]) == ("DEFLATE", "3")
+            assert src.overviews(1) == [2]  # 300 columns: one level brings it within a tile
+            assert src.tags(ns="rio_overview")["resampling"] == "average"
+            assert src.crs.to_epsg() == 28355
+    main = read(result.output)
+    for band, path in enumerate(result.depth_files):
+        np.testing.assert_array_equal(read(path)[0], main[band])
+    assert sorted(os.listdir(tmp_path)) == ["maps", "soc.tif", "unc.tif"]
+    assert sorted(os.listdir(tmp_path / "maps")) == ["soc_0_5.tif", "soc_15_30.tif"]
+
+
+def test_overviews_average_the_cells(tmp_path, stack):
+    result = predict_rasters(LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS)
+    with rasterio.open(result.output) as src:
+        full = src.read(1)
+        overview = src.read(1, out_shape=(ROWS // 2, COLS // 2))
+    quad = full[2:4, 10:12]  # a 2 x 2 group without nodata
+    assert overview[1, 5] == pytest.approx(quad.mean(), rel=1e-5)
+
+
+def test_uncertainty_bands(tmp_path, stack, data):
+    level = 0.9
+    result = predict_rasters(
+        LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, memory_mb=TINY_MB, interval=level,
+        uncertainty_path=str(tmp_path / "unc.tif"),
+    )  # fmt: skip
+    bands = read(result.uncertainty)
+    assert bands.shape == (3 * len(DEPTHS), ROWS, COLS)
+    truth = expected_maps(data, linear_oracle)
+    for j, depth in enumerate(DEPTHS):
+        lower, upper, width = bands[3 * j], bands[3 * j + 1], bands[3 * j + 2]
+        spread = (depth + 1) * level
+        np.testing.assert_allclose(lower, truth[j] - spread, rtol=1e-6, atol=1e-4)
+        np.testing.assert_allclose(upper, truth[j] + 2 * spread, rtol=1e-6, atol=1e-4)
+        finite = np.isfinite(lower)
+        assert (lower[finite] <= upper[finite]).all()
+        np.testing.assert_allclose(width, upper - lower, rtol=1e-6)
+        np.testing.assert_allclose(width[finite], 3 * spread, rtol=1e-5)
+
+
+def test_cancel_midway_leaves_no_file_and_keeps_an_earlier_map(tmp_path, stack):
+    earlier = tmp_path / "soc.tif"
+    earlier.write_bytes(b"an earlier map")
+    calls = []
+
+    def progress(fraction: float, message: str) -> bool:
+        calls.append(fraction)
+        return len(calls) < 3
+
+    model = LinearModel()
+    with pytest.raises(Cancelled):
+        predict_rasters(
+            model, stack, str(earlier), DEPTHS, LABELS, memory_mb=TINY_MB, interval=0.9,
+            uncertainty_path=str(tmp_path / "unc.tif"), depth_folder=str(tmp_path / "maps"), progress=progress,
+        )  # fmt: skip
+    assert sorted(os.listdir(tmp_path)) == ["soc.tif"]
+    assert earlier.read_bytes() == b"an earlier map"
+    assert 0 < calls[-1] < 0.5
+    # stopped at once: three blocks, each asked for its mean and its interval
+    assert len(model.block_shapes) == 3 * 2
+
+
+def test_model_error_leaves_no_file(tmp_path, stack):
+    with pytest.raises(RuntimeError, match="model failure"):
+        predict_rasters(
+            LinearModel(fail_at_call=5), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, memory_mb=TINY_MB,
+            depth_folder=str(tmp_path / "maps"),
+        )  # fmt: skip
+    assert os.listdir(tmp_path) == []
+
+
+def test_progress_reaches_one_and_increases(tmp_path, stack):
+    fractions = []
+    predict_rasters(
+        LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, memory_mb=TINY_MB,
+        progress=lambda fraction, message: fractions.append(fraction) or True,
+    )  # fmt: skip
+    assert fractions == sorted(fractions)
+    assert fractions[-1] == 1.0
+    assert len(fractions) > 20
+
+
+def test_out_of_range_count(tmp_path, stack, data):
+    # band 1 range cut to its middle, band 2 only its lower limit cut, band 3 not checked (NaN)
+    ranges = np.array([[-5.0, 8.0], [0.5, np.inf], [np.nan, np.nan]])
+    result = predict_rasters(
+        LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, memory_mb=TINY_MB,
+        training_ranges=ranges,
+    )  # fmt: skip
+    expected = 0
+    for r in range(ROWS):
+        for c in range(COLS):
+            if np.isnan(data[:, r, c]).any():
+                continue
+            b1, b2 = data[0, r, c], data[1, r, c]
+            expected += bool(b1 < -5 or b1 > 8 or b2 < 0.5)
+    assert 0 < expected < result.n_predicted
+    assert result.n_out_of_range == expected
+
+
+def test_bad_arguments_name_the_fix(tmp_path, stack):
+    out = str(tmp_path / "soc.tif")
+    with pytest.raises(ValueError, match="one label per depth"):
+        predict_rasters(LinearModel(), stack, out, DEPTHS, ["SOC 0-5 cm"])
+    with pytest.raises(ValueError, match="give both or neither"):
+        predict_rasters(LinearModel(), stack, out, DEPTHS, LABELS, interval=0.9)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        predict_rasters(LinearModel(), stack, out, DEPTHS, LABELS, interval=90, uncertainty_path=out + "u")
+    with pytest.raises(ValueError, match="one \\(minimum, maximum\\) pair per band"):
+        predict_rasters(LinearModel(), stack, out, DEPTHS, LABELS, training_ranges=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="same file"):
+        predict_rasters(LinearModel(), stack, out, DEPTHS, LABELS, interval=0.9, uncertainty_path=out)
+    with pytest.raises(ValueError, match="does not exist"):
+        predict_rasters(LinearModel(), stack, str(tmp_path / "missing" / "soc.tif"), DEPTHS, LABELS)
+    assert os.listdir(tmp_path) == []
+
+
+def test_wrong_shape_from_the_model_is_reported(tmp_path, stack):
+    class Broken(LinearModel):
+        def predict_block(self, block, depth_indices):
+            return super().predict_block(block, depth_indices)[:1]
+
+    with pytest.raises(ValueError, match="returned shape"):
+        predict_rasters(Broken(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS)
+    assert os.listdir(tmp_path) == []
+
+
+def test_larger_budget_means_fewer_blocks(tmp_path, stack):
+    counts = []
+    for memory_mb in (0.01, 0.1, 1024):
+        model = LinearModel()
+        predict_rasters(model, stack, str(tmp_path / f"soc{memory_mb}.tif"), DEPTHS, LABELS, memory_mb=memory_mb)
+        counts.append(len(model.block_shapes))
+    assert counts[0] > counts[1] > counts[2] == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 600), st.integers(1, 600), st.integers(40, 300_000))
+def test_block_plan_covers_each_cell_once_and_finishes_tiles_in_turn(height, width, max_cells):
+    blocks = plan_blocks(height, width, max_cells)
+    tiles_down, tiles_across = -(-height // TILE), -(-width // TILE)
+    covered = np.zeros((height, width), dtype=np.int8)
+    remaining = np.zeros((tiles_down, tiles_across), dtype=np.int64)
+    for r in range(tiles_down):
+        for c in range(tiles_across):
+            remaining[r, c] = min(TILE, height - r * TILE) * min(TILE, width - c * TILE)
+    for block in blocks:
+        assert block.height * block.width <= max(max_cells, 1)
+        covered[block.row : block.row + block.height, block.col : block.col + block.width] += 1
+        for r in range(block.row // TILE, (block.row + block.height - 1) // TILE + 1):
+            for c in range(block.col // TILE, (block.col + block.width - 1) // TILE + 1):
+                rows = min(block.row + block.height, (r + 1) * TILE) - max(block.row, r * TILE)
+                cols = min(block.col + block.width, (c + 1) * TILE) - max(block.col, c * TILE)
+                remaining[r, c] -= rows * cols
+        started = (remaining > 0) & (remaining < _tile_cells(height, width))
+        assert started.sum() <= 1  # at most one tile is half written at any time
+    assert (covered == 1).all()
+
+
+def _tile_cells(height: int, width: int) -> np.ndarray:
+    rows = np.minimum(TILE, height - np.arange(0, height, TILE))
+    cols = np.minimum(TILE, width - np.arange(0, width, TILE))
+    return rows[:, None] * cols[None, :]
