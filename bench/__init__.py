@@ -1,0 +1,1 @@
+"""Benchmarks of the engine against reference implementations; run them all with `python -m bench`."""
