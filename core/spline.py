@@ -227,6 +227,11 @@ def harmonise(
       slices are clamped, then averaged per interval, as R mpspline2 0.1.x and the `mpspline` 0.2.0 package
       do (depths must be whole cm). A slice counts as covered when d itself is, so a profile starting at
       0.5 cm leaves the slice 0-1 cm empty and one ending at 100.5 cm fills the slice 100-101 cm.
+      Outputs equal `mpspline` 0.2.0's `spline_one` except where that package differs from the rules above:
+      it returns NaN for a profile with one measured horizon, and fills a missing top of the first row (0) or
+      bottom of the last row (its top + 10 cm) where we drop the horizon.
+
+    `rmse` is what mpspline2 reports: the root mean square of y - s̄ over the horizons (0 for one horizon).
     """
     if method not in METHODS:
         raise ValueError(f"Unknown spline method '{method}'; choose one of {', '.join(METHODS)}.")
