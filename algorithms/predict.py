@@ -334,45 +334,39 @@ class PredictAlgorithm(SocAlgorithm):
 
     def _load_depth_maps(self, context, files: list[str], labels: list[str]) -> None:
         """Adds the per-depth maps to the project in one group, styled alike (done on the main thread)."""
-        post = DepthMapStyler(files)
-        self._styler = post  # keep the post-processor alive until QGIS has run it
+        value_range = shared_value_range(files)
         for path, label in zip(files, labels):
             details = QgsProcessingContext.LayerDetails(label.replace("-", "–"), context.project(), label)
-            details.setPostProcessor(post)
+            # one post-processor per layer: the context takes ownership of each and deletes it
+            details.setPostProcessor(DepthMapStyler(value_range))
             context.addLayerToLoadOnCompletion(path, details)
 
 
+def shared_value_range(files: list[str]) -> tuple[float, float]:
+    """The 2nd to 98th percentile over all depth maps (read from their smallest overview): one legend for all."""
+    import numpy as np
+    import rasterio
+
+    lows, highs = [], []
+    for path in files:
+        with rasterio.open(path) as dataset:
+            factor = (dataset.overviews(1) or [1])[-1]
+            shape = (max(dataset.height // factor, 1), max(dataset.width // factor, 1))
+            values = dataset.read(1, out_shape=shape, masked=True).compressed()
+        if values.size:
+            lows.append(float(np.percentile(values, 2)))
+            highs.append(float(np.percentile(values, 98)))
+    return (min(lows), max(highs)) if lows else (0.0, 1.0)
+
+
 class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
-    """Puts the depth maps in a group and gives them one colour ramp over one shared value range."""
+    """Puts a depth map in the group of depth maps and gives it the shared colour ramp and value range."""
 
     GROUP = "SOC depth maps"
 
-    def __init__(self, files: list[str]):
+    def __init__(self, value_range: tuple[float, float]):
         super().__init__()
-        self.files = files
-        self._range = None
-
-    def shared_range(self) -> tuple[float, float]:
-        if self._range is None:
-            import rasterio
-
-            lows, highs = [], []
-            for path in self.files:
-                with rasterio.open(path) as dataset:
-                    # the smallest overview is enough for a display range
-                    factors = dataset.overviews(1)
-                    shape = (
-                        dataset.height // (factors[-1] if factors else 1) or 1,
-                        dataset.width // (factors[-1] if factors else 1) or 1,
-                    )
-                    values = dataset.read(1, out_shape=shape, masked=True).compressed()
-                if values.size:
-                    import numpy as np
-
-                    lows.append(float(np.percentile(values, 2)))
-                    highs.append(float(np.percentile(values, 98)))
-            self._range = (min(lows), max(highs)) if lows else (0.0, 1.0)
-        return self._range
+        self.value_range = value_range
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
         from qgis.core import (
@@ -382,7 +376,7 @@ class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
             QgsStyle,
         )
 
-        low, high = self.shared_range()
+        low, high = self.value_range
         ramp = QgsStyle.defaultStyle().colorRamp(RAMP)
         shader_function = QgsColorRampShader(low, high, ramp)
         shader_function.classifyColorRamp(9, -1)

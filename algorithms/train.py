@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
@@ -539,6 +541,7 @@ class TrainAlgorithm(SocAlgorithm):
 
         feedback.setProgressText(self.tr("Writing the model file"))
         bundle = SocModel.from_training(result, data, grid, extra={"target_fields": None})
+        os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
         bundle.save(model_path)
         outputs = {self.OUTPUT_MODEL: model_path}
         cv = result.validation

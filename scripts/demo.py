@@ -93,7 +93,7 @@ def main() -> None:
     import processing
     from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-    from soc_depth_mapper.algorithms.predict import DepthMapStyler
+    from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
 
     feedback = PrintingFeedback()
     started = time.perf_counter()
@@ -160,7 +160,7 @@ def main() -> None:
     project.addMapLayer(QgsRasterLayer(str(out / "soc_intervals.tif"), "SOC 90 % prediction intervals"))
     project.addMapLayer(QgsRasterLayer(str(DATA / "covariates_250m.tif"), "Covariates (250 m)"))
     files = sorted((out / "maps").glob("*.tif"), key=lambda p: float(p.stem.split("_")[1]))
-    styler = DepthMapStyler([str(f) for f in files])
+    styler = DepthMapStyler(shared_value_range([str(f) for f in files]))
     context = QgsProcessingContext()
     context.setProject(project)
     for path in files:
@@ -172,8 +172,11 @@ def main() -> None:
         render_preview(layer, out / "previews" / f"{path.stem}.png", f"{label} (g/kg)")
     project.write(str(out / "demo.qgz"))
 
-    print(f"\nDone in {time.perf_counter() - started:.0f} s. Open {out / 'demo.qgz'} in QGIS; the report is "
-          f"{out / 'report.html'}.", flush=True)
+    print(
+        f"\nDone in {time.perf_counter() - started:.0f} s. Open {out / 'demo.qgz'} in QGIS; the report is "
+        f"{out / 'report.html'}.",
+        flush=True,
+    )
     print("Outputs:", ", ".join(sorted(p.name for p in out.iterdir())), flush=True)
     print("Maps:", predicted["OUTPUT"], flush=True)
     plugin.unload()
