@@ -15,7 +15,7 @@ from soc_depth_mapper.core.rasters import CovariateStack, RasterMismatchError
 
 X0, Y0, CELL = 1000.0, 5000.0, 10.0  # upper-left corner and pixel size of the reference grid
 ROWS, COLS = 12, 15
-DATA = Path(__file__).resolve().parents[1] / "data"
+EDGEROI = Path(__file__).resolve().parents[2] / "sample_data" / "edgeroi"
 
 
 def known(band: int, row, col):
@@ -300,9 +300,9 @@ def test_close_releases_files(two_band):
 
 def test_real_edgeroi_values_match_r_sp_over():
     """The OpenGeoHub book printed these covariates at profile 199_CAN_CP193_1 with R's sp::over."""
-    with open(DATA / "edgeroi_sites.csv", newline="") as handle:
+    with open(EDGEROI / "sites.csv", newline="") as handle:
         site = next(row for row in csv.DictReader(handle) if row["SOURCEID"] == "199_CAN_CP193_1")
-    with CovariateStack([str(DATA / "edgeroi_covariates_250m.tif")], layer_names=["cov"]) as stack:
+    with CovariateStack([str(EDGEROI / "covariates_250m.tif")], layer_names=["cov"]) as stack:
         sample = stack.sample(np.array([float(site["x"])]), np.array([float(site["y"])]))
         assert stack.band_names == [
             f"cov_{n}" for n in ("DEMSRT5", "TWISRT5", "PMTGEO5", "EV1MOD5", "EV2MOD5", "EV3MOD5")

@@ -15,7 +15,7 @@ from scipy.integrate import quad
 
 from soc_depth_mapper.core.spline import Rejection, fit_equal_area, harmonise
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+EDGEROI = Path(__file__).resolve().parents[2] / "sample_data" / "edgeroi"
 
 
 # --- random profiles ------------------------------------------------------------------------------------
@@ -369,11 +369,8 @@ def test_mpspline2_method_equals_mpspline_on_random_profiles(lam, vhigh):
 
 
 def edgeroi_orcdrc():
-    """SOURCEID, top, bottom, ORCDRC of the 359 Edgeroi profiles (GSIF R package, GPL)."""
-    path = DATA / "edgeroi_horizons.csv"
-    if not path.exists():
-        path = DATA / "edgeroi_horizons_orcdrc.csv"
-    with path.open(newline="") as handle:
+    """SOURCEID, top, bottom, ORCDRC of the 359 Edgeroi profiles (bundled sample data; GSIF R package, GPL)."""
+    with (EDGEROI / "horizons.csv").open(newline="") as handle:
         rows = [(r["SOURCEID"], r["top"], r["bottom"], r["ORCDRC"]) for r in csv.DictReader(handle)]
     ids = np.array([r[0] for r in rows])
     numbers = np.array([[float(x) if x else np.nan for x in r[1:]] for r in rows])
