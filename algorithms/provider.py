@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingProvider
+from qgis.core import QgsApplication, QgsMessageLog, QgsProcessingModelAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.dependencies import versions
@@ -15,6 +15,7 @@ from .sample import SampleAlgorithm
 from .train import TrainAlgorithm
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
+MODELS_DIR = PLUGIN_DIR / "models"
 
 
 def plugin_version() -> str:
@@ -22,6 +23,43 @@ def plugin_version() -> str:
         if line.startswith("version="):
             return line.split("=", 1)[1].strip()
     return "unknown"
+
+
+class ShippedModel(QgsProcessingModelAlgorithm):
+    """A Processing model shipped in models/, listed as `socdepth:<file name>` rather than by its title.
+
+    QGIS names a model's algorithm after its title ("socdepth:Horizons to SOC maps"); a file-name id has no
+    spaces, so it is easy to type in `qgis_process run` and scripts, while the Toolbox still shows the title.
+    """
+
+    def __init__(self, model_id: str = ""):
+        super().__init__()
+        self.model_id = model_id
+
+    def name(self) -> str:
+        return self.model_id
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API name
+        return super().name()
+
+    def createInstance(self):  # noqa: N802 - QGIS API name
+        instance = ShippedModel(self.model_id)
+        instance.loadVariant(self.toVariant())
+        instance.setSourceFilePath(self.sourceFilePath())
+        return instance
+
+
+def shipped_models() -> list[ShippedModel]:
+    """The models in models/*.model3; one that does not load is logged and left out."""
+    models = []
+    for path in sorted(MODELS_DIR.glob("*.model3")):
+        model = ShippedModel(path.stem)
+        if model.fromFile(str(path)):
+            model.setSourceFilePath(str(path))
+            models.append(model)
+        else:
+            QgsMessageLog.logMessage(f"Could not load the model {path}", "SOC Depth Mapper")
+    return models
 
 
 class SocDepthProvider(QgsProcessingProvider):
@@ -41,6 +79,23 @@ class SocDepthProvider(QgsProcessingProvider):
         deps = ", ".join(f"{name} {version}" for name, version in versions().items())
         return f"{plugin_version()} ({deps})"
 
+    def load(self) -> bool:
+        # A model's steps are looked up in the registry, which lists this provider only after load(): the
+        # models are added by a second loading once it is registered (as QGIS's own model provider does).
+        QgsApplication.processingRegistry().providerAdded.connect(self._load_models_once_registered)
+        return super().load()
+
+    def unload(self):
+        QgsApplication.processingRegistry().providerAdded.disconnect(self._load_models_once_registered)
+        super().unload()
+
+    def _load_models_once_registered(self, provider_id: str) -> None:
+        if provider_id == self.id():
+            self.refreshAlgorithms()
+
     def loadAlgorithms(self):  # noqa: N802
         for algorithm in (HarmoniseAlgorithm(), SampleAlgorithm(), TrainAlgorithm(), PredictAlgorithm()):
             self.addAlgorithm(algorithm)
+        if QgsApplication.processingRegistry().providerById(self.id()) is not None:
+            for model in shipped_models():
+                self.addAlgorithm(model)
