@@ -316,7 +316,10 @@ class RandomForestDepthModel(DepthModel):
         of a site are on the same side. The out-of-bag error would not do for the pooled forest: a site's
         0-5 cm row can be in a tree's bootstrap while its 5-15 cm row is out of bag, and the two rows have the
         same covariates and similar SOC, so the OOB error would flatter small leaves that memorise sites.
-        All candidates see the same folds and tree seeds, so they differ only by their settings.
+        On Edgeroi (pooled, 2 predictors per split) the OOB RMSE was 4.32 with leaves of 1 and 4.47 with
+        leaves of 5, while cross-validation by site gave 4.96 and 4.84: OOB is optimistic and ranks the two
+        the wrong way round. All candidates see the same folds and tree seeds, so they differ only by their
+        settings.
         """
         self._check_params()
         features, targets, intervals = self._check_fit_inputs(patches, targets, intervals, categorical)

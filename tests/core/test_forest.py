@@ -242,17 +242,22 @@ def test_tuning_folds_keep_all_depths_of_a_site_together():
     assert sorted(np.bincount(folds[folds >= 0])) == [4, 4, 4, 5, 5]  # 22 sites in 5 balanced folds
 
 
-def test_same_seed_same_forest_whatever_the_threads():
+def test_same_seed_same_forest_whatever_the_threads(monkeypatch):
     patches, targets, _ = _synthetic(80, seed=13)
+    many, _, _ = _synthetic(3000, seed=17)  # 3000 rows x 20 trees: leaf lookups run in a thread pool
     runs = [
         RandomForestDepthModel(n_trees=20, random_state=5, n_jobs=jobs).fit(patches, targets, INTERVALS)
         for jobs in (1, 2, 1)
     ]
     other = RandomForestDepthModel(n_trees=20, random_state=6).fit(patches, targets, INTERVALS)
-    outputs = [m.predict_quantiles(patches, [0.1, 0.9]) for m in runs]
-    assert np.array_equal(runs[0].predict(patches), runs[1].predict(patches))
+    outputs = [m.predict_quantiles(many, [0.1, 0.9]) for m in runs]
+    one_pass = runs[0].predict(many)
+    assert np.array_equal(one_pass, runs[1].predict(many))
     assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
-    assert not np.array_equal(runs[0].predict(patches), other.predict(patches))
+    assert not np.array_equal(one_pass, other.predict(many))
+    # chunks of 7 rows (a small memory budget) give the same numbers as one pass
+    monkeypatch.setattr(forest_module, "LOOKUP_BUDGET", 20 * 7)
+    assert np.array_equal(runs[1].predict(many), one_pass)
 
 
 def test_progress_is_reported_per_forest_and_can_cancel():
