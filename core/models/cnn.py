@@ -1,0 +1,721 @@
+"""Convolutional neural networks on covariate patches (after Han et al. 2025, Front. Environ. Sci. 13:1580085).
+
+Three models share one network design:
+
+- `CNNDepthModel`: one network for all depths; the interval's top and bottom are inputs.
+- `TransferCNNDepthModel`: the same network pre-trained on all depths, then one copy per interval fine-tuned on
+  that interval's samples only, with its first `freeze_layers` layers frozen.
+- `MultiTaskCNNDepthModel`: one shared convolutional trunk and one fully-connected head per interval, trained
+  on the sites that have every interval.
+
+Network: conv blocks (3×3 convolution → 2×2 max-pool → Swish → batch norm → dropout), then fully-connected
+blocks (linear → Swish → batch norm → dropout), then a linear output.
+
+Why it is built so that a whole raster block can be evaluated at once ("dense" evaluation):
+the convolutions are unpadded and the max-pool has stride 1, so every layer of the trunk is translation
+equivariant: running it on a large block gives, at each position, what it gives on the patch around that
+position. Each conv block trims 3 cells, so a p×p patch leaves an s×s map (s = p - 3 × blocks; 1×1 for the
+default 7×7 patch and two blocks). "Flatten + first fully-connected layer" is written as a convolution with an
+s×s kernel, and the later fully-connected layers as 1×1 convolutions; batch norm and dropout act per channel
+in evaluation mode. On a patch the network returns one value; on a block with a halo of p // 2 it returns the
+same value for every inner cell, computed once per cell instead of once per overlapping patch. The depth
+inputs enter after the flatten step as a 1×1 term added to every cell, so one trunk pass serves all depths.
+A stride-2 pool or padded convolutions would break this equality.
+
+Training: inputs scaled by `PatchEncoder` fitted on the training patches only; targets standardised with
+their training mean and standard deviation; MSE loss (the maps are judged by RMSE and R²); AdamW; early
+stopping on an inner validation split drawn by site (never the caller's test folds), restoring the best
+weights. Fits are reproducible: the same data and `random_state` give bit-identical weights on the CPU with the
+same `n_threads`. Global torch state (random generator, thread count, deterministic mode) is restored after
+each call.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..folds import inner_split
+from .base import DepthModel, check_progress
+from .encoding import PatchEncoder, block_centre_valid, centre_valid
+
+CONV_KERNEL = 3
+POOL_KERNEL = 2
+#: cells a conv block trims from a patch side: valid 3×3 convolution (2) + stride-1 2×2 max-pool (1)
+TRIM_PER_CONV_BLOCK = CONV_KERNEL - 1 + POOL_KERNEL - 1
+#: depths are fed as log1p(cm) / log1p(DEPTH_SCALE_CM): 0–1 over 0–200 cm, with room between shallow intervals
+DEPTH_SCALE_CM = 200.0
+#: sites per forward pass in `predict`, and inner cells per forward pass in `predict_block` (bounds memory)
+PREDICT_BATCH = 4096
+DENSE_TILE_CELLS = 1 << 18
+#: fewer sites than this train without an inner validation split (and so without early stopping)
+MIN_SITES_FOR_VALIDATION = 5
+#: seconds between cancellation checks inside an epoch
+CHECK_INTERVAL_S = 0.5
+
+ProgressCallback = Optional[Callable[[float, str], Any]]
+
+
+def depth_features(intervals: np.ndarray) -> np.ndarray:
+    """(D, 2) intervals in cm -> (D, 2) network inputs, log-scaled so that 0–5 and 5–15 cm stay apart."""
+    return (np.log1p(np.asarray(intervals, dtype=float)) / math.log1p(DEPTH_SCALE_CM)).astype(np.float32)
+
+
+class _ConvBlock(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, dropout: float):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, CONV_KERNEL),
+            nn.MaxPool2d(POOL_KERNEL, stride=1),
+            nn.SiLU(),
+            nn.BatchNorm2d(out_channels),
+            nn.Dropout(dropout),
+        )
+
+
+class _DenseBlock(nn.Sequential):
+    """Swish → batch norm → dropout after a fully-connected layer that the caller applies."""
+
+    def __init__(self, units: int, dropout: float):
+        super().__init__(nn.SiLU(), nn.BatchNorm2d(units), nn.Dropout(dropout))
+
+
+class _Head(nn.Module):
+    """Fully-connected blocks as convolutions: `first` is flatten + linear over the s×s trunk output."""
+
+    def __init__(self, in_channels: int, footprint: int, units: Sequence[int], n_depth_inputs: int, dropout: float):
+        super().__init__()
+        self.first = nn.Conv2d(in_channels, units[0], footprint)
+        self.depth = nn.Conv2d(n_depth_inputs, units[0], 1, bias=False) if n_depth_inputs else None
+        self.blocks = nn.ModuleList([_DenseBlock(units[0], dropout)])
+        for n_in, n_out in zip(units[:-1], units[1:]):
+            self.blocks.append(nn.Sequential(nn.Conv2d(n_in, n_out, 1), _DenseBlock(n_out, dropout)))
+        self.out = nn.Conv2d(units[-1], 1, 1)
+
+    def finish(self, first_layer: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+        """Everything after the first linear map; `depth` is (N or 1, 2, 1, 1) and broadcasts over cells."""
+        hidden = first_layer if self.depth is None else first_layer + self.depth(depth)
+        for block in self.blocks:
+            hidden = block(hidden)
+        return self.out(hidden)
+
+    def layers(self) -> list[nn.Module]:
+        """The fully-connected layers in order, each with its activation, norm and dropout."""
+        first = [m for m in (self.first, self.depth, self.blocks[0]) if m is not None]
+        return [nn.ModuleList(first), *self.blocks[1:]]
+
+
+class _PatchNet(nn.Module):
+    """Conv trunk plus `n_heads` heads; (N, C, p + k, p + k) -> (N, n_heads, 1 + k, 1 + k)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        patch_size: int,
+        conv_channels: Sequence[int],
+        dense_units: Sequence[int],
+        dropout: float,
+        n_depth_inputs: int,
+        n_heads: int,
+    ):
+        super().__init__()
+        widths = [in_channels, *conv_channels]
+        self.trunk = nn.Sequential(*(_ConvBlock(a, b, dropout) for a, b in zip(widths[:-1], widths[1:])))
+        footprint = patch_size - TRIM_PER_CONV_BLOCK * len(conv_channels)
+        self.heads = nn.ModuleList(
+            _Head(widths[-1], footprint, dense_units, n_depth_inputs, dropout) for _ in range(n_heads)
+        )
+
+    def forward(self, x: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.trunk(x)
+        return torch.cat([head.finish(head.first(features), depth) for head in self.heads], dim=1)
+
+    def layers(self) -> list[nn.Module]:
+        """Conv blocks then the fully-connected layers of the first head: what `freeze_layers` counts."""
+        return [*self.trunk, *self.heads[0].layers()]
+
+
+class _CNNBase(DepthModel):
+    """Parameters, training loop, prediction and state shared by the three CNN models."""
+
+    _PARAMS: tuple[str, ...] = (
+        "patch_size",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "patience",
+        "conv_channels",
+        "dense_units",
+        "dropout",
+        "weight_decay",
+        "validation_fraction",
+        "augment",
+        "random_state",
+        "device",
+        "n_threads",
+    )
+    _uses_depth_input = True
+
+    def __init__(
+        self,
+        patch_size: int = 7,
+        epochs: int = 150,
+        batch_size: int = 64,
+        learning_rate: float = 2e-3,
+        patience: int = 25,
+        conv_channels: Sequence[int] = (16, 32),
+        dense_units: Sequence[int] = (64, 32),
+        dropout: float = 0.2,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.15,
+        augment: bool = True,
+        random_state: int = 0,
+        device: str | None = None,
+        n_threads: int | None = None,
+    ):
+        self._patch_size = patch_size
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.conv_channels = tuple(conv_channels)
+        self.dense_units = tuple(dense_units)
+        self.dropout = dropout
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.augment = augment
+        self.random_state = random_state
+        self.device = device
+        self.n_threads = n_threads
+
+    @property
+    def patch_size(self) -> int:
+        return self._patch_size
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    # ----------------------------------------------------------------------------------------------- fitting
+
+    def fit(
+        self,
+        patches: np.ndarray,
+        targets: np.ndarray,
+        intervals: np.ndarray,
+        categorical: tuple[int, ...] = (),
+        progress: ProgressCallback = None,
+    ) -> _CNNBase:
+        patches, targets, intervals = self._check_fit_inputs(patches, targets, intervals)
+        targets = np.where(centre_valid(patches)[:, None], targets, np.nan)
+        self.encoder_ = PatchEncoder(categorical).fit(patches)
+        self.intervals_ = intervals
+        finite = targets[np.isfinite(targets)]
+        self.target_mean_ = float(finite.mean())
+        self.target_std_ = float(finite.std()) or 1.0
+        self.history_: dict[str, dict[str, Any]] = {}
+        self.device_ = self._resolve_device()
+        with self._torch_session(seed=self.random_state):
+            inputs = _Inputs(
+                self.encoder_.transform(patches),
+                (targets - self.target_mean_) / self.target_std_,
+                depth_features(intervals),
+                self.device_,
+                self.augment,
+            )
+            self._fit_networks(inputs, progress)
+        return self
+
+    def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
+        raise NotImplementedError
+
+    def _new_net(self, n_heads: int) -> _PatchNet:
+        net = _PatchNet(
+            self.encoder_.n_channels_,
+            self.patch_size,
+            self.conv_channels,
+            self.dense_units,
+            self.dropout,
+            2 if self._uses_depth_input else 0,
+            n_heads,
+        )
+        return net.to(self.device_)
+
+    def _validation_sites(self, candidates: np.ndarray, n_sites: int) -> np.ndarray:
+        """Boolean mask over sites: a random `validation_fraction` of the candidate sites for early stopping
+        (none when the fraction is 0 or there are too few sites to spare any)."""
+        mask = np.zeros(n_sites, dtype=bool)
+        if self.validation_fraction > 0 and len(candidates) >= MIN_SITES_FOR_VALIDATION:
+            mask[candidates[inner_split(len(candidates), self.validation_fraction, self.random_state)]] = True
+        return mask
+
+    def _train(
+        self,
+        net: _PatchNet,
+        stage: str,
+        inputs: _Inputs,
+        train: _Samples,
+        val: _Samples,
+        epochs: int,
+        learning_rate: float,
+        progress: ProgressCallback,
+        progress_span: tuple[float, float],
+        frozen: Sequence[nn.Module] = (),
+    ) -> None:
+        """Mini-batch AdamW with early stopping on `val`; leaves the best weights in `net`."""
+        if len(train) < 2:
+            raise ValueError(
+                f"{stage}: only {len(train)} training sample(s); a CNN needs at least 2 sites with a "
+                "target value. Add sites or choose fewer depth intervals."
+            )
+        parameters = [p for p in net.parameters() if p.requires_grad]
+        optimiser = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=self.weight_decay)
+        generator = torch.Generator().manual_seed(self.random_state)
+        history: dict[str, Any] = {"train_rmse": [], "val_rmse": [], "best_epoch": None, "initial_val_rmse": None}
+        self.history_[stage] = history
+        best_loss, best_state, since_best = math.inf, None, 0
+        if len(val) > 0:  # epoch 0: a fine-tuned copy keeps its starting weights unless training beats them
+            best_loss, best_state = self._mean_loss(net, inputs, val), copy.deepcopy(net.state_dict())
+            history["initial_val_rmse"], history["best_epoch"] = math.sqrt(best_loss) * self.target_std_, 0
+        start, span = progress_span
+        last_check = time.monotonic()
+        for epoch in range(epochs):
+            message = f"{stage} epoch {epoch + 1}/{epochs}"
+            check_progress(progress, start + span * epoch / epochs, message)
+            net.train()
+            for module in frozen:
+                module.eval()
+            total, count = 0.0, 0
+            for batch in _batches(len(train), self.batch_size, generator):
+                x, depth, y = inputs.batch(train, batch, generator)
+                loss = nn.functional.mse_loss(net(x, depth).flatten(1), y)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total, count = total + loss.item() * len(batch), count + len(batch)
+                if time.monotonic() - last_check > CHECK_INTERVAL_S:
+                    check_progress(progress, start + span * epoch / epochs, message)
+                    last_check = time.monotonic()
+            history["train_rmse"].append(math.sqrt(total / count) * self.target_std_)
+            if len(val) == 0:
+                continue
+            val_loss = self._mean_loss(net, inputs, val)
+            history["val_rmse"].append(math.sqrt(val_loss) * self.target_std_)
+            if val_loss < best_loss:
+                best_loss, best_state, since_best = val_loss, copy.deepcopy(net.state_dict()), 0
+                history["best_epoch"] = epoch + 1
+            else:
+                since_best += 1
+                if since_best >= self.patience:
+                    break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+
+    @staticmethod
+    def _mean_loss(net: _PatchNet, inputs: _Inputs, samples: _Samples) -> float:
+        net.eval()
+        with torch.no_grad():
+            total = 0.0
+            for start in range(0, len(samples), PREDICT_BATCH):
+                batch = torch.arange(start, min(start + PREDICT_BATCH, len(samples)))
+                x, depth, y = inputs.batch(samples, batch, None)
+                total += nn.functional.mse_loss(net(x, depth).flatten(1), y, reduction="sum").item()
+        return total / (len(samples) * samples.targets.shape[1])
+
+    # -------------------------------------------------------------------------------------------- prediction
+
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        """(S, B, p, p) -> (S, D) float32; NaN where the centre cell has a NaN band."""
+        patches = np.asarray(patches, dtype=float)
+        p = self.patch_size
+        if patches.ndim != 4 or patches.shape[2:] != (p, p):
+            raise ValueError(
+                f"Patches must be (sites, bands, {p}, {p}) for this model (patch_size {p}); got shape "
+                f"{patches.shape}. Sample the covariates with the model's patch size."
+            )
+        x = torch.from_numpy(self.encoder_.transform(patches))
+        device = self._resolve_device()
+        with self._torch_session(seed=None), torch.no_grad():
+            parts = [
+                self._outputs(x[i : i + PREDICT_BATCH].to(device))[:, :, 0, 0].cpu()
+                for i in range(0, len(x), PREDICT_BATCH)
+            ]
+        out = torch.cat(parts).numpy() if parts else np.empty((0, len(self.intervals_)), np.float32)
+        out = out * np.float32(self.target_std_) + np.float32(self.target_mean_)
+        out[~centre_valid(patches)] = np.nan
+        return out
+
+    def predict_block(self, block: np.ndarray) -> np.ndarray:
+        """(B, h + 2r, w + 2r) -> (D, h, w) float32, one trunk pass over the block (see module docstring)."""
+        block = np.asarray(block, dtype=float)
+        r = self.patch_size // 2
+        if block.ndim != 3 or min(block.shape[1:]) <= 2 * r:
+            raise ValueError(
+                f"A raster block must be (bands, rows, columns) with a halo of {r} cells on every side; "
+                f"got shape {block.shape}."
+            )
+        rows, cols = block.shape[1] - 2 * r, block.shape[2] - 2 * r
+        encoded = torch.from_numpy(self.encoder_.transform_block(block))[None]
+        tile_rows = max(1, DENSE_TILE_CELLS // cols)
+        device = self._resolve_device()
+        with self._torch_session(seed=None), torch.no_grad():
+            parts = [
+                self._outputs(encoded[:, :, top : top + tile_rows + 2 * r].to(device))[0].cpu()
+                for top in range(0, rows, tile_rows)
+            ]
+        out = torch.cat(parts, dim=1).numpy()
+        out = out * np.float32(self.target_std_) + np.float32(self.target_mean_)
+        out[:, ~block_centre_valid(block, r)] = np.nan
+        return out
+
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoded (N, C, p + k, p + k) -> standardised (N, D, 1 + k, 1 + k), for patches and blocks alike."""
+        raise NotImplementedError
+
+    def _depth_tensor(self, interval: int) -> torch.Tensor:
+        features = depth_features(self.intervals_[interval : interval + 1])
+        return torch.from_numpy(features).reshape(1, 2, 1, 1).to(self._resolve_device())
+
+    # ------------------------------------------------------------------------------------------------- state
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        encoder_config, encoder_arrays = self.encoder_.get_state()
+        params = self.get_params()
+        params.update(conv_channels=list(self.conv_channels), dense_units=list(self.dense_units))
+        config = {
+            "kind": self.kind,
+            "params": params,
+            "encoder": encoder_config,
+            "intervals": self.intervals_.tolist(),
+            "target_mean": self.target_mean_,
+            "target_std": self.target_std_,
+            "n_networks": len(self.nets_),
+            "n_heads": len(self.nets_[0].heads),
+            "history": self.history_,
+            **self._extra_state(),
+        }
+        arrays = {f"encoder.{name}": value for name, value in encoder_arrays.items()}
+        arrays["validation_sites"] = self.validation_sites_
+        for index, net in enumerate(self.nets_):
+            for name, tensor in net.state_dict().items():
+                arrays[f"net{index}.{name}"] = tensor.detach().cpu().numpy().copy()
+        return config, arrays
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> _CNNBase:
+        if config.get("kind") != cls.kind:
+            raise ValueError(f"This model file holds a '{config.get('kind')}' model, not '{cls.kind}'.")
+        model = cls(**config["params"])
+        model.encoder_ = PatchEncoder.from_state(
+            config["encoder"],
+            {name[len("encoder.") :]: value for name, value in arrays.items() if name.startswith("encoder.")},
+        )
+        model.intervals_ = np.asarray(config["intervals"], dtype=float).reshape(-1, 2)
+        model.target_mean_ = float(config["target_mean"])
+        model.target_std_ = float(config["target_std"])
+        model.history_ = config["history"]
+        model.validation_sites_ = np.asarray(arrays["validation_sites"], dtype=bool)
+        model.device_ = model._resolve_device()
+        model.nets_ = []
+        for index in range(config["n_networks"]):
+            net = model._new_net(config["n_heads"])
+            prefix = f"net{index}."
+            state = {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+            net.load_state_dict(state)
+            model.nets_.append(net.eval())
+        model._restore_extra_state(config)
+        return model
+
+    def _restore_extra_state(self, config: dict[str, Any]) -> None:
+        """Subclasses read back what `_extra_state` wrote."""
+
+    # --------------------------------------------------------------------------------------------- helpers
+
+    def _check_fit_inputs(
+        self, patches: np.ndarray, targets: np.ndarray, intervals: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        patches = np.asarray(patches, dtype=float)
+        targets = np.asarray(targets, dtype=float)
+        intervals = np.asarray(intervals, dtype=float)
+        p = self.patch_size
+        if p % 2 != 1 or p < 1:
+            raise ValueError(f"patch_size must be an odd number of cells (e.g. 5, 7, 9); got {p}.")
+        smallest = TRIM_PER_CONV_BLOCK * len(self.conv_channels) + 1
+        if p < smallest:
+            raise ValueError(
+                f"patch_size {p} is too small for {len(self.conv_channels)} convolution blocks (each trims "
+                f"{TRIM_PER_CONV_BLOCK} cells): use patch_size {smallest + (smallest % 2 == 0)} or more, "
+                "or fewer conv_channels."
+            )
+        if patches.ndim != 4 or patches.shape[2:] != (p, p):
+            raise ValueError(
+                f"Patches must be (sites, bands, {p}, {p}) for patch_size {p}; got shape {patches.shape}. "
+                "Sample the covariates with the model's patch size."
+            )
+        if intervals.ndim != 2 or intervals.shape[1] != 2 or not np.all(intervals[:, 0] < intervals[:, 1]):
+            raise ValueError(
+                f"Depth intervals must be rows of (top, bottom) in cm with top < bottom; got {intervals.tolist()}."
+            )
+        if targets.shape != (len(patches), len(intervals)):
+            raise ValueError(
+                f"Targets have shape {targets.shape} but there are {len(patches)} sites and {len(intervals)} "
+                "depth intervals; give one column per interval, NaN where a site lacks that depth."
+            )
+        if np.isfinite(targets).sum() < 2:
+            raise ValueError("Fewer than 2 target values are available; a CNN cannot be trained on these sites.")
+        return patches, targets, intervals
+
+    def _resolve_device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    @contextmanager
+    def _torch_session(self, seed: int | None) -> Iterator[None]:
+        """All cores (or `n_threads`), and for fitting a seeded, deterministic RNG; global state restored after."""
+        threads_before = torch.get_num_threads()
+        deterministic_before = torch.are_deterministic_algorithms_enabled()
+        warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
+        device = self._resolve_device()
+        cuda_devices = [device.index or 0] if device.type == "cuda" else []
+        torch.set_num_threads(self.n_threads or _available_cores())
+        try:
+            with torch.random.fork_rng(devices=cuda_devices, enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                    if device.type == "cpu":
+                        torch.use_deterministic_algorithms(True)
+                yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic_before, warn_only=warn_only_before)
+            torch.set_num_threads(threads_before)
+
+
+class CNNDepthModel(_CNNBase):
+    """One network for all depths, the interval's top and bottom as inputs after the flatten step."""
+
+    kind = "cnn"
+
+    def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
+        has_target = np.isfinite(inputs.targets)
+        validation = self._validation_sites(np.flatnonzero(has_target.any(axis=1)), len(has_target))
+        self.validation_sites_ = validation
+        net = self._new_net(n_heads=1)
+        train, val = inputs.pooled_samples(~validation), inputs.pooled_samples(validation)
+        self._train(net, "training", inputs, train, val, self.epochs, self.learning_rate, progress, (0.0, 1.0))
+        self.nets_ = [net]
+        check_progress(progress, 1.0, "training done")
+
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.nets_[0].eval()
+        head = net.heads[0]
+        first = head.first(net.trunk(x))
+        return torch.cat([head.finish(first, self._depth_tensor(d)) for d in range(len(self.intervals_))], dim=1)
+
+
+class TransferCNNDepthModel(_CNNBase):
+    """Pre-trained on all depths like `CNNDepthModel`, then a copy per interval fine-tuned on that interval.
+
+    In each copy the first `freeze_layers` layers (conv blocks first, then fully-connected layers; default:
+    every conv block) keep the pre-trained weights and batch-norm statistics bit for bit: their parameters do
+    not take gradients and the modules stay in evaluation mode while the rest trains.
+    """
+
+    kind = "transfer_cnn"
+    _PARAMS = (*_CNNBase._PARAMS, "freeze_layers", "finetune_epochs", "finetune_learning_rate")
+
+    def __init__(
+        self,
+        patch_size: int = 7,
+        epochs: int = 150,
+        batch_size: int = 64,
+        learning_rate: float = 2e-3,
+        patience: int = 25,
+        conv_channels: Sequence[int] = (16, 32),
+        dense_units: Sequence[int] = (64, 32),
+        dropout: float = 0.2,
+        weight_decay: float = 1e-4,
+        validation_fraction: float = 0.15,
+        augment: bool = True,
+        random_state: int = 0,
+        device: str | None = None,
+        n_threads: int | None = None,
+        freeze_layers: int | None = None,
+        finetune_epochs: int = 100,
+        finetune_learning_rate: float = 5e-4,
+    ):
+        super().__init__(
+            patch_size, epochs, batch_size, learning_rate, patience, conv_channels, dense_units, dropout,
+            weight_decay, validation_fraction, augment, random_state, device, n_threads,
+        )  # fmt: skip
+        self.freeze_layers = freeze_layers
+        self.finetune_epochs = finetune_epochs
+        self.finetune_learning_rate = finetune_learning_rate
+
+    def _n_frozen(self) -> int:
+        """Layers frozen in every fine-tuned copy."""
+        return len(self.conv_channels) if self.freeze_layers is None else self.freeze_layers
+
+    def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
+        n_layers = len(self.conv_channels) + len(self.dense_units)
+        if not 0 <= self._n_frozen() <= n_layers:
+            raise ValueError(
+                f"freeze_layers is {self.freeze_layers} but the network has {len(self.conv_channels)} conv and "
+                f"{len(self.dense_units)} fully-connected layers; choose 0 to {n_layers}."
+            )
+        has_target = np.isfinite(inputs.targets)
+        validation = self._validation_sites(np.flatnonzero(has_target.any(axis=1)), len(has_target))
+        self.validation_sites_ = validation
+        pretrained = self._new_net(n_heads=1)
+        train, val = inputs.pooled_samples(~validation), inputs.pooled_samples(validation)
+        self._train(
+            pretrained, "pre-training", inputs, train, val, self.epochs, self.learning_rate, progress, (0.0, 0.5)
+        )
+        n_depths = inputs.targets.shape[1]
+        self.nets_ = []
+        for d in range(n_depths):
+            net = copy.deepcopy(pretrained)
+            frozen = net.layers()[: self._n_frozen()]
+            for module in frozen:
+                module.requires_grad_(False)
+            train_d, val_d = inputs.pooled_samples(~validation, d), inputs.pooled_samples(validation, d)
+            top, bottom = self.intervals_[d]
+            stage = f"fine-tuning {top:g}-{bottom:g} cm"
+            if len(train_d) >= 2:
+                span = (0.5 + 0.5 * d / n_depths, 0.5 / n_depths)
+                self._train(
+                    net, stage, inputs, train_d, val_d, self.finetune_epochs, self.finetune_learning_rate,
+                    progress, span, frozen,
+                )  # fmt: skip
+            else:
+                self.history_[stage] = {"train_rmse": [], "val_rmse": [], "best_epoch": None, "skipped": True}
+            self.nets_.append(net.eval())
+        check_progress(progress, 1.0, "fine-tuning done")
+
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        shared_trunk = self._n_frozen() >= len(self.conv_channels)
+        features = self.nets_[0].eval().trunk(x) if shared_trunk else None
+        outputs = []
+        for d, net in enumerate(self.nets_):
+            net.eval()
+            head = net.heads[0]
+            first = head.first(features if shared_trunk else net.trunk(x))
+            outputs.append(head.finish(first, self._depth_tensor(d)))
+        return torch.cat(outputs, dim=1)
+
+
+class MultiTaskCNNDepthModel(_CNNBase):
+    """A shared conv trunk (up to the flatten step) and one fully-connected head per interval, no depth input.
+
+    Trains on the sites that have a value at every interval; `n_sites_incomplete_` counts the sites left out
+    so that the caller can report them.
+    """
+
+    kind = "multitask_cnn"
+    _uses_depth_input = False
+
+    def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
+        complete = np.isfinite(inputs.targets).all(axis=1)
+        self.n_sites_incomplete_ = int((~complete).sum())
+        if complete.sum() < 2:
+            raise ValueError(
+                f"Only {int(complete.sum())} site(s) have a value at every one of the "
+                f"{inputs.targets.shape[1]} depth intervals; the multi-task CNN needs complete profiles. "
+                "Choose fewer or shallower intervals, or use the CNN or transfer CNN."
+            )
+        validation = self._validation_sites(np.flatnonzero(complete), len(complete))
+        self.validation_sites_ = validation
+        net = self._new_net(n_heads=inputs.targets.shape[1])
+        train, val = inputs.site_samples(complete & ~validation), inputs.site_samples(complete & validation)
+        self._train(net, "training", inputs, train, val, self.epochs, self.learning_rate, progress, (0.0, 1.0))
+        self.nets_ = [net]
+        check_progress(progress, 1.0, "training done")
+
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nets_[0].eval()(x)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"n_sites_incomplete": self.n_sites_incomplete_}
+
+    def _restore_extra_state(self, config: dict[str, Any]) -> None:
+        self.n_sites_incomplete_ = int(config["n_sites_incomplete"])
+
+
+class _Samples:
+    """Training rows: a site, the interval whose depth is fed (None: no depth input), and the target(s)."""
+
+    def __init__(self, sites: np.ndarray, depths: np.ndarray | None, targets: np.ndarray):
+        self.sites = torch.from_numpy(sites.astype(np.int64))
+        self.depths = None if depths is None else torch.from_numpy(depths.astype(np.int64))
+        self.targets = torch.from_numpy(targets.astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+
+class _Inputs:
+    """Encoded patches (and their 8 rotations/reflections when augmenting) on the training device."""
+
+    def __init__(
+        self, encoded: np.ndarray, targets: np.ndarray, depths: np.ndarray, device: torch.device, augment: bool
+    ):
+        self.targets = targets
+        self.device = device
+        x = torch.from_numpy(encoded)
+        variants = [x]
+        if augment:
+            variants = [torch.rot90(v, k, dims=(2, 3)) for v in (x, x.flip(3)) for k in range(4)]
+        self.variants = torch.stack(variants).to(device)
+        self.depths = torch.from_numpy(depths).reshape(-1, 2, 1, 1).to(device)
+
+    def pooled_samples(self, site_mask: np.ndarray, interval: int | None = None) -> _Samples:
+        """One row per (site, interval) with a target, among the masked sites (and one interval if given)."""
+        has_target = np.isfinite(self.targets) & site_mask[:, None]
+        if interval is not None:
+            has_target[:, np.arange(has_target.shape[1]) != interval] = False
+        sites, depths = np.nonzero(has_target)
+        return _Samples(sites, depths, self.targets[sites, depths][:, None])
+
+    def site_samples(self, site_mask: np.ndarray) -> _Samples:
+        """One row per masked site, with the targets at every interval (multi-task)."""
+        sites = np.flatnonzero(site_mask)
+        return _Samples(sites, None, self.targets[sites])
+
+    def batch(
+        self, samples: _Samples, rows: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Inputs for `rows`; with a generator (training) each row gets a random rotation/reflection."""
+        sites = samples.sites[rows]
+        variant = torch.zeros(len(rows), dtype=torch.int64)
+        if generator is not None and len(self.variants) > 1:
+            variant = torch.randint(len(self.variants), (len(rows),), generator=generator)
+        x = self.variants[variant.to(self.device), sites.to(self.device)]
+        depth = None if samples.depths is None else self.depths[samples.depths[rows].to(self.device)]
+        return x, depth, samples.targets[rows].to(self.device)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled mini-batches; a last batch of one row joins the previous one (batch norm needs two)."""
+    order = torch.randperm(n, generator=generator)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,262 @@
+"""CNN family: dense == patch-wise evaluation, frozen layers, reproducibility, state, learning a known function."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter, uniform_filter
+
+from soc_depth_mapper.core.models.base import Cancelled
+from soc_depth_mapper.core.models.cnn import CNNDepthModel, MultiTaskCNNDepthModel, TransferCNNDepthModel
+
+INTERVALS = np.array([[0, 5], [5, 15], [15, 30], [30, 60]], dtype=float)
+TINY = {"conv_channels": (4, 6), "dense_units": (8,), "epochs": 4, "batch_size": 32, "n_threads": 1}
+MODELS = {
+    "cnn": (CNNDepthModel, {}),
+    "transfer_cnn": (TransferCNNDepthModel, {"finetune_epochs": 2}),
+    "multitask_cnn": (MultiTaskCNNDepthModel, {}),
+    # 9×9 patch, one conv block: the flatten step covers a 6×6 map, not 1×1
+    "cnn_patch9": (CNNDepthModel, {"patch_size": 9, "conv_channels": (4,)}),
+}
+
+
+def _landscape(size: int = 64, seed: int = 0) -> np.ndarray:
+    """3 bands: a smooth continuous field, a rougher one, and a 3-class categorical map (codes 1, 2, 3)."""
+    rng = np.random.default_rng(seed)
+    smooth = gaussian_filter(rng.normal(size=(size, size)), 3)
+    rough = gaussian_filter(rng.normal(size=(size, size)), 1.5)
+    classes = gaussian_filter(rng.normal(size=(size, size)), 4)
+    codes = np.digitize(classes, np.quantile(classes, [1 / 3, 2 / 3])) + 1.0
+    return np.stack([100 + 30 * smooth / smooth.std(), rough / rough.std(), codes])
+
+
+def _soc(stack: np.ndarray) -> np.ndarray:
+    """(D, H, W) SOC: a 3×3 neighbourhood mean of band 0, the class and band 1, decaying with depth."""
+    neighbourhood = uniform_filter(stack[0], 3, mode="nearest")
+    topsoil = 2 + (neighbourhood - 100) / 40 + 0.8 * (stack[2] == 2) + 0.3 * stack[1]
+    return 0.5 + np.clip(topsoil, 0.2, None)[None] * np.exp(-INTERVALS.mean(axis=1) / 40)[:, None, None]
+
+
+def _patches(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, p: int) -> np.ndarray:
+    """Windows around cells; cells beyond the raster edge are NaN, as the sampler gives them."""
+    r = p // 2
+    padded = np.pad(stack, ((0, 0), (r, r), (r, r)), constant_values=np.nan)
+    return np.stack([padded[:, i : i + p, j : j + p] for i, j in zip(rows, cols)])
+
+
+def _training_set(n_sites: int, p: int = 7, seed: int = 1):
+    stack = _landscape()
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.integers(0, stack.shape[1], n_sites), rng.integers(0, stack.shape[2], n_sites)
+    targets = _soc(stack)[:, rows, cols].T.copy()
+    targets[rng.random(targets.shape) < 0.1] = np.nan
+    return stack, _patches(stack, rows, cols, p).astype(np.float32), targets
+
+
+@pytest.fixture(scope="module")
+def fitted() -> dict:
+    """One tiny fitted model of each family, shared by the tests that only read them."""
+    models = {}
+    for name, (cls, extra) in MODELS.items():
+        p = extra.get("patch_size", 7)
+        _, patches, targets = _training_set(120, p)
+        models[name] = cls(**{**TINY, **extra}).fit(patches, targets, INTERVALS, categorical=(2,))
+    return models
+
+
+def _block_with_nodata(bands: int = 3, seed: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    stack = _landscape(seed=seed)[:bands, 10:32, 20:37].copy()
+    stack[rng.random(stack.shape) < 0.05] = np.nan  # nodata neighbours, some of them at centres
+    return stack
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_dense_block_equals_patch_by_patch(fitted, name):
+    model = fitted[name]
+    r = model.patch_size // 2
+    inner = _block_with_nodata()
+    # the raster edge: the reader pads the outside of the map with NaN, as the sampler does
+    block = np.pad(inner, ((0, 0), (r, 0), (0, r)), constant_values=np.nan)
+    rows, cols = inner.shape[1] - r, inner.shape[2] - r  # the halo on the other two sides is real data
+    dense = model.predict_block(block)
+    assert dense.shape == (len(INTERVALS), rows, cols)
+    cells = np.ndindex(rows, cols)
+    patches = np.stack([block[:, i : i + 2 * r + 1, j : j + 2 * r + 1] for i, j in cells])
+    patchwise = model.predict(patches).T.reshape(dense.shape)
+    centre_nan = np.isnan(patches[:, :, r, r]).any(axis=1).reshape(rows, cols)
+    assert 0 < centre_nan.sum() < centre_nan.size
+    assert np.isnan(dense[:, centre_nan]).all() and np.isnan(patchwise[:, centre_nan]).all()
+    assert np.isfinite(dense[:, ~centre_nan]).all()
+    np.testing.assert_allclose(dense, patchwise, rtol=1e-5, atol=1e-5)
+    # cells next to nodata or the map edge are where a padding or fill mistake would show: there are many
+    assert (np.isnan(patches).any(axis=(1, 2, 3)).reshape(rows, cols) & ~centre_nan).sum() > rows + cols
+
+
+def test_predictions_depend_on_depth_and_fill_the_patch_with_the_mean(fitted):
+    model = fitted["cnn"]
+    _, patches, _ = _training_set(5)
+    patches = patches.astype(np.float64)
+    predicted = model.predict(patches)
+    assert predicted.shape == (5, len(INTERVALS))
+    assert np.ptp(predicted, axis=1).min() > 0  # different depths, different values
+    with_gap = patches.copy()
+    with_gap[:, 0, 0, 0] = np.nan
+    filled = patches.copy()
+    filled[:, 0, 0, 0] = model.encoder_.band_mean_[0]
+    np.testing.assert_array_equal(model.predict(with_gap), model.predict(filled))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_state_round_trip_is_bit_identical(fitted, name):
+    model = fitted[name]
+    config, arrays = model.get_state()
+    config = json.loads(json.dumps(config))
+    assert all(isinstance(a, np.ndarray) for a in arrays.values())
+    restored = type(model).from_state(config, arrays)
+    _, patches, _ = _training_set(30, model.patch_size, seed=9)
+    np.testing.assert_array_equal(restored.predict(patches), model.predict(patches))
+    block = _block_with_nodata()
+    np.testing.assert_array_equal(restored.predict_block(block), model.predict_block(block))
+    assert restored.history_ == model.history_
+
+
+def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not():
+    _, patches, targets = _training_set(80)
+    fits = [CNNDepthModel(**TINY, random_state=seed).fit(patches, targets, INTERVALS, (2,)) for seed in (3, 3, 4)]
+    states = [fit.get_state()[1] for fit in fits]
+    assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
+    weights = "net0.trunk.0.0.weight"
+    assert not np.array_equal(states[0][weights], states[2][weights])
+    np.testing.assert_array_equal(fits[0].predict(patches), fits[1].predict(patches))
+
+
+def test_fit_restores_global_torch_state():
+    _, patches, targets = _training_set(40)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    rng_state = torch.get_rng_state()
+    CNNDepthModel(**{**TINY, "n_threads": 2}, random_state=7).fit(patches, targets, INTERVALS, (2,))
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.equal(torch.get_rng_state(), rng_state)
+
+
+def test_fine_tuning_leaves_frozen_layers_bit_identical_to_pretraining():
+    _, patches, targets = _training_set(80)
+    # no inner validation: every fine-tuning epoch runs, so the unfrozen layers must move
+    settings = {**TINY, "validation_fraction": 0.0, "epochs": 3}
+    pooled = CNNDepthModel(**settings).fit(patches, targets, INTERVALS, (2,))
+    transfer = TransferCNNDepthModel(**settings, finetune_epochs=3).fit(patches, targets, INTERVALS, (2,))
+    pretrained = pooled.nets_[0].state_dict()  # pre-training runs exactly like the pooled CNN
+    assert len(transfer.nets_) == len(INTERVALS)
+    for net in transfer.nets_:
+        tuned = net.state_dict()
+        frozen = [k for k in tuned if k.startswith("trunk.")]
+        assert any("running_mean" in k for k in frozen) and any("num_batches_tracked" in k for k in frozen)
+        for key in frozen:
+            assert torch.equal(tuned[key], pretrained[key]), key
+        assert not all(p.requires_grad for p in net.trunk.parameters())
+        assert not torch.equal(tuned["heads.0.out.weight"], pretrained["heads.0.out.weight"])
+        assert not torch.equal(tuned["heads.0.blocks.0.1.running_mean"], pretrained["heads.0.blocks.0.1.running_mean"])
+
+
+def test_freezing_into_the_dense_layers():
+    _, patches, targets = _training_set(60)
+    settings = {**TINY, "validation_fraction": 0.0, "epochs": 2, "dense_units": (8, 5)}
+    pooled = CNNDepthModel(**settings).fit(patches, targets, INTERVALS, (2,))
+    transfer = TransferCNNDepthModel(**settings, freeze_layers=3, finetune_epochs=2).fit(
+        patches, targets, INTERVALS, (2,)
+    )
+    pretrained = pooled.nets_[0].state_dict()
+    tuned = transfer.nets_[1].state_dict()
+    for key in tuned:  # 2 conv blocks + the first dense layer (with its depth weights and batch norm)
+        unchanged = torch.equal(tuned[key], pretrained[key])
+        first_three = key.startswith(("trunk.", "heads.0.first.", "heads.0.depth.", "heads.0.blocks.0."))
+        assert unchanged == first_three, key
+    with pytest.raises(ValueError, match="choose 0 to 4"):
+        TransferCNNDepthModel(**settings, freeze_layers=5).fit(patches, targets, INTERVALS, (2,))
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    _, patches, targets = _training_set(100)
+    model = CNNDepthModel(**{**TINY, "epochs": 30, "patience": 3, "learning_rate": 0.02}).fit(
+        patches, targets, INTERVALS, (2,)
+    )
+    history = model.history_["training"]
+    best = history["best_epoch"]
+    assert best >= 1
+    assert len(history["val_rmse"]) == len(history["train_rmse"]) == best + 3 < 30  # stopped by patience
+    assert history["val_rmse"][best - 1] == min(history["val_rmse"])
+    held_out = model.validation_sites_
+    assert 0 < held_out.sum() < len(held_out)
+    observed = targets[held_out]
+    errors = (model.predict(patches[held_out]) - observed)[np.isfinite(observed)]
+    assert np.sqrt(np.mean(errors**2)) == pytest.approx(history["val_rmse"][best - 1], rel=1e-4)
+
+
+def test_progress_messages_and_cancellation():
+    _, patches, targets = _training_set(60)
+    messages = []
+
+    def record(fraction, message):
+        messages.append((fraction, message))
+        return True
+
+    TransferCNNDepthModel(**{**TINY, "epochs": 2}, finetune_epochs=2).fit(patches, targets, INTERVALS, (2,), record)
+    texts = [m for _, m in messages]
+    assert texts[0] == "pre-training epoch 1/2"
+    assert "fine-tuning 15-30 cm epoch 2/2" in texts
+    fractions = [f for f, _ in messages]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+    calls = []
+
+    def cancel_at_third(fraction, message):
+        calls.append(message)
+        return len(calls) < 3
+
+    with pytest.raises(Cancelled):
+        CNNDepthModel(**{**TINY, "epochs": 50}).fit(patches, targets, INTERVALS, (2,), cancel_at_third)
+    assert calls == ["training epoch 1/50", "training epoch 2/50", "training epoch 3/50"]
+
+
+def test_multitask_trains_on_complete_sites_and_counts_the_rest():
+    _, patches, targets = _training_set(60)
+    targets[:, :] = 1.0 + np.arange(60)[:, None] / 60
+    targets[[2, 5, 9], 3] = np.nan
+    targets[11, :] = np.nan
+    model = MultiTaskCNNDepthModel(**TINY).fit(patches, targets, INTERVALS, (2,))
+    assert model.n_sites_incomplete_ == 4
+    assert not model.validation_sites_[[2, 5, 9, 11]].any()
+    assert MultiTaskCNNDepthModel.from_state(*model.get_state()).n_sites_incomplete_ == 4
+    targets[:, 3] = np.nan
+    with pytest.raises(ValueError, match="Only 0 site"):
+        MultiTaskCNNDepthModel(**TINY).fit(patches, targets, INTERVALS, (2,))
+
+
+def test_bad_input_is_explained():
+    _, patches, targets = _training_set(20)
+    with pytest.raises(ValueError, match="patch_size 5 is too small for 2 convolution blocks"):
+        CNNDepthModel(patch_size=5).fit(patches[:, :, 1:-1, 1:-1], targets, INTERVALS)
+    with pytest.raises(ValueError, match=r"\(sites, bands, 9, 9\)"):
+        CNNDepthModel(patch_size=9).fit(patches, targets, INTERVALS)
+    with pytest.raises(ValueError, match="one column per interval"):
+        CNNDepthModel().fit(patches, targets[:, :3], INTERVALS)
+
+
+@pytest.mark.slow
+def test_a_known_function_of_the_covariates_is_learned():
+    """SOC depends on a 3×3 neighbourhood mean, a class and depth: every model reaches held-out R² > 0.9."""
+    stack, patches, targets = _training_set(400)
+    train, test = np.arange(400) < 300, np.arange(400) >= 300
+    settings = {**TINY, "conv_channels": (8, 8), "dense_units": (16,), "epochs": 60, "patience": 15}
+    settings.update(batch_size=64, learning_rate=0.004)
+    families = [(CNNDepthModel, {}), (TransferCNNDepthModel, {"finetune_epochs": 15}), (MultiTaskCNNDepthModel, {})]
+    for cls, extra in families:
+        model = cls(**settings, **extra).fit(patches[train], targets[train], INTERVALS, categorical=(2,))
+        observed = targets[test]
+        predicted = model.predict(patches[test])
+        ok = np.isfinite(observed)
+        r2 = 1 - np.sum((predicted - observed)[ok] ** 2) / np.sum((observed[ok] - observed[ok].mean()) ** 2)
+        assert r2 > 0.9, (cls.kind, r2)
