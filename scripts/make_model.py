@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["QT_HASH_SEED"] = "0"  # Qt writes XML attributes in hash order: a fixed seed gives a stable file
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_FILE = REPO / "models" / "horizons_to_soc_maps.model3"
