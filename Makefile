@@ -55,5 +55,10 @@ $(STAMPS)/bench-venv: $(STAMPS)/system requirements-bench.txt scripts/setup_venv
 bench: setup $(STAMPS)/bench-venv
 	.venv-bench/bin/python -m bench
 
+# dist/soc_depth_mapper-<version>.zip for the QGIS plugin repository, then validated: file list, metadata, and
+# QGIS loading it in a throw-away profile.
+package: $(STAMPS)/system
+	$(SYSPY) scripts/package.py --out dist
+
 clean:
 	rm -rf .build demo_output .pytest_cache .ruff_cache
