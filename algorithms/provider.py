@@ -42,6 +42,9 @@ class ShippedModel(QgsProcessingModelAlgorithm):
     def displayName(self) -> str:  # noqa: N802 - QGIS API name
         return super().name()
 
+    def icon(self) -> QIcon:
+        return QIcon(str(ICONS / "socdepth.svg"))
+
     def createInstance(self):  # noqa: N802 - QGIS API name
         instance = ShippedModel(self.model_id)
         instance.loadVariant(self.toVariant())
