@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS: list[str] = [
     "bench.spline",
     "bench.accuracy",
+    "bench.predict",
 ]
 
 

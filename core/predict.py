@@ -8,8 +8,10 @@ Why it is built this way:
   `memory_mb`, not by the size of the map.
 - Each block is read with a halo of `patch_size // 2` cells, so a patch model sees exactly the neighbourhood it
   would see on the whole raster: block edges are invisible in the maps.
-- Reading the next block and writing the previous one run in two helper threads while the model predicts the
-  current block (rasterio and the models release the GIL), and GDAL compresses tiles on all cores.
+- Reading the next block and writing (compressing) the previous one run in two helper threads while the model
+  predicts the current block on all cores (rasterio and the models release the GIL). GDAL's own multi-threaded
+  compression is not used: it adds nothing while the model keeps the cores busy, and GDAL 3.6 reports errors
+  when it decodes band-interleaved tiles in threads (while building overviews).
 - Every file is written under a temporary name next to its destination and moved into place only when the whole
   run succeeded, so a failed or cancelled run leaves nothing behind and never half-overwrites an earlier map.
 """
@@ -537,8 +539,7 @@ def _create(path: str, crs_wkt: str | None, transform: Affine, height: int, widt
         blockysize=TILE,
         compress="deflate",
         predictor=3,
-        interleave="band",
-        num_threads="ALL_CPUS",
+        interleave="band",  # a map is viewed one depth at a time: a tile decompresses only its band
         bigtiff="IF_SAFER",
     )
     for band, label in enumerate(labels, start=1):
