@@ -2,10 +2,13 @@
 
 Why it is built this way:
 
-- Blocks follow the 256 x 256 tiles of the outputs (whole strips of tiles, runs of tiles, or parts of one tile,
-  whatever the budget allows) and each tile is finished before the next is started, so GDAL never has to
-  re-compress a half-written tile and its cache only ever holds a few dirty tiles. Peak memory is therefore set by
-  `memory_mb`, not by the size of the map.
+- Blocks follow the 256 x 256 tiles of the outputs (runs of whole tiles along a tile row, or bands of rows of
+  one tile) and each tile is finished before the next is started, so GDAL never has to re-compress a half-written
+  tile and its cache only ever holds a few dirty tiles. Peak memory is therefore set by `memory_mb`, not by the
+  size of the map.
+- Within the memory budget, blocks are sized by time: about one second of prediction each (measured on the blocks
+  already done), so that progress is reported and a cancel request is answered about once a second, whether
+  the model is a quick linear model or a 500-tree forest.
 - Each block is read with a halo of `patch_size // 2` cells, so a patch model sees exactly the neighbourhood it
   would see on the whole raster: block edges are invisible in the maps.
 - Reading the next block and writing (compressing) the previous one run in two helper threads while the model
@@ -21,7 +24,8 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Protocol
@@ -42,9 +46,13 @@ if TYPE_CHECKING:
 NODATA = -9999.0
 #: tile size of the outputs; blocks are laid out on this grid
 TILE = 256
-#: largest block in cells whatever the budget: a cancel request is answered after at most one block, and
-#: larger blocks gain no throughput
-MAX_BLOCK_CELLS = 4 * TILE * TILE
+#: prediction time aimed at for one block (progress and cancel are checked between blocks)
+TARGET_BLOCK_SECONDS = 1.0
+#: the first block, which measures the model's speed: a band of 16 rows of a tile
+FIRST_BLOCK_CELLS = 16 * TILE
+#: block size limits from timing (the memory budget may impose smaller blocks): below the minimum the fixed
+#: costs of a call dominate; above the maximum nothing is gained
+MIN_TIMED_CELLS, MAX_BLOCK_CELLS = 4 * TILE, 4 * TILE * TILE
 #: blocks alive at once for each role: the one being predicted plus the next being read (input), or the
 #: previous one being written (outputs)
 BLOCKS_IN_FLIGHT = 2
@@ -91,7 +99,7 @@ class PredictionResult:
 
 
 @dataclass
-class _Block:
+class Block:
     """A block of the output grid: offsets relative to the output's upper-left cell, and its size."""
 
     row: int
@@ -157,17 +165,17 @@ def predict_rasters(
     cache_bytes = int(min(max(budget * GDAL_CACHE_SHARE, GDAL_CACHE_MIN), GDAL_CACHE_MAX))
     per_cell = _bytes_per_cell(predictor, stack.count, len(depth_indices), interval is not None)
     block_budget = int(budget * (1 - GDAL_CACHE_SHARE))
-    blocks = plan_blocks(height, width, _block_cells(block_budget, per_cell, stack.count, halo))
+    sizer = BlockSizer(_block_cells(block_budget, per_cell, stack.count, halo))
 
     state = _RunState(ranges)
     try:
         with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
             writers = destinations.open(stack.crs_wkt or None, transform, height, width, interval)
             try:
-                run = _BlockRun(
+                run = BlockRun(
                     predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries, state
                 )
-                run.run(blocks, writers, progress)
+                run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
                 check_progress(progress, BLOCKS_DONE, "Building overviews")
                 writers.build_overviews(height, width)
             finally:
@@ -194,35 +202,56 @@ def predict_rasters(
 # --------------------------------------------------------------------------------------------- block layout
 
 
-def plan_blocks(height: int, width: int, max_cells: int) -> list[_Block]:
-    """Blocks covering a height x width grid, at most `max_cells` cells each, in writing order.
+def iter_blocks(height: int, width: int, cells_for_next: Callable[[], int]) -> Iterator[Block]:
+    """Blocks covering a height x width grid in writing order, each at most `cells_for_next()` cells (asked
+    before each block, so the size can change as the run goes).
 
-    Whole strips of tile rows when the budget allows, else runs of tiles along a tile row, else parts of one
-    tile; in every case a tile is complete before the next one starts.
+    A block is a run of whole tiles along a tile row, or a band of rows of one tile (part of a row for budgets
+    below one tile width); either way a tile is complete before the next one starts.
     """
-    max_cells = max(1, min(int(max_cells), MAX_BLOCK_CELLS))
-    tile_h, tile_w = min(TILE, height), min(TILE, width)
-    if max_cells >= width * tile_h:
-        rows = tile_h * (max_cells // (width * tile_h))
-        return [_Block(r, 0, min(rows, height - r), width) for r in range(0, height, rows)]
-    if max_cells >= tile_h * tile_w:
-        cols = tile_w * (max_cells // (tile_h * tile_w))
-        return [
-            _Block(r, c, min(tile_h, height - r), min(cols, width - c))
-            for r in range(0, height, tile_h)
-            for c in range(0, width, cols)
-        ]
-    part_w = min(tile_w, math.isqrt(max_cells))  # square-ish parts: the least halo per cell
-    part_h = min(tile_h, max_cells // part_w)
-    blocks = []
-    for tile_row in range(0, height, tile_h):
-        tile_bottom = min(tile_row + tile_h, height)
-        for tile_col in range(0, width, tile_w):
-            tile_right = min(tile_col + tile_w, width)
-            for r in range(tile_row, tile_bottom, part_h):
-                for c in range(tile_col, tile_right, part_w):
-                    blocks.append(_Block(r, c, min(part_h, tile_bottom - r), min(part_w, tile_right - c)))
-    return blocks
+    for top in range(0, height, TILE):
+        tile_h = min(TILE, height - top)
+        left = 0
+        while left < width:
+            tile_w = min(TILE, width - left)
+            cells = max(1, cells_for_next())
+            if cells >= tile_h * tile_w:
+                run_width = min(max(1, cells // (tile_h * TILE)) * TILE, width - left)
+                yield Block(top, left, tile_h, run_width)
+                left += run_width
+                continue
+            row = top
+            while row < top + tile_h:
+                band_h = min(cells // tile_w, top + tile_h - row)
+                if band_h >= 1:
+                    yield Block(row, left, band_h, tile_w)
+                else:
+                    band_h = 1
+                    for col in range(left, left + tile_w, cells):
+                        yield Block(row, col, 1, min(cells, left + tile_w - col))
+                row += band_h
+                if row < top + tile_h:
+                    cells = max(1, cells_for_next())
+            left += tile_w
+
+
+class BlockSizer:
+    """Cells in the next block: what the memory budget allows, and about `TARGET_BLOCK_SECONDS` of prediction
+    at the speed measured on the previous block."""
+
+    def __init__(self, budget_cells: int) -> None:
+        self.budget_cells = max(1, int(budget_cells))
+        self.seconds_per_cell: float | None = None
+
+    def record(self, cells: int, seconds: float) -> None:
+        self.seconds_per_cell = seconds / cells
+
+    def cells(self) -> int:
+        limit = min(self.budget_cells, MAX_BLOCK_CELLS)
+        if self.seconds_per_cell is None:
+            return min(limit, FIRST_BLOCK_CELLS)
+        by_time = TARGET_BLOCK_SECONDS / max(self.seconds_per_cell, 1e-12)
+        return int(min(limit, max(by_time, MIN_TIMED_CELLS)))
 
 
 def _bytes_per_cell(predictor: BlockPredictor, n_bands: int, n_depths: int, with_interval: bool) -> int:
@@ -276,7 +305,7 @@ class _RunState:
             self.n_out_of_range += int(((cells < low) | (cells > high)).any(axis=0).sum())
 
 
-class _BlockRun:
+class BlockRun:
     """One prediction run over the blocks of the output window: what every block needs, in one place."""
 
     def __init__(
@@ -300,35 +329,46 @@ class _BlockRun:
         self.mask_geometries = mask_geometries
         self.state = state
 
-    def run(self, blocks: list[_Block], writers: _Writers, progress: ProgressCallback) -> None:
+    def run(
+        self,
+        blocks: Iterator[Block],
+        total_cells: int,
+        sizer: BlockSizer,
+        writers: _Writers,
+        progress: ProgressCallback,
+    ) -> None:
         """Predicts every block while the next one is read and the previous one written."""
-        total_cells = sum(block.height * block.width for block in blocks)
         done_cells = 0
         with ThreadPoolExecutor(1, "socdepth-read") as reader, ThreadPoolExecutor(1, "socdepth-write") as writer:
-            pending_read: Future = reader.submit(self.read, blocks[0])
+            block = next(blocks)
+            pending_read: Future = reader.submit(self.read, block)
             pending_write: Future | None = None
             try:
-                for index, block in enumerate(blocks):
+                while block is not None:
                     data = pending_read.result()
-                    if index + 1 < len(blocks):
-                        pending_read = reader.submit(self.read, blocks[index + 1])
+                    following = next(blocks, None)
+                    if following is not None:
+                        pending_read = reader.submit(self.read, following)
+                    start = time.perf_counter()
                     outputs = self.predict(data, block)
+                    sizer.record(block.height * block.width, time.perf_counter() - start)
                     if pending_write is not None:
                         pending_write.result()  # at most one block waits for the disk; re-raises a write error
                     pending_write = writer.submit(writers.write, block, outputs)
                     done_cells += block.height * block.width
-                    message = f"Predicted block {index + 1} of {len(blocks)}"
+                    message = f"Predicted {done_cells:,} of {total_cells:,} cells"
                     check_progress(progress, BLOCKS_DONE * done_cells / total_cells, message)
+                    block = following
                 pending_write.result()
             except BaseException:
                 pending_read.cancel()
                 raise
 
-    def read(self, block: _Block) -> np.ndarray:
+    def read(self, block: Block) -> np.ndarray:
         row_off, col_off = self.origin
         return self.stack.read_block(row_off + block.row, col_off + block.col, block.height, block.width, self.halo)
 
-    def predict(self, data: np.ndarray, block: _Block) -> _Outputs:
+    def predict(self, data: np.ndarray, block: Block) -> _Outputs:
         h, w, halo = block.height, block.width, self.halo
         centre = data[:, halo : halo + h, halo : halo + w]
         wanted = np.isfinite(centre).all(axis=0)
@@ -384,7 +424,7 @@ class _Writers:
     def all(self) -> list:
         return [d for d in (self.output, self.uncertainty, *self.depth_files) if d is not None]
 
-    def write(self, block: _Block, outputs: _Outputs) -> None:
+    def write(self, block: Block, outputs: _Outputs) -> None:
         window = block.window
         self.output.write(outputs.values, window=window)
         if self.uncertainty is not None:

@@ -5,6 +5,7 @@ computed from the arrays written to disk, with plain loops, never through the en
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 import numpy as np
@@ -14,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.transform import from_origin
 
+from soc_depth_mapper.core import predict
 from soc_depth_mapper.core.models.base import Cancelled
-from soc_depth_mapper.core.predict import NODATA, TILE, plan_blocks, predict_rasters
+from soc_depth_mapper.core.predict import NODATA, TILE, BlockSizer, iter_blocks, predict_rasters
 from soc_depth_mapper.core.rasters import CovariateStack
 
 X0, Y0, CELL = 700_000.0, 6_650_000.0, 10.0
@@ -383,21 +385,59 @@ def test_larger_budget_means_fewer_blocks(tmp_path, stack):
         model = LinearModel()
         predict_rasters(model, stack, str(tmp_path / f"soc{memory_mb}.tif"), DEPTHS, LABELS, memory_mb=memory_mb)
         counts.append(len(model.block_shapes))
-    assert counts[0] > counts[1] > counts[2] == 1
+    assert counts[0] > counts[1] > counts[2]
+
+
+def test_block_sizer_aims_at_one_second_within_the_budget():
+    sizer = BlockSizer(budget_cells=200_000)
+    assert sizer.cells() == predict.FIRST_BLOCK_CELLS  # nothing measured yet
+    sizer.record(cells=1000, seconds=0.5)  # 2000 cells per second
+    assert sizer.cells() == 2000
+    sizer.record(cells=100, seconds=10.0)  # very slow: the floor keeps calls worth making
+    assert sizer.cells() == predict.MIN_TIMED_CELLS
+    sizer.record(cells=1000, seconds=1e-6)  # very fast: the budget limits
+    assert sizer.cells() == 200_000
+    assert BlockSizer(budget_cells=10**9).cells() == predict.FIRST_BLOCK_CELLS
+    fast = BlockSizer(budget_cells=10**9)
+    fast.record(1000, 1e-6)
+    assert fast.cells() == predict.MAX_BLOCK_CELLS
+    tiny = BlockSizer(budget_cells=50)
+    assert tiny.cells() == 50
+    tiny.record(cells=10, seconds=10.0)
+    assert tiny.cells() == 50  # the budget wins over the timing floor
+
+
+def test_slow_model_gets_blocks_of_the_target_time(tmp_path, stack, monkeypatch):
+    class Slow(LinearModel):
+        def predict_block(self, block, depth_indices):
+            time.sleep(2e-5 * block.shape[1] * block.shape[2])  # 50,000 cells per second
+            return super().predict_block(block, depth_indices)
+
+    monkeypatch.setattr(predict, "TARGET_BLOCK_SECONDS", 0.05)  # -> about 2,500 cells per block
+    monkeypatch.setattr(predict, "FIRST_BLOCK_CELLS", 4 * TILE)
+    model = Slow()
+    predict_rasters(model, stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS)
+    sizes = [rows * cols for _, rows, cols in model.block_shapes]
+    assert sizes[:2] == [4 * TILE] * 2  # read before any block was timed
+    # then bands of 9 tile rows (2,304 cells) until the tile's last rows and the narrow tile at the right edge
+    assert len(sizes) >= 6
+    assert all(2000 <= size <= 3000 for size in sizes[2:-2])
+    assert sum(sizes) == ROWS * COLS
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 600), st.integers(1, 600), st.integers(40, 300_000))
-def test_block_plan_covers_each_cell_once_and_finishes_tiles_in_turn(height, width, max_cells):
-    blocks = plan_blocks(height, width, max_cells)
-    tiles_down, tiles_across = -(-height // TILE), -(-width // TILE)
+@given(st.integers(1, 600), st.integers(1, 600), st.lists(st.integers(1, 300_000), min_size=1, max_size=8))
+def test_blocks_cover_each_cell_once_and_finish_tiles_in_turn(height, width, sizes):
+    asked = []
+
+    def cells_for_next() -> int:  # the sizes cycle, as a budget and changing speed would give
+        asked.append(sizes[len(asked) % len(sizes)])
+        return asked[-1]
+
     covered = np.zeros((height, width), dtype=np.int8)
-    remaining = np.zeros((tiles_down, tiles_across), dtype=np.int64)
-    for r in range(tiles_down):
-        for c in range(tiles_across):
-            remaining[r, c] = min(TILE, height - r * TILE) * min(TILE, width - c * TILE)
-    for block in blocks:
-        assert block.height * block.width <= max(max_cells, 1)
+    remaining = _tile_cells(height, width).copy()
+    for block in iter_blocks(height, width, cells_for_next):
+        assert block.height * block.width <= asked[-1]  # the size asked for just before this block
         covered[block.row : block.row + block.height, block.col : block.col + block.width] += 1
         for r in range(block.row // TILE, (block.row + block.height - 1) // TILE + 1):
             for c in range(block.col // TILE, (block.col + block.width - 1) // TILE + 1):
