@@ -76,15 +76,17 @@ def load_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise ModelFileError(f"Model file '{path}' does not exist; check the path or train a model first.")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(
-            f"'{name}' is not a SOC Depth Mapper model file (it is not a zip archive). Choose a file saved by "
-            "the plugin's training tools."
+            f"'{name}' is not a SOC Depth Mapper model file (it is not a zip archive). Choose a file saved "
+            "by the plugin's training tools."
         )
     try:
         with zipfile.ZipFile(path) as archive:
             manifest = _read_manifest(archive, name)
             return manifest["metadata"], _read_arrays(archive, manifest["arrays"], name)
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise ModelFileError(f"'{name}' is a damaged zip archive ({error}); save or train the model again.") from None
+        raise ModelFileError(
+            f"'{name}' is a damaged zip archive ({error}); save or train the model again."
+        ) from None
 
 
 def _metadata_to_json(metadata: dict[str, Any]) -> str:
@@ -199,8 +201,8 @@ def _read_manifest(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
         raise ModelFileError(f"'{name}' has an invalid format version {version!r}. {retrain}")
     if version > FORMAT_VERSION:
         raise ModelFileError(
-            f"'{name}' was written by a newer SOC Depth Mapper (model file format {version}; this version reads "
-            f"format {FORMAT_VERSION}). Update the plugin to use this model."
+            f"'{name}' was written by a newer SOC Depth Mapper (model file format {version}; this version "
+            f"reads format {FORMAT_VERSION}). Update the plugin to use this model."
         )
     if not isinstance(manifest.get("metadata"), dict) or not isinstance(manifest.get("arrays"), dict):
         raise ModelFileError(f"'{name}': {MANIFEST} lacks its metadata or array list. {retrain}")
@@ -241,7 +243,9 @@ def _read_array(
         shape = tuple(int(n) for n in entry["shape"])
         checksum = str(entry["sha256"])
     except (KeyError, TypeError, ValueError):
-        raise ModelFileError(f"{damaged}: the manifest entry for '{array_name}' is malformed. {retrain}") from None
+        raise ModelFileError(
+            f"{damaged}: the manifest entry for '{array_name}' is malformed. {retrain}"
+        ) from None
     if dtype.hasobject:
         raise ModelFileError(
             f"{damaged}: array '{array_name}' claims to hold Python objects, which would need pickle; "

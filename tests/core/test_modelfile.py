@@ -116,7 +116,10 @@ def test_a_pickle_inside_is_never_unpickled(tmp_path):
             return (open, (str(marker), "w"))
 
     # Even with a correct checksum (anyone can compute one), neither a raw pickle nor an object .npy loads.
-    for member in (pickle.dumps(Payload()), _npy_bytes(np.array([Payload()], dtype=object), allow_pickle=True)):
+    for member in (
+        pickle.dumps(Payload()),
+        _npy_bytes(np.array([Payload()], dtype=object), allow_pickle=True),
+    ):
         path = tmp_path / "evil.socmodel"
         _one_array_file(path, member, dtype="<f8", shape=(1,))
         with pytest.raises(ModelFileError, match="pickle"):
@@ -155,7 +158,9 @@ def test_a_renamed_extra_or_missing_member_is_refused(saved):
     renamed = dict(members)
     renamed["numbers.npy"] = renamed.pop("values.npy")
     _write_members(saved, renamed)
-    with pytest.raises(ModelFileError, match=r"unexpected member\(s\) \['numbers.npy'\].*missing.*values.npy"):
+    with pytest.raises(
+        ModelFileError, match=r"unexpected member\(s\) \['numbers.npy'\].*missing.*values.npy"
+    ):
         load_model_file(saved)
 
     _write_members(saved, {**members, "readme.txt": b"hello"})
