@@ -143,7 +143,8 @@ def predict_rasters(
     - `extent` (xmin, ymin, xmax, ymax) in the stack's CRS, widened to whole cells; default the whole stack.
     - `mask_geometries`: GeoJSON-like geometries in the stack's CRS; cells whose centre lies outside all of them
       are nodata. Cells where any covariate is nodata are nodata in every output.
-    - `memory_mb`: working memory for blocks in flight, the model's scratch space and GDAL's cache.
+    - `memory_mb`: working memory for blocks in flight, the model's scratch space and GDAL's cache (at least
+      8 MB), on top of what the process already holds (Python, libraries, the model).
     - `interval` (e.g. 0.9) with `uncertainty_path`: per depth the lower bound, upper bound and width of the
       central prediction interval, three bands per depth.
     - `depth_folder`: also one single-band GeoTIFF per depth, named by `depth_file_names` (default: the output's
@@ -172,7 +173,7 @@ def predict_rasters(
         with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
             writers = destinations.open(stack.crs_wkt or None, transform, height, width, interval)
             try:
-                run = BlockRun(
+                run = _BlockRun(
                     predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries, state
                 )
                 run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
@@ -305,7 +306,7 @@ class _RunState:
             self.n_out_of_range += int(((cells < low) | (cells > high)).any(axis=0).sum())
 
 
-class BlockRun:
+class _BlockRun:
     """One prediction run over the blocks of the output window: what every block needs, in one place."""
 
     def __init__(
