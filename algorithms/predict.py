@@ -337,8 +337,10 @@ class PredictAlgorithm(SocAlgorithm):
         value_range = shared_value_range(files)
         for path, label in zip(files, labels):
             details = QgsProcessingContext.LayerDetails(label.replace("-", "–"), context.project(), label)
-            # one post-processor per layer: the context takes ownership of each and deletes it
-            details.setPostProcessor(DepthMapStyler(value_range))
+            # one post-processor per layer; Python must keep each alive until QGIS has run it
+            styler = DepthMapStyler(value_range)
+            DepthMapStyler.pending.append(styler)
+            details.setPostProcessor(styler)
             context.addLayerToLoadOnCompletion(path, details)
 
 
@@ -363,6 +365,8 @@ class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
     """Puts a depth map in the group of depth maps and gives it the shared colour ramp and value range."""
 
     GROUP = "SOC depth maps"
+    #: stylers waiting for QGIS to load their layer (the layer details hold only a C++ pointer)
+    pending: list[DepthMapStyler] = []
 
     def __init__(self, value_range: tuple[float, float]):
         super().__init__()
@@ -394,3 +398,5 @@ class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
         if node is not None and node.parent() is not group:
             group.addLayer(layer)
             node.parent().removeChildNode(node)
+        if self in DepthMapStyler.pending:
+            DepthMapStyler.pending.remove(self)

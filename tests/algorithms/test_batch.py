@@ -219,11 +219,6 @@ def test_predict_batch_loads_every_row_and_its_depth_maps(predict_batch):
     assert len(expected) == 3 + 6 + 2 and expected <= sources
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported to the lead: predict.py's DepthMapStyler objects are garbage-collected after "
-    "processAlgorithm, so the context's post-processors no longer style or group the depth maps",
-)
 def test_predict_batch_styles_each_rows_depth_maps_with_that_rows_range(predict_batch):
     from qgis.core import QgsProject, QgsSingleBandPseudoColorRenderer
 

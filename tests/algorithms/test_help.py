@@ -20,15 +20,6 @@ USER_CHOSEN_TYPES = {"source", "vector", "raster", "multilayer", "field", "file"
 
 # Gaps reported to the lead, who owns the algorithm files and the README; a fixed gap makes its test XPASS,
 # which fails (strict), so that the entry is removed here.
-KNOWN_GAPS = {
-    ("harmonise", "help_url"): "HELP_ANCHOR lacks the '-socdepthharmonise' the README heading adds",
-    ("sample", "help_url"): "HELP_ANCHOR lacks the '-socdepthsample' the README heading adds",
-    ("train", "help_url"): "HELP_ANCHOR lacks the '-socdepthtrain' the README heading adds",
-    ("predict", "help_url"): "HELP_ANCHOR lacks the '-socdepthpredict' the README heading adds",
-    ("horizons_to_soc_maps", "help_url"): "README has no '### Workflow: Horizons to SOC maps' section yet",
-}
-
-
 def github_anchor(heading: str) -> str:
     """The id GitHub gives a Markdown heading: the rendered text in lower case, punctuation dropped, spaces to '-'.
 
@@ -107,12 +98,7 @@ def test_the_provider_lists_the_four_algorithms_and_the_model(by_name):
     assert model.id() == "socdepth:horizons_to_soc_maps"
 
 
-def known_gap(name: str, check: str):
-    reason = KNOWN_GAPS.get((name, check))
-    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=known_gap(n, "help_url")) for n in ALGORITHM_NAMES])
+@pytest.mark.parametrize("name", ALGORITHM_NAMES)
 def test_help_url_points_at_a_readme_heading(by_name, name):
     url = urlparse(by_name[name].helpUrl())
     assert url.scheme == "https" and url.fragment, f"{name}: help URL {url.geturl()!r} has no #anchor"
