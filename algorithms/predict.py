@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -366,7 +367,7 @@ class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
 
     GROUP = "SOC depth maps"
     #: stylers waiting for QGIS to load their layer (the layer details hold only a C++ pointer)
-    pending: list[DepthMapStyler] = []
+    pending: ClassVar[list[DepthMapStyler]] = []
 
     def __init__(self, value_range: tuple[float, float]):
         super().__init__()

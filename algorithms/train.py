@@ -200,10 +200,11 @@ class TrainAlgorithm(SocAlgorithm):
                 self.tr("CNN patch size (cells, odd)"),
                 QgsProcessingParameterNumber.Integer,
                 7,
-                minValue=3,
+                minValue=7,
                 maxValue=31,
             ),
-            "Side of the square covariate patch centred on each site that the CNNs see.",
+            "Side of the square covariate patch centred on each site that the CNNs see: odd and at least 7, "
+            "because each of the two convolution blocks trims 3 cells.",
             advanced=True,
         )
         self.add_parameter(
@@ -501,7 +502,7 @@ class TrainAlgorithm(SocAlgorithm):
             patch_size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
             if patch_size % 2 == 0:
                 raise QgsProcessingException(
-                    self.tr("CNN patch size {} must be odd (3, 5, 7, ...) so the site is the centre cell.").format(
+                    self.tr("CNN patch size {} must be odd (7, 9, 11, ...) so the site is the centre cell.").format(
                         patch_size
                     )
                 )

@@ -305,7 +305,7 @@ def test_transfer_cnn_trains_and_predicts_with_conformal_intervals(qgis_processi
     """A tiny run: what matters here is the plumbing (patches, fold models, intervals), not accuracy."""
     trained = qgis_processing.run(
         "socdepth:train",
-        train_params(harmonised, covariates, tmp_path, MODEL=2, FOLDS=3, PATCH_SIZE=5, EPOCHS=3, PATIENCE=2),
+        train_params(harmonised, covariates, tmp_path, MODEL=2, FOLDS=3, PATCH_SIZE=7, EPOCHS=3, PATIENCE=2),
     )
     assert [f["depth"] for f in trained["OUTPUT_METRICS"].getFeatures()][-1] == "all"
     result = qgis_processing.run(
