@@ -52,8 +52,13 @@ $(STAMPS)/bench-venv: $(STAMPS)/system requirements-bench.txt scripts/setup_venv
 	bash scripts/setup_venv.sh .venv-bench requirements-bench.txt
 	@mkdir -p $(STAMPS) && touch $@
 
-bench: setup $(STAMPS)/bench-venv
-	.venv-bench/bin/python -m bench
+$(STAMPS)/pyspatialml-venv: requirements-pyspatialml.txt
+	[ -x .venv-pyspatialml/bin/python ] || $(SYSPY) -m venv .venv-pyspatialml
+	.venv-pyspatialml/bin/python -m pip install -q -r requirements-pyspatialml.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+bench: setup $(STAMPS)/bench-venv $(STAMPS)/pyspatialml-venv
+	PYSPATIALML_PYTHON=$(CURDIR)/.venv-pyspatialml/bin/python .venv-bench/bin/python -m bench
 
 # dist/soc_depth_mapper-<version>.zip for the QGIS plugin repository, then validated: file list, metadata, and
 # QGIS loading it in a throw-away profile.
