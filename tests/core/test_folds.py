@@ -17,7 +17,7 @@ from soc_depth_mapper.core.folds import (
     spatial_block_folds,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+EDGEROI = Path(__file__).resolve().parents[2] / "sample_data" / "edgeroi"
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_default_block_size_clustered_and_few_locations(clustered_sites):
 
 
 def test_default_block_size_on_edgeroi_sites():
-    with open(DATA / "edgeroi_sites.csv", newline="") as handle:
+    with open(EDGEROI / "sites.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     x = np.array([float(r["x"]) for r in rows])
     y = np.array([float(r["y"]) for r in rows])
