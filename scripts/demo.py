@@ -43,7 +43,11 @@ class PrintingFeedback:
 
         class Feedback(QgsProcessingFeedback):
             def setProgressText(self, text):  # noqa: N802
-                print(f"    {text}", flush=True)
+                # one line per stage, not per epoch
+                stage = text.split(" epoch ")[0]
+                if stage != getattr(self, "_stage", None):
+                    self._stage = stage
+                    print(f"    {stage}", flush=True)
 
             def reportError(self, error, fatalError=False):  # noqa: N802, N803
                 print(f"    ! {error}", flush=True)
