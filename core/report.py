@@ -238,9 +238,6 @@ def training_report_html(
         ]
     if "learning" in figures:
         parts += ["<h2>Learning curves</h2>", _img(figures["learning"], "learning curves")]
-    if maps:
-        parts.append("<h2>Maps</h2>")
-        parts += [f"<h3>{html.escape(label)}</h3>{_img(uri, label)}" for label, uri in maps.items()]
     body = "\n".join(parts)
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SOC Depth Mapper report</title>"
@@ -248,9 +245,27 @@ def training_report_html(
     )
 
 
+def maps_html(maps: dict[str, str]) -> str:
+    """A 'Maps' section from label -> PNG file path (e.g. the demo's rendered previews)."""
+    parts = ["<h2>Maps</h2>"]
+    for label, png in maps.items():
+        uri = "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode("ascii")
+        parts.append(f"<h3>{html.escape(label)}</h3>{_img(uri, label)}")
+    return "\n".join(parts)
+
+
+def append_maps(path: str, maps: dict[str, str]) -> None:
+    """Adds the maps to an existing report, e.g. once they have been predicted and rendered."""
+    text = Path(path).read_text(encoding="utf-8")
+    _write_atomic(path, text.replace("</body>", maps_html(maps) + "</body>"))
+
+
 def write_training_report(path: str, bundle, data: TrainingData, result: TrainingResult, **kwargs) -> None:
     """Writes the report atomically (temporary file, then moved into place)."""
-    text = training_report_html(bundle, data, result, **kwargs)
+    _write_atomic(path, training_report_html(bundle, data, result, **kwargs))
+
+
+def _write_atomic(path: str, text: str) -> None:
     folder = Path(path).resolve().parent
     folder.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, suffix=".html.part")

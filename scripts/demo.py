@@ -98,6 +98,7 @@ def main() -> None:
     from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
 
     from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
+    from soc_depth_mapper.core.report import append_maps
 
     feedback = PrintingFeedback()
     started = time.perf_counter()
@@ -167,14 +168,17 @@ def main() -> None:
     styler = DepthMapStyler(shared_value_range([str(f) for f in files]))
     context = QgsProcessingContext()
     context.setProject(project)
-    for path in files:
+    previews = {}
+    for path in files:  # ORCDRC_0_5cm.tif -> "SOC 0–5 cm"
         top, bottom = path.stem.split("_")[1:3]
         label = f"SOC {top}–{bottom.replace('cm', '')} cm"
         layer = QgsRasterLayer(str(path), label)
         project.addMapLayer(layer)
         styler.postProcessLayer(layer, context, feedback)
-        render_preview(layer, out / "previews" / f"{path.stem}.png", f"{label} (g/kg)")
+        previews[f"{label} (g/kg)"] = str(out / "previews" / f"{path.stem}.png")
+        render_preview(layer, Path(previews[f"{label} (g/kg)"]), f"{label} (g/kg)")
     project.write(str(out / "demo.qgz"))
+    append_maps(str(out / "report.html"), previews)
 
     print(
         f"\nDone in {time.perf_counter() - started:.0f} s. Open {out / 'demo.qgz'} in QGIS; the report is "

@@ -1,0 +1,77 @@
+"""The HTML report: every section a colleague expects, offline, with the maps added afterwards."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+
+from soc_depth_mapper.core.bundle import SocModel
+from soc_depth_mapper.core.report import append_maps, write_training_report
+from soc_depth_mapper.core.training import TrainingData, train
+
+# a 1x1 white PNG
+PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/x8AAwMCAO+ip1sAAAAASUVORK5CYII=")
+
+
+def small_run():
+    rng = np.random.default_rng(0)
+    n = 80
+    covariates = rng.uniform(0, 1, (n, 2, 1, 1)).astype(np.float32)
+    base = 5 + 10 * covariates[:, 0, 0, 0]
+    targets = np.stack([base, base / 2, base / 4], axis=1) + rng.normal(0, 0.2, (n, 3))
+    targets[:5, 2] = np.nan
+    data = TrainingData(
+        site_ids=np.arange(n),
+        x=rng.uniform(0, 1000, n),
+        y=rng.uniform(0, 1000, n),
+        patches=covariates,
+        targets=targets,
+        intervals=np.array([[0, 5], [5, 15], [15, 30]], dtype=float),
+        property_name="SOC",
+        band_names=["dem", "twi"],
+    )
+    result = train(data, "random_forest", {"n_trees": 30}, validation="random", folds=4, random_state=1)
+    grid = {"crs_wkt": "", "transform": [0, 1, 0, 0, 0, -1], "res": [1.0, 1.0], "nodata": [None, None]}
+    return SocModel.from_training(result, data, grid), data, result
+
+
+def test_report_has_every_section_and_no_network_reference(tmp_path):
+    bundle, data, result = small_run()
+    path = tmp_path / "report.html"
+    write_training_report(str(path), bundle, data, result)
+    text = path.read_text(encoding="utf-8")
+    for section in (
+        "<h2>Data</h2>",
+        "<h2>Settings</h2>",
+        "<h2>Validation</h2>",
+        "Observed vs predicted",
+        "Residuals in space",
+        "Mean depth profile",
+        "Distribution of observed and predicted",
+    ):
+        assert section in text
+    assert len(re.findall(r"data:image/png;base64,", text)) == 5  # distribution, scatter, residuals, profile, density
+    assert not re.search(r"(src|href)=[\"']https?://", text)
+    # the metrics table carries the same numbers as the validation result
+    overall = next(r for r in result.validation.metrics if r["depth"] == "all")
+    assert f"<td>{overall['rmse']:.3f}</td>" in text
+    # sites per depth: 80, 80, 75
+    assert "<td>0-5</td><td>80</td>" in text and "<td>15-30</td><td>75</td>" in text
+
+
+def test_maps_are_appended_as_embedded_images(tmp_path):
+    bundle, data, result = small_run()
+    path = tmp_path / "report.html"
+    write_training_report(str(path), bundle, data, result)
+    png = tmp_path / "map.png"
+    png.write_bytes(PIXEL)
+    append_maps(str(path), {"SOC 0–5 cm": str(png)})
+    text = path.read_text(encoding="utf-8")
+    assert "<h2>Maps</h2>" in text and "<h3>SOC 0–5 cm</h3>" in text
+    assert base64.b64encode(PIXEL).decode("ascii") in text
+    assert text.rstrip().endswith("</body></html>")
+    assert [p.name for p in tmp_path.iterdir()] == sorted(["report.html", "map.png"]) or len(
+        list(tmp_path.iterdir())
+    ) == 2
