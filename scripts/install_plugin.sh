@@ -12,5 +12,11 @@ if [ -e "$target" ] && [ ! -L "$target" ]; then
     rm -rf "$target"
 fi
 ln -sfn "$PWD" "$target"
-QT_QPA_PLATFORM=offscreen qgis_process.bin plugins enable "$PLUGIN" >/dev/null
+# `plugins enable` exits 1 when the plugin is already enabled: that is the state we want, not an error.
+if ! output=$(QT_QPA_PLATFORM=offscreen qgis_process.bin plugins enable "$PLUGIN" 2>&1); then
+    if ! grep -q "already enabled" <<<"$output"; then
+        echo "$output" >&2
+        exit 1
+    fi
+fi
 echo "Plugin $PLUGIN enabled in $PROFILE_DIR"
