@@ -255,9 +255,31 @@ def test_same_seed_same_forest_whatever_the_threads(monkeypatch):
     assert np.array_equal(one_pass, runs[1].predict(many))
     assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
     assert not np.array_equal(one_pass, other.predict(many))
-    # chunks of 7 rows (a small memory budget) give the same numbers as one pass
-    monkeypatch.setattr(forest_module, "LOOKUP_BUDGET", 20 * 7)
+    # pieces of 7 rows, spread over two threads, give the same numbers as one pass, for means and quantiles
+    monkeypatch.setattr(forest_module, "MEAN_PIECE_ROWS", 7)
+    monkeypatch.setattr(forest_module, "LOOKUP_BUDGET", 20 * 2 * 7)
     assert np.array_equal(runs[1].predict(many), one_pass)
+    assert np.array_equal(runs[1].predict_quantiles(many, [0.1, 0.9]), outputs[0])
+
+
+def test_trees_specialised_for_one_interval_give_the_full_trees_numbers(pooled):
+    """The pooled forest walks trees with the depth splits resolved; every row must reach the same leaf."""
+    patches, _, _ = _synthetic(500, seed=21)
+    forest = pooled.forests_[0]
+    rows = patches[:, :, 0, 0].astype(np.float32)
+    quantiles = np.array([0.05, 0.5, 0.95])
+    for top, bottom in INTERVALS:
+        full = np.hstack([rows, np.tile([top, bottom], (len(rows), 1))]).astype(np.float32)
+        leaves = forest.leaf_ids(full, 1)
+        np.testing.assert_array_equal(
+            forest.predict(rows, None, 1, fixed=(top, bottom)), forest.value[leaves].mean(axis=1)
+        )
+        np.testing.assert_array_equal(
+            forest.predict(rows, quantiles, 1, fixed=(top, bottom)),
+            np.quantile(forest.leaf_draw[leaves], quantiles, axis=1).T,
+        )
+        specialised = forest._lookup((top, bottom))
+        assert sum(t.node_count for t in specialised.trees) < forest.node_offsets[-1]
 
 
 def test_progress_is_reported_per_forest_and_can_cancel():
