@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from qgis.core import (
@@ -29,6 +30,20 @@ from .values import to_float
 #: how many individual skipped records are printed before only counts are given
 MAX_REPORTED = 20
 
+#: a horizon as core.spline names it in a reason: "horizon 0-10 cm", plus "(row 3)" where two are compared
+_HORIZON = r"horizon \S+ cm(?: \(row \d+\))?"
+
+
+def reason_kind(reason: str) -> str:
+    """The cause of a skip without the depths, rows and values that make every reason unique, so the summary
+    counts records per cause: "horizon 0-10 cm: value is missing; ..." -> "value is missing", "horizon 0-10 cm
+    (row 3) and horizon 5-20 cm (row 4) overlap, so ..." -> "horizons overlap", "top depth 'x' is not a number"
+    -> "top depth is not a number"."""
+    kind = re.sub(rf"^{_HORIZON} and {_HORIZON}", "horizons", reason)
+    kind = re.sub(rf"^{_HORIZON}: ", "", kind)
+    kind = re.sub(r" ?'[^']*'", "", kind)
+    return re.split(r"[;:,]", kind, maxsplit=1)[0].strip()
+
 
 class HarmoniseAlgorithm(SocAlgorithm):
     INPUT = "INPUT"
@@ -51,7 +66,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
     GROUP = "prepare"
     ICON = "harmonise.svg"
     HELP_ANCHOR = "harmonise-horizons-to-standard-depths"
-    REQUIRES = ("numpy", "scipy")
+    REQUIRES = ("numpy",)
     HELP = (
         "Fits a mass-preserving (equal-area) quadratic spline to each profile's horizons and returns the "
         "property's mean over standard depth intervals, by default the GlobalSoilMap depths 0-5, 5-15, 15-30, "
@@ -344,7 +359,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
                     len(rejections) - MAX_REPORTED
                 )
             )
-        counts = Counter(reason.split(":")[0] for *_, reason in rejections)
+        counts = Counter(reason_kind(reason) for *_, reason in rejections)
         summary = "; ".join(f"{reason}: {count}" for reason, count in counts.most_common())
         feedback.reportError(self.tr("Skipped records by reason — {}").format(summary))
 

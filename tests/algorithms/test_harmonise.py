@@ -208,3 +208,59 @@ def test_fractional_depth_fields_are_spelled_with_p(qgis_processing, messy_csv):
     assert output.fields().names()[1:3] == ["ORCDRC_0_2p5", "ORCDRC_2p5_10"]
     single = next(f for f in output.getFeatures() if f["pid"] == "C")
     assert value(single, "ORCDRC_0_2p5") == 12 and not math.isnan(value(single, "ORCDRC_rmse"))
+
+
+def test_skip_summary_counts_by_cause_not_by_horizon_depth(qgis_processing, context_and_feedback, tmp_path):
+    path = tmp_path / "skips.csv"
+    # two missing values at different depths, one overlapping profile, one unreadable bottom depth
+    path.write_text("pid,top,bottom,ORCDRC\nA,0,10,\nA,10,20,\nA,20,30,5\nB,0,10,4\nB,5,20,3\nC,0,x,3\n")
+    result = run(
+        qgis_processing, context_and_feedback, INPUT=table_layer(path), PROFILE_FIELD="pid", REJECTED="memory:"
+    )
+    _, feedback = context_and_feedback
+    (summary,) = [e for e in feedback.errors if e.startswith("Skipped records by reason — ")]
+    counts = dict(part.rsplit(": ", 1) for part in summary.split(" — ", 1)[1].split("; "))
+    assert counts == {"value is missing": "2", "horizons overlap": "1", "bottom depth is not a number": "1"}
+    # the rejected table keeps each record's full reason, depths and all
+    reasons = sorted(f["reason"] for f in result["REJECTED"].getFeatures())
+    assert reasons[0] == "bottom depth 'x' is not a number"
+    assert reasons[1].startswith("horizon 0-10 cm (row 3) and horizon 5-20 cm (row 4) overlap")
+    assert reasons[2:] == [
+        "horizon 0-10 cm: value is missing; the horizon is left out",
+        "horizon 10-20 cm: value is missing; the horizon is left out",
+    ]
+
+
+def test_reason_kind_names_the_cause_of_every_core_rejection():
+    from soc_depth_mapper.algorithms.harmonise import reason_kind
+    from soc_depth_mapper.core.spline import harmonise
+
+    nan = math.nan
+    horizons = [  # profile, top, bottom, value
+        ("depth", nan, 10, 1),
+        ("negative", -5, 10, 1),
+        ("zero", 10, 10, 1),
+        ("swapped", 20, 10, 1),
+        ("value", 0, 10, nan),
+        ("value", 10, 20, 2),
+        ("overlap", 0, 10.5, 1),
+        ("overlap", 5, 20, 1),
+    ]
+    result = harmonise(*zip(*horizons))
+    kinds = {str(r.profile_id): reason_kind(r.reason) for r in result.rejections if r.horizon_index is not None}
+    assert kinds == {
+        "depth": "a depth is missing",
+        "negative": "negative depth",
+        "zero": "zero thickness (top equals bottom)",
+        "swapped": "top is not above bottom",
+        "value": "value is missing",
+    }
+    whole = {str(r.profile_id): reason_kind(r.reason) for r in result.rejections if r.horizon_index is None}
+    assert whole == {
+        "depth": "no usable horizons",
+        "negative": "no usable horizons",
+        "zero": "no usable horizons",
+        "swapped": "no usable horizons",
+        "overlap": "horizons overlap",
+    }
+    assert reason_kind("top depth '1O' is not a number") == "top depth is not a number"
