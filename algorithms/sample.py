@@ -115,6 +115,21 @@ class SampleAlgorithm(SocAlgorithm):
             band_names = stack.band_names
         feedback.setProgress(70)
 
+        # Every check that can fail comes before the sinks, so a failed run leaves no empty output behind.
+        usable = sample.status == 0
+        skipped = list(points.skipped)
+        skipped += [(fid, reason) for fid, ok, reason in zip(points.feature_ids, usable, sample.reasons) if not ok]
+        if not usable.any():
+            raise QgsProcessingException(
+                self.tr(
+                    "None of the {} points could be sampled ({}). Check that the points lie on the rasters and "
+                    "that both have the right CRS."
+                ).format(source.featureCount(), skipped[0][1] if skipped else self.tr("no points"))
+            )
+        with warnings.catch_warnings():  # skipped points have all-NaN patches: 'mean of empty slice'
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanmean(sample.patches.reshape(*sample.patches.shape[:2], -1), axis=2)
+
         fields = QgsFields(source.fields())
         existing = {name.lower() for name in fields.names()}
         for name in band_names:
@@ -128,31 +143,6 @@ class SampleAlgorithm(SocAlgorithm):
         )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-
-        with warnings.catch_warnings():  # skipped points have all-NaN patches: 'mean of empty slice'
-            warnings.simplefilter("ignore", RuntimeWarning)
-            values = np.nanmean(sample.patches.reshape(*sample.patches.shape[:2], -1), axis=2)
-        skipped = list(points.skipped)
-        written = 0
-        for i, fid in enumerate(points.feature_ids):
-            if feedback.isCanceled():
-                return {}
-            if sample.status[i] != 0:
-                skipped.append((fid, sample.reasons[i]))
-                continue
-            feature = QgsFeature(fields)
-            feature.setGeometry(points.geometries[i])
-            feature.setAttributes([*points.attributes[i], *(float(v) for v in values[i])])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
-            written += 1
-        if written == 0:
-            raise QgsProcessingException(
-                self.tr(
-                    "None of the {} points could be sampled ({}). Check that the points lie on the rasters and "
-                    "that both have the right CRS."
-                ).format(source.featureCount(), skipped[0][1] if skipped else self.tr("no points"))
-            )
-        report_skipped(feedback, skipped, self.tr("point"))
         outputs = {self.OUTPUT: dest_id}
         rejected_fields = QgsFields()
         rejected_fields.append(QgsField("feature_id", QVariant.LongLong))
@@ -160,11 +150,22 @@ class SampleAlgorithm(SocAlgorithm):
         rejected_sink, rejected_id = self.parameterAsSink(
             parameters, self.REJECTED, context, rejected_fields, QgsWkbTypes.NoGeometry
         )
+
+        for i in np.flatnonzero(usable):
+            if feedback.isCanceled():
+                return {}
+            feature = QgsFeature(fields)
+            feature.setGeometry(points.geometries[i])
+            feature.setAttributes([*points.attributes[i], *(float(v) for v in values[i])])
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        report_skipped(feedback, skipped, self.tr("point"))
         if rejected_sink is not None:
             for fid, reason in skipped:
                 feature = QgsFeature(rejected_fields)
                 feature.setAttributes([fid, reason])
                 rejected_sink.addFeature(feature, QgsFeatureSink.FastInsert)
             outputs[self.REJECTED] = rejected_id
-        feedback.pushInfo(self.tr("Sampled {} of {} points ({} skipped).").format(written, len(points.x), len(skipped)))
+        feedback.pushInfo(
+            self.tr("Sampled {} of {} points ({} skipped).").format(int(usable.sum()), len(points.x), len(skipped))
+        )
         return outputs
