@@ -18,6 +18,9 @@ PACKAGES: dict[str, tuple[str, str | None]] = {
     "matplotlib": ("matplotlib", "python3-matplotlib"),
 }
 
+#: PyTorch's CPU-only wheels: on Linux, PyPI's torch pulls in several GB of CUDA libraries
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
 
 def missing_modules(modules: tuple[str, ...] | list[str]) -> list[str]:
     """The import names among `modules` that cannot be imported."""
@@ -25,18 +28,26 @@ def missing_modules(modules: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def install_hint(modules: list[str]) -> str:
-    """A message naming the missing packages and how to install them on each platform."""
+    """A message naming the missing packages and how to install them on each platform.
+
+    Linux: apt for what Debian packages, as Debian 12 refuses `pip install --user` into its externally managed
+    Python; pip for the rest, with PIP_BREAK_SYSTEM_PACKAGES=1 rather than `--break-system-packages`: Debian
+    12's pip honours both, but older pips (Ubuntu 22.04 ships pip 22) reject the option and ignore the variable.
+    """
     pip_names = " ".join(PACKAGES.get(m, (m, None))[0] for m in modules)
     debian = [PACKAGES[m][1] for m in modules if m in PACKAGES and PACKAGES[m][1]]
     pip_only = [PACKAGES.get(m, (m, None))[0] for m in modules if not (m in PACKAGES and PACKAGES[m][1])]
-    linux = []
+    commands = []
     if debian:
-        linux.append("sudo apt install " + " ".join(debian))
+        commands.append("sudo apt install " + " ".join(debian))
     if pip_only:
-        linux.append("python3 -m pip install --user " + " ".join(pip_only))
+        commands.append("PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user " + " ".join(pip_only))
+    linux = " ; ".join(commands)
+    if "torch" in pip_only:
+        linux += f" (add --index-url {TORCH_CPU_INDEX} for the CPU-only PyTorch, without the multi-GB CUDA libraries)"
     return (
         f"Missing Python package(s): {pip_names}. Install them for QGIS's Python, then restart QGIS.\n"
-        f"- Linux (Debian/Ubuntu): {' ; '.join(linux)}\n"
+        f"- Linux (Debian/Ubuntu): {linux}\n"
         f"- Windows: open the OSGeo4W Shell and run: python -m pip install {pip_names}\n"
         f"- macOS: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install {pip_names}"
     )
