@@ -32,6 +32,8 @@ MODEL_KINDS = ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
 VALIDATIONS = ("none", "random", "spatial")
 TRANSFORMS = ("none", "log")
 METRIC_FIELDS = ("n", "r", "r2", "rmse", "mae", "me", "ccc", "kge")
+#: convolution layers of the CNNs' default architecture: the transfer CNN freezes them while fine-tuning
+CONV_BLOCK_LAYERS = 2
 
 
 class TrainAlgorithm(SocAlgorithm):
@@ -243,13 +245,14 @@ class TrainAlgorithm(SocAlgorithm):
         self.add_parameter(
             QgsProcessingParameterNumber(
                 self.FREEZE_LAYERS,
-                self.tr("Transfer CNN: frozen layers (0 = the convolution block)"),
+                self.tr("Transfer CNN: frozen layers"),
                 QgsProcessingParameterNumber.Integer,
-                0,
+                CONV_BLOCK_LAYERS,
                 minValue=0,
             ),
-            "How many of the first layers keep their pre-trained weights while each depth's copy is fine-tuned. "
-            "0 freezes the whole convolution block, as in Han et al. (2025).",
+            "How many of the first layers keep their pre-trained weights while each depth's copy is fine-tuned, "
+            "counting the convolution layers first, then the fully-connected ones. The default, 2, freezes the "
+            "convolution block, as in Han et al. (2025); 0 fine-tunes every layer.",
             advanced=True,
         )
         # Random forest settings
@@ -341,8 +344,15 @@ class TrainAlgorithm(SocAlgorithm):
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
         kind = MODEL_KINDS[self.parameterAsEnum(parameters, self.MODEL, context)]
-        if kind != "random_forest" and missing_modules(["torch"]):
-            raise QgsProcessingException(install_hint(["torch"]))
+        report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        # Checked before training, which can take hours, not when the model or report is written.
+        needed = (["torch"] if kind != "random_forest" else []) + (["matplotlib"] if report_path else [])
+        missing = missing_modules(needed)
+        if missing:
+            message = install_hint(missing)
+            if "matplotlib" in missing:
+                message += self.tr("\nOr leave 'Report' empty to train without the HTML report.")
+            raise QgsProcessingException(message)
         target_fields = self.parameterAsFields(parameters, self.TARGET_FIELDS, context)
         if not target_fields:
             raise QgsProcessingException(self.tr("Choose the target fields, e.g. ORCDRC_0_5 … ORCDRC_100_200."))
@@ -369,7 +379,6 @@ class TrainAlgorithm(SocAlgorithm):
         params = self._model_params(kind, parameters, context)
         patch_size = params.get("patch_size", 1)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
-        report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
 
         layers = self.parameterAsLayerList(parameters, self.COVARIATES, context)
         with open_stack(layers, self.parameterAsBoolean(parameters, self.RESAMPLE, context)) as stack:
@@ -514,7 +523,7 @@ class TrainAlgorithm(SocAlgorithm):
                 "patience": optional(self.PATIENCE),
             }
             if kind == "transfer_cnn":
-                params["freeze_layers"] = optional(self.FREEZE_LAYERS)
+                params["freeze_layers"] = self.parameterAsInt(parameters, self.FREEZE_LAYERS, context)
         return {name: value for name, value in params.items() if value is not None}
 
     def _categorical_bands(self, text: str, band_names: list[str], layer_names: list[str]) -> tuple[int, ...]:

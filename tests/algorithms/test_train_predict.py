@@ -324,3 +324,14 @@ def test_transfer_cnn_trains_and_predicts_with_conformal_intervals(qgis_processi
         soc, lower, upper = maps.read(1, masked=True), pi.read(1, masked=True), pi.read(2, masked=True)
     assert soc.count() > 1000
     assert np.all(lower <= soc + 1e-4) and np.all(soc <= upper + 1e-4)
+
+
+def test_transfer_cnn_freezes_the_convolution_block_by_default(qgis_processing):
+    """The Toolbox default must name the core architecture's conv layers, whatever their count."""
+    from qgis.core import QgsApplication
+
+    from soc_depth_mapper.core.models.cnn import TransferCNNDepthModel
+
+    train = QgsApplication.processingRegistry().algorithmById("socdepth:train")
+    default = train.parameterDefinition("FREEZE_LAYERS").defaultValue()
+    assert default == len(TransferCNNDepthModel().conv_channels) == TransferCNNDepthModel()._n_frozen()
