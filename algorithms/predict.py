@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 from typing import ClassVar
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsLayerTree,
+    QgsLayerTreeGroup,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
@@ -64,8 +68,8 @@ class PredictAlgorithm(SocAlgorithm):
         "<b>Uncertainty</b>: random forest — quantiles of a quantile regression forest; CNNs — the spread of the "
         "cross-validation fold models, calibrated on their out-of-fold errors (normalised conformal prediction). "
         "Written as lower, upper and width per depth.<br>"
-        "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in a group, all with "
-        "one colour ramp and one value range."
+        "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in a group named after "
+        "the folder (inside 'SOC depth maps'), all with one colour ramp and one value range."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -145,8 +149,9 @@ class PredictAlgorithm(SocAlgorithm):
             QgsProcessingParameterFolderDestination(
                 self.OUTPUT_FOLDER, self.tr("Folder for one map per depth"), optional=True, createByDefault=False
             ),
-            "Optional: one single-band GeoTIFF per depth, added to the project as 'SOC 0–5 cm', … in a group, "
-            "styled with one colour ramp and one value range.",
+            "Optional: one single-band GeoTIFF per depth, added to the project as 'SOC 0–5 cm', … in a group named "
+            "after the folder (one group per run, inside 'SOC depth maps'), styled with one colour ramp and one "
+            "value range.",
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -196,8 +201,6 @@ class PredictAlgorithm(SocAlgorithm):
             name = bundle.property_name
             band_labels = [f"{name} {labels[d]}" for d in depth_indices]
             file_names = [f"{name}_{labels[d].replace(' cm', '').replace('-', '_')}cm.tif" for d in depth_indices]
-            if folder:
-                os.makedirs(folder, exist_ok=True)
             feedback.setProgressText(self.tr("Predicting {} depth(s)").format(len(depth_indices)))
             try:
                 result = predict_rasters(
@@ -216,9 +219,9 @@ class PredictAlgorithm(SocAlgorithm):
                     training_ranges=np.asarray(bundle.metadata["covariate_ranges"], dtype=float),
                     progress=progress_callback(feedback),
                 )
-            except Cancelled:
-                feedback.pushInfo(self.tr("Prediction cancelled; no output was written."))
-                return {}
+            except Cancelled as cancelled:
+                # stop as a failed run: QGIS must not load outputs that were never written
+                raise QgsProcessingException(self.tr("Prediction cancelled; no output was written.")) from cancelled
             except ValueError as error:
                 raise QgsProcessingException(str(error)) from error
 
@@ -240,7 +243,7 @@ class PredictAlgorithm(SocAlgorithm):
             outputs[self.OUTPUT_UNCERTAINTY] = result.uncertainty
         if folder:
             outputs[self.OUTPUT_FOLDER] = folder
-            self._load_depth_maps(context, result.depth_files, band_labels)
+            self._load_depth_maps(context, folder, result.depth_files, band_labels)
         return outputs
 
     def _depth_indices(self, text: str, bundle) -> list[int]:
@@ -333,13 +336,15 @@ class PredictAlgorithm(SocAlgorithm):
             raise QgsProcessingException(self.tr("The mask layer has no polygons; give one with polygons or none."))
         return geometries
 
-    def _load_depth_maps(self, context, files: list[str], labels: list[str]) -> None:
-        """Adds the per-depth maps to the project in one group, styled alike (done on the main thread)."""
+    def _load_depth_maps(self, context, folder: str, files: list[str], labels: list[str]) -> None:
+        """Adds the per-depth maps to the project in a group of this run, styled alike (done on the main thread)."""
         value_range = shared_value_range(files)
-        for path, label in zip(files, labels):
+        group = RunGroup(folder)
+        for position, (path, label) in enumerate(zip(files, labels)):
             details = QgsProcessingContext.LayerDetails(label.replace("-", "–"), context.project(), label)
+            details.forceName = True  # 'SOC 0–5 cm', also where QGIS is set to name layers after their file
             # one post-processor per layer; Python must keep each alive until QGIS has run it
-            styler = DepthMapStyler(value_range)
+            styler = DepthMapStyler(value_range, group, position)
             DepthMapStyler.pending.append(styler)
             details.setPostProcessor(styler)
             context.addLayerToLoadOnCompletion(path, details)
@@ -362,16 +367,43 @@ def shared_value_range(files: list[str]) -> tuple[float, float]:
     return (min(lows), max(highs)) if lows else (0.0, 1.0)
 
 
+class RunGroup:
+    """The layer-tree group of one run's depth maps inside the 'SOC depth maps' group, so that a group holds one
+    value range: named after the run's output folder, numbered where an earlier run took that name. Its layers
+    are kept in depth order, whatever order QGIS loads them in."""
+
+    def __init__(self, folder: str):
+        self.title = os.path.basename(os.path.normpath(folder))
+        self.name: str | None = None
+        self.placed: list[int] = []  # depth positions of the layers placed so far, sorted
+
+    def slot(self, parent: QgsLayerTreeGroup, position: int) -> tuple[QgsLayerTreeGroup, int]:
+        """The group under `parent` (created for the run's first layer) and the index for the depth `position`."""
+        group = parent.findGroup(self.name) if self.name is not None else None
+        if group is None:
+            taken = {child.name() for child in parent.children() if QgsLayerTree.isGroup(child)}
+            numbered = (f"{self.title} ({n})" for n in itertools.count(2))
+            self.name = next(name for name in itertools.chain([self.title], numbered) if name not in taken)
+            group = parent.insertGroup(0, self.name)
+            self.placed = []
+        index = bisect.bisect(self.placed, position)
+        self.placed.insert(index, position)
+        return group, index
+
+
 class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
-    """Puts a depth map in the group of depth maps and gives it the shared colour ramp and value range."""
+    """Gives a depth map the shared colour ramp and value range and puts it in the group of depth maps: in the
+    group of its run, at its depth's `position`, when one is given."""
 
     GROUP = "SOC depth maps"
     #: stylers waiting for QGIS to load their layer (the layer details hold only a C++ pointer)
     pending: ClassVar[list[DepthMapStyler]] = []
 
-    def __init__(self, value_range: tuple[float, float]):
+    def __init__(self, value_range: tuple[float, float], run_group: RunGroup | None = None, position: int = 0):
         super().__init__()
         self.value_range = value_range
+        self.run_group = run_group
+        self.position = position
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
         from qgis.core import (
@@ -396,7 +428,11 @@ class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
         root = project.layerTreeRoot()
         group = root.findGroup(self.GROUP) or root.insertGroup(0, self.GROUP)
         node = root.findLayer(layer.id())
-        if node is not None and node.parent() is not group:
+        if node is not None and self.run_group is not None:
+            run_group, index = self.run_group.slot(group, self.position)
+            run_group.insertLayer(index, layer)
+            node.parent().removeChildNode(node)
+        elif node is not None and node.parent() is not group:
             group.addLayer(layer)
             node.parent().removeChildNode(node)
         if self in DepthMapStyler.pending:
