@@ -24,7 +24,14 @@ import numpy as np
 
 from .modelfile import ModelFileError, load_model_file, save_model_file
 from .models.base import DepthModel
-from .training import TrainingData, TrainingResult, forward_transform, inverse_transform, model_class
+from .training import (
+    TrainingData,
+    TrainingResult,
+    forward_transform,
+    inverse_transform,
+    model_class,
+    predictions_to_fitted_scale,
+)
 
 BUNDLE_VERSION = 1
 
@@ -133,7 +140,7 @@ class SocModel:
         and the floors."""
         members = np.stack([m.predict(data.patches) for m in fold_models])  # (K, S, D), fitted scale
         spread = members.std(axis=0)
-        error = np.abs(forward_transform(data.targets, transform) - forward_transform(oof, transform))
+        error = np.abs(forward_transform(data.targets, transform) - predictions_to_fitted_scale(oof, transform))
         scores, floors = [], []
         for d in range(data.targets.shape[1]):
             observed = ~np.isnan(data.targets[:, d]) & ~np.isnan(oof[:, d])

@@ -60,6 +60,12 @@ def inverse_transform(values: np.ndarray, transform: str) -> np.ndarray:
     return np.expm1(values) if transform == "log" else values
 
 
+def predictions_to_fitted_scale(values: np.ndarray, transform: str) -> np.ndarray:
+    """Undoes `inverse_transform` on predictions. Unlike targets, back-transformed predictions may be negative
+    (a model may predict below log 1 = 0 near 0 g/kg), but expm1 keeps them above -1, where log1p is defined."""
+    return np.log1p(values) if transform == "log" else values
+
+
 @dataclass
 class TrainingData:
     """Sites with covariate patches and a target per depth interval (NaN where a site lacks that depth)."""
