@@ -43,6 +43,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812 - torch's own convention
 
 from ..folds import inner_split
 from .base import DepthModel, check_progress
@@ -54,6 +55,8 @@ POOL_KERNEL = 2
 TRIM_PER_CONV_BLOCK = CONV_KERNEL - 1 + POOL_KERNEL - 1
 #: depths are fed as log1p(cm) / log1p(DEPTH_SCALE_CM): 0–1 over 0–200 cm, with room between shallow intervals
 DEPTH_SCALE_CM = 200.0
+#: cells per chunk when the fully-connected heads predict: small enough for their activations to stay in cache
+HEAD_CHUNK_CELLS = 4096
 #: sites per forward pass in `predict`, and inner cells per forward pass in `predict_block` (bounds memory)
 PREDICT_BATCH = 4096
 DENSE_TILE_CELLS = 1 << 18
@@ -106,6 +109,35 @@ class _Head(nn.Module):
         for block in self.blocks:
             hidden = block(hidden)
         return self.out(hidden)
+
+    def predict(self, first_layer: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+        """`finish` in evaluation mode for one depth (`depth` is (1, 2, 1, 1)), computed faster.
+
+        The heads run once per depth on every cell, so they, not the trunk, set the pace of dense prediction.
+        Here each batch norm, an affine map at prediction time, is folded into the 1×1 layer after it, dropout
+        is skipped, and the cells go through in chunks whose activations stay in the CPU cache.
+        """
+        n, channels, rows, cols = first_layer.shape
+        cells = first_layer.transpose(0, 1).reshape(channels, -1)  # (C, N·H·W): a view for a block or patches
+        offset = None if self.depth is None else self.depth(depth).reshape(channels, 1)
+        layers = [*(block[0] for block in self.blocks[1:]), self.out]
+        norms = [self.blocks[0][1], *(block[1][1] for block in self.blocks[1:])]
+        folded = []
+        for layer, norm in zip(layers, norms):
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            shift = norm.bias - norm.running_mean * scale
+            matrix = layer.weight[:, :, 0, 0]
+            folded.append((matrix * scale[None, :], (layer.bias + matrix @ shift)[:, None]))
+        out = torch.empty(1, cells.shape[1], dtype=first_layer.dtype, device=first_layer.device)
+        for start in range(0, cells.shape[1], HEAD_CHUNK_CELLS):
+            chunk = cells[:, start : start + HEAD_CHUNK_CELLS]
+            hidden = F.silu(chunk) if offset is None else F.silu(chunk + offset, inplace=True)
+            for i, (matrix, bias) in enumerate(folded):
+                hidden = torch.addmm(bias, matrix, hidden)
+                if i < len(folded) - 1:
+                    hidden = F.silu(hidden, inplace=True)
+            out[:, start : start + HEAD_CHUNK_CELLS] = hidden
+        return out.reshape(1, n, rows, cols).transpose(0, 1)
 
     def layers(self) -> list[nn.Module]:
         """The fully-connected layers in order, each with its activation, norm and dropout."""
@@ -521,7 +553,7 @@ class CNNDepthModel(_CNNBase):
         net = self.nets_[0].eval()
         head = net.heads[0]
         first = head.first(net.trunk(x))
-        return torch.cat([head.finish(first, self._depth_tensor(d)) for d in range(len(self.intervals_))], dim=1)
+        return torch.cat([head.predict(first, self._depth_tensor(d)) for d in range(len(self.intervals_))], dim=1)
 
 
 class TransferCNNDepthModel(_CNNBase):
@@ -611,7 +643,7 @@ class TransferCNNDepthModel(_CNNBase):
             net.eval()
             head = net.heads[0]
             first = head.first(features if shared_trunk else net.trunk(x))
-            outputs.append(head.finish(first, self._depth_tensor(d)))
+            outputs.append(head.predict(first, self._depth_tensor(d)))
         return torch.cat(outputs, dim=1)
 
 
@@ -643,7 +675,9 @@ class MultiTaskCNNDepthModel(_CNNBase):
         check_progress(progress, 1.0, "training done")
 
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nets_[0].eval()(x)
+        net = self.nets_[0].eval()
+        features = net.trunk(x)
+        return torch.cat([head.predict(head.first(features), None) for head in net.heads], dim=1)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"n_sites_incomplete": self.n_sites_incomplete_}

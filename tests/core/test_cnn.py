@@ -132,6 +132,24 @@ def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not():
     np.testing.assert_array_equal(fits[0].predict(patches), fits[1].predict(patches))
 
 
+@pytest.mark.parametrize("cls", [TransferCNNDepthModel, MultiTaskCNNDepthModel], ids=lambda c: c.kind)
+def test_transfer_and_multitask_fits_are_reproducible_from_the_seed(cls):
+    _, patches, targets = _training_set(80)
+    extra = {"finetune_epochs": 2} if cls is TransferCNNDepthModel else {}
+    fits = [cls(**TINY, **extra, random_state=seed).fit(patches, targets, INTERVALS, (2,)) for seed in (3, 3, 4)]
+    (config_a, state_a), (config_b, state_b), (_, state_c) = (fit.get_state() for fit in fits)
+    assert config_a == config_b  # same histories (every epoch's RMSE), target scaling and encoder
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        np.testing.assert_array_equal(state_a[key], state_b[key], err_msg=key)
+    np.testing.assert_array_equal(fits[0].predict(patches), fits[1].predict(patches))
+    # another seed: other initial weights, inner validation sites and batches, so other predictions
+    last_head = max(k for k in state_a if k.endswith("out.weight"))  # the last fine-tuned copy for transfer
+    assert not np.array_equal(state_a[last_head], state_c[last_head])
+    assert not np.array_equal(state_a["validation_sites"], state_c["validation_sites"])
+    assert not np.array_equal(fits[0].predict(patches), fits[2].predict(patches))
+
+
 def test_fit_restores_global_torch_state():
     _, patches, targets = _training_set(40)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -245,18 +263,57 @@ def test_bad_input_is_explained():
         CNNDepthModel().fit(patches, targets[:, :3], INTERVALS)
 
 
+def _r2(observed: np.ndarray, predicted: np.ndarray) -> float:
+    ok = np.isfinite(observed)
+    return 1 - np.sum((predicted - observed)[ok] ** 2) / np.sum((observed[ok] - observed[ok].mean()) ** 2)
+
+
 @pytest.mark.slow
-def test_a_known_function_of_the_covariates_is_learned():
-    """SOC depends on a 3×3 neighbourhood mean, a class and depth: every model reaches held-out R² > 0.9."""
-    stack, patches, targets = _training_set(400)
+@pytest.mark.parametrize(
+    ("cls", "extra"),
+    [(CNNDepthModel, {}), (TransferCNNDepthModel, {"finetune_epochs": 15}), (MultiTaskCNNDepthModel, {})],
+    ids=["cnn", "transfer_cnn", "multitask_cnn"],
+)
+def test_a_known_function_of_the_covariates_is_learned_at_every_depth(cls, extra):
+    """SOC depends on a 3×3 neighbourhood mean, a class and depth. Pooled over depths a depth-only model
+    already reaches R² 0.34-0.36 here, so each depth is scored on its own, where predicting that depth's mean
+    scores 0. Measured held-out R² per depth over 6 data/seed draws: 0.80-0.97 (the 30-60 cm interval, with the
+    smallest variance, is the weakest for the pooled networks); pooled 0.95-0.98."""
+    _, patches, targets = _training_set(400)
     train, test = np.arange(400) < 300, np.arange(400) >= 300
     settings = {**TINY, "conv_channels": (8, 8), "dense_units": (16,), "epochs": 60, "patience": 15}
     settings.update(batch_size=64, learning_rate=0.004)
-    families = [(CNNDepthModel, {}), (TransferCNNDepthModel, {"finetune_epochs": 15}), (MultiTaskCNNDepthModel, {})]
-    for cls, extra in families:
-        model = cls(**settings, **extra).fit(patches[train], targets[train], INTERVALS, categorical=(2,))
-        observed = targets[test]
-        predicted = model.predict(patches[test])
-        ok = np.isfinite(observed)
-        r2 = 1 - np.sum((predicted - observed)[ok] ** 2) / np.sum((observed[ok] - observed[ok].mean()) ** 2)
-        assert r2 > 0.9, (cls.kind, r2)
+    model = cls(**settings, **extra).fit(patches[train], targets[train], INTERVALS, categorical=(2,))
+    observed = targets[test]
+    predicted = model.predict(patches[test])
+    assert _r2(observed, predicted) > 0.9
+    depth_only = np.broadcast_to(np.nanmean(targets[train], axis=0), observed.shape)
+    assert _r2(observed, depth_only) < 0.4  # the pooled score alone would not show the covariates are used
+    for d, (top, bottom) in enumerate(INTERVALS):
+        assert _r2(observed[:, d], predicted[:, d]) > 0.75, (f"{top:g}-{bottom:g} cm", cls.kind)
+
+
+@pytest.mark.parametrize("with_depth", [True, False])
+def test_head_prediction_path_equals_the_training_path_in_evaluation_mode(monkeypatch, with_depth):
+    """`_Head.predict` folds the batch norms into the next layer and walks cells in chunks; the numbers must be
+    those of `finish`, the path the network was trained with, on patches and on a block alike."""
+    from soc_depth_mapper.core.models import cnn as cnn_module
+
+    torch.manual_seed(0)
+    head = cnn_module._Head(6, 1, (8, 5, 4), 2 if with_depth else 0, dropout=0.3)
+    for norm in (m for m in head.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # far from the identity
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.3, 3)
+        norm.weight.data.uniform_(0.5, 2)
+        norm.bias.data.uniform_(-1, 1)
+    head.eval()
+    depth = torch.rand(1, 2, 1, 1) if with_depth else None
+    monkeypatch.setattr(cnn_module, "HEAD_CHUNK_CELLS", 7)  # chunks that end mid-row and mid-batch
+    with torch.no_grad():
+        for features in (torch.randn(50, 6, 1, 1), torch.randn(1, 6, 9, 13)):
+            first = head.first(features)
+            expected = head.finish(first, depth)
+            got = head.predict(first, depth)
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(first, head.first(features))  # the shared input is left untouched
