@@ -138,16 +138,23 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
         ax.legend(fontsize=8)
         figures["profile"] = _figure_to_uri(fig)
 
-        # density of observed vs predicted values (all depths)
-        fig, ax = plt.subplots(figsize=(5.5, 3.4))
-        observed_all = data.targets[~np.isnan(data.targets)]
-        predicted_all = cv.predictions[~np.isnan(data.targets) & ~np.isnan(cv.predictions)]
-        bins = np.linspace(0, float(np.nanpercentile(observed_all, 99.5)), 40)
-        ax.hist(observed_all, bins=bins, density=True, alpha=0.5, color="#6b4a2b", label="observed")
-        ax.hist(predicted_all, bins=bins, density=True, alpha=0.5, color="#2e8b57", label="predicted")
-        ax.set_xlabel(f"{data.property_name}{unit}")
-        ax.set_ylabel("density")
-        ax.legend(fontsize=8)
+        # density of observed and predicted values per depth (Han et al. 2025, Figure 10)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+        for d in range(n_depths):
+            ax = axes[d // cols][d % cols]
+            ok = ~np.isnan(data.targets[:, d]) & ~np.isnan(cv.predictions[:, d])
+            for sample, colour, label in (
+                (data.targets[ok, d], "#6b4a2b", "observed"),
+                (cv.predictions[ok, d], "#2e8b57", "predicted"),
+            ):
+                _density_curve(ax, sample, colour, label)
+            ax.set_title(f"{labels[d]} cm", fontsize=10)
+            ax.set_xlabel(f"{data.property_name}{unit}")
+            ax.set_ylabel("density")
+        axes[0][0].legend(fontsize=8)
+        for k in range(n_depths, rows * cols):
+            axes[k // cols][k % cols].axis("off")
+        fig.tight_layout()
         figures["density"] = _figure_to_uri(fig)
 
     history = getattr(result.model, "history_", None)
@@ -172,6 +179,19 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
             fig.tight_layout()
             figures["learning"] = _figure_to_uri(fig)
     return figures
+
+
+def _density_curve(ax, sample: np.ndarray, colour: str, label: str) -> None:
+    """A Gaussian kernel density estimate of `sample` (Scott's bandwidth), or a rug where it cannot be made."""
+    from scipy.stats import gaussian_kde
+
+    if len(sample) < 3 or np.ptp(sample) == 0:
+        ax.plot(sample, np.zeros_like(sample), "|", color=colour, label=label)
+        return
+    grid = np.linspace(sample.min() - np.std(sample), sample.max() + np.std(sample), 200)
+    density = gaussian_kde(sample)(grid)
+    ax.plot(grid, density, color=colour, label=label)
+    ax.fill_between(grid, density, color=colour, alpha=0.15)
 
 
 def training_report_html(
@@ -233,7 +253,7 @@ def training_report_html(
             _img(figures["residuals"], "residual map"),
             "<h3>Mean depth profile</h3>",
             _img(figures["profile"], "depth profile"),
-            "<h3>Distribution of observed and predicted values</h3>",
+            "<h3>Density of observed and predicted values, per depth</h3>",
             _img(figures["density"], "density"),
         ]
     if "learning" in figures:
