@@ -28,8 +28,8 @@ DESCRIPTION = (
     "cross-validation over whole sites, and maps it at every depth with a prediction interval.<br><br>"
     "<b>Input</b>: a point layer with one row per horizon (profile id, top and bottom depth in cm, the property) "
     "and covariate rasters on one grid.<br>"
-    "<b>Outputs</b>: the harmonised profiles, the model file, the validation metrics, the maps (one band per "
-    "depth) and the prediction intervals (lower, upper and width per depth).<br><br>"
+    "<b>Outputs</b>: the harmonised profiles, the model file, the validation metrics, an HTML training report, "
+    "the maps (one band per depth) and the prediction intervals (lower, upper and width per depth).<br><br>"
     "The default model is the random forest: it trains in seconds, needs no PyTorch and gives quantile "
     "prediction intervals. The CNNs need PyTorch and minutes to hours; their intervals need validation "
     "(not 'None'). Every setting of the three steps not offered here keeps that algorithm's default; run "
@@ -205,6 +205,7 @@ def build_model():
         {
             "MODEL_FILE": ("Model file", "OUTPUT_MODEL"),
             "METRICS": ("Validation metrics", "OUTPUT_METRICS"),
+            "REPORT": ("Training report", "OUTPUT_REPORT"),
         },
     )
     step(

@@ -41,6 +41,7 @@ def outputs(folder: Path) -> dict[str, Path]:
         "harmonise:HARMONISED": folder / "harmonised.gpkg",
         "train:MODEL_FILE": folder / "model.socmodel",
         "train:METRICS": folder / "metrics.csv",
+        "train:REPORT": folder / "report.html",
         "predict:SOC_MAPS": folder / "soc.tif",
         "predict:INTERVALS": folder / "intervals.tif",
     }
@@ -100,6 +101,10 @@ def test_model_outputs_have_the_expected_shape(model_run):
     assert np.all(lower <= upper)
     np.testing.assert_allclose(width, upper - lower, rtol=1e-5)
     assert maps.min() > 0 and maps.max() < 200  # g/kg: the range of Edgeroi's horizons
+    report = model_run["train:REPORT"].read_text(encoding="utf-8")
+    # the report's metrics are the metrics table's: the overall RMSE appears as the report formats it
+    assert "<html" in report and "Observed vs predicted" in report
+    assert f"{float(metrics[-1]['rmse']):.3f}" in report
 
 
 def test_model_equals_its_three_steps_run_one_by_one(qgis_process, model_run, tmp_path):
