@@ -1,7 +1,7 @@
 """`make demo`: from the bundled Edgeroi horizons and covariates to SOC maps, a report and a QGIS project.
 
 Runs the plugin's Processing algorithms headless, exactly as the Toolbox would, and writes into --out:
-harmonised.gpkg, transfer_cnn.socmodel, metrics.csv, predictions.gpkg, report.html, soc_maps.tif,
+harmonised.gpkg, transfer_cnn.socmodel (named after --model), metrics.csv, predictions.gpkg, report.html, soc_maps.tif,
 soc_intervals.tif, maps/ (one GeoTIFF per depth), previews/ (one PNG per depth) and demo.qgz.
 """
 
@@ -18,6 +18,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "sample_data" / "edgeroi"
 DEPTHS = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
+#: the train algorithm's MODEL choices: (model file name, what the demo says it trains)
+MODELS = [
+    ("random_forest", "random forest"),
+    ("cnn", "CNN"),
+    ("transfer_cnn", "depth-transfer CNN"),
+    ("multitask_cnn", "multi-task CNN"),
+]
 
 
 def start_qgis():
@@ -94,6 +101,23 @@ def main() -> None:
     (out / "previews").mkdir()
 
     app, plugin = start_qgis()
+    try:
+        run_demo(out, args.model, args.folds)
+    finally:
+        # QGIS objects must go before QGIS does: layers freed after exitQgis crash Python on exit. Here
+        # run_demo's locals are gone already; the project and the pending stylers are emptied by hand.
+        from qgis.core import QgsProject
+
+        from soc_depth_mapper.algorithms.predict import DepthMapStyler
+
+        QgsProject.instance().clear()
+        DepthMapStyler.pending.clear()
+        plugin.unload()
+        app.exitQgis()
+
+
+def run_demo(out: Path, model: int, folds: int) -> None:
+    """The three steps, the project and the previews, written into `out`."""
     import processing
     from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
 
@@ -123,7 +147,8 @@ def main() -> None:
     )["OUTPUT"]
 
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "covariates_250m")
-    print("2/3 Training the depth-transfer CNN with spatial cross-validation", flush=True)
+    file_name, label = MODELS[model]
+    print(f"2/3 Training the {label} with spatial cross-validation", flush=True)
     trained = processing.run(
         "socdepth:train",
         {
@@ -131,10 +156,10 @@ def main() -> None:
             "TARGET_FIELDS": [f"ORCDRC_{d}" for d in DEPTHS],
             "COVARIATES": [covariates],
             "CATEGORICAL": "covariates_250m_PMTGEO5",
-            "MODEL": args.model,
+            "MODEL": model,
             "VALIDATION": 2,
-            "FOLDS": args.folds,
-            "OUTPUT_MODEL": str(out / "transfer_cnn.socmodel"),
+            "FOLDS": folds,
+            "OUTPUT_MODEL": str(out / f"{file_name}.socmodel"),
             "OUTPUT_METRICS": str(out / "metrics.csv"),
             "OUTPUT_PREDICTIONS": str(out / "predictions.gpkg"),
             "OUTPUT_REPORT": str(out / "report.html"),
@@ -187,8 +212,6 @@ def main() -> None:
     )
     print("Outputs:", ", ".join(sorted(p.name for p in out.iterdir())), flush=True)
     print("Maps:", predicted["OUTPUT"], flush=True)
-    plugin.unload()
-    app.exitQgis()
 
 
 if __name__ == "__main__":
