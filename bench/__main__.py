@@ -7,6 +7,7 @@ import importlib
 #: benchmark modules, each with a `main()` that prints its own table; add new ones here
 BENCHMARKS: list[str] = [
     "bench.spline",
+    "bench.harmonise_qgis",
     "bench.accuracy",
     "bench.predict",
 ]
