@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+EDGEROI = Path(__file__).resolve().parents[2] / "sample_data" / "edgeroi"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -27,6 +30,31 @@ def qgis_processing():
     plugin.initProcessing()
     yield processing
     plugin.unload()
+
+
+@pytest.fixture(scope="session")
+def harmonised(qgis_processing, tmp_path_factory) -> str:
+    """The real Edgeroi ORCDRC profiles harmonised to the six GlobalSoilMap depths (a GeoPackage path)."""
+    from qgis.core import QgsVectorLayer
+
+    out = tmp_path_factory.mktemp("harmonised") / "harmonised.gpkg"
+    layer = QgsVectorLayer(
+        f"file://{EDGEROI / 'horizons.csv'}?type=csv&xField=x&yField=y&crs=EPSG:28355&detectTypes=yes",
+        "h",
+        "delimitedtext",
+    )
+    qgis_processing.run(
+        "socdepth:harmonise",
+        {
+            "INPUT": layer,
+            "PROFILE_FIELD": "SOURCEID",
+            "TOP_FIELD": "top",
+            "BOTTOM_FIELD": "bottom",
+            "VALUE_FIELDS": ["ORCDRC"],
+            "OUTPUT": str(out),
+        },
+    )
+    return str(out)
 
 
 @pytest.fixture()

@@ -121,23 +121,11 @@ def test_harmonise_batch_rows_equal_their_single_runs(qgis_processing, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def models(qgis_processing, tmp_path_factory):
+def models(qgis_processing, harmonised, tmp_path_factory):
     """Two small random forests on Edgeroi: all six depths, and the top two only."""
-    from qgis.core import QgsRasterLayer, QgsVectorLayer
+    from qgis.core import QgsRasterLayer
 
     folder = tmp_path_factory.mktemp("batch_models")
-    horizons = QgsVectorLayer(HORIZONS_URI.format(DATA / "horizons.csv"), "h", "delimitedtext")
-    harmonised = qgis_processing.run(
-        "socdepth:harmonise",
-        {
-            "INPUT": horizons,
-            "PROFILE_FIELD": "SOURCEID",
-            "TOP_FIELD": "top",
-            "BOTTOM_FIELD": "bottom",
-            "VALUE_FIELDS": ["ORCDRC"],
-            "OUTPUT": str(folder / "harmonised.gpkg"),
-        },
-    )["OUTPUT"]
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
     paths = {}
     for name, depths in (("six", GSM), ("top", GSM[:2])):

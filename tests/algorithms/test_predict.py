@@ -20,27 +20,9 @@ NODATA = -9999.0
 
 
 @pytest.fixture(scope="module")
-def model(qgis_processing, tmp_path_factory) -> str:
+def model(qgis_processing, harmonised, tmp_path_factory) -> str:
     """A small random forest for the six GlobalSoilMap depths, trained on the real Edgeroi profiles."""
-    from qgis.core import QgsVectorLayer
-
     folder = tmp_path_factory.mktemp("predict_model")
-    horizons = QgsVectorLayer(
-        f"file://{DATA / 'horizons.csv'}?type=csv&xField=x&yField=y&crs=EPSG:28355&detectTypes=yes",
-        "h",
-        "delimitedtext",
-    )
-    harmonised = qgis_processing.run(
-        "socdepth:harmonise",
-        {
-            "INPUT": horizons,
-            "PROFILE_FIELD": "SOURCEID",
-            "TOP_FIELD": "top",
-            "BOTTOM_FIELD": "bottom",
-            "VALUE_FIELDS": ["ORCDRC"],
-            "OUTPUT": str(folder / "harmonised.gpkg"),
-        },
-    )["OUTPUT"]
     return qgis_processing.run(
         "socdepth:train",
         {

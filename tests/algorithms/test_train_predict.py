@@ -14,31 +14,6 @@ GSM = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
 
 
 @pytest.fixture(scope="module")
-def harmonised(qgis_processing, tmp_path_factory):
-    """The real Edgeroi ORCDRC profiles harmonised to the six GlobalSoilMap depths."""
-    from qgis.core import QgsVectorLayer
-
-    out = tmp_path_factory.mktemp("harmonised") / "harmonised.gpkg"
-    layer = QgsVectorLayer(
-        f"file://{DATA / 'horizons.csv'}?type=csv&xField=x&yField=y&crs=EPSG:28355&detectTypes=yes",
-        "h",
-        "delimitedtext",
-    )
-    qgis_processing.run(
-        "socdepth:harmonise",
-        {
-            "INPUT": layer,
-            "PROFILE_FIELD": "SOURCEID",
-            "TOP_FIELD": "top",
-            "BOTTOM_FIELD": "bottom",
-            "VALUE_FIELDS": ["ORCDRC"],
-            "OUTPUT": str(out),
-        },
-    )
-    return str(out)
-
-
-@pytest.fixture(scope="module")
 def covariates():
     from qgis.core import QgsRasterLayer
 
