@@ -317,3 +317,13 @@ def test_head_prediction_path_equals_the_training_path_in_evaluation_mode(monkey
             assert got.shape == expected.shape
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(first, head.first(features))  # the shared input is left untouched
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_sliding_max_at_prediction_equals_max_pooling_with_stride_one(kernel):
+    from soc_depth_mapper.core.models.cnn import _SlidingMax
+
+    x = torch.randn(3, 4, 11, 17)
+    x[..., 2:6, 3:9] = 0.5  # ties, as on constant (e.g. filled) ground
+    pool = _SlidingMax(kernel).eval()
+    torch.testing.assert_close(pool(x), torch.nn.functional.max_pool2d(x, kernel, stride=1), rtol=0, atol=0)
