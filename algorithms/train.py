@@ -573,9 +573,10 @@ class TrainAlgorithm(SocAlgorithm):
         if sink is not None:
             for row in [] if cv is None else cv.metrics:
                 feature = QgsFeature(fields)
+                # plain Python numbers: numpy scalars reach OGR as text ("322" in a CSV)
+                numbers = [int(row["n"])] + [float(row[name]) for name in METRIC_FIELDS[1:]]
                 feature.setAttributes(
-                    [row["model"], row["depth"], str(row["group"])]
-                    + [None if _is_nan(row[name]) else row[name] for name in METRIC_FIELDS]
+                    [row["model"], row["depth"], str(row["group"])] + [None if _is_nan(v) else v for v in numbers]
                 )
                 sink.addFeature(feature, QgsFeatureSink.FastInsert)
             outputs[self.OUTPUT_METRICS] = dest
