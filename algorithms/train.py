@@ -573,10 +573,9 @@ class TrainAlgorithm(SocAlgorithm):
         if sink is not None:
             for row in [] if cv is None else cv.metrics:
                 feature = QgsFeature(fields)
-                # plain Python numbers: numpy scalars reach OGR as text ("322" in a CSV)
-                numbers = [int(row["n"])] + [float(row[name]) for name in METRIC_FIELDS[1:]]
                 feature.setAttributes(
-                    [row["model"], row["depth"], str(row["group"])] + [None if _is_nan(v) else v for v in numbers]
+                    [row["model"], row["depth"], str(row["group"])]
+                    + [None if _is_nan(row[name]) else row[name] for name in METRIC_FIELDS]
                 )
                 sink.addFeature(feature, QgsFeatureSink.FastInsert)
             outputs[self.OUTPUT_METRICS] = dest
