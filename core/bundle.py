@@ -189,7 +189,7 @@ class SocModel:
         return inverse_transform(self.model.predict(patches), self.transform)
 
     def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
-        values = self.model.predict_block(block)[list(depth_indices)]
+        values = self.model.predict_block(block, list(depth_indices))
         return inverse_transform(values, self.transform).astype(np.float32)
 
     def supports_intervals(self) -> tuple[bool, str]:
@@ -211,11 +211,11 @@ class SocModel:
         depth_indices = list(depth_indices)
         alpha = 1.0 - level
         if self.kind == "random_forest":
-            quantiles = self.model.predict_block_quantiles(block, [alpha / 2, 1 - alpha / 2])[depth_indices]
+            quantiles = self.model.predict_block_quantiles(block, [alpha / 2, 1 - alpha / 2], depth_indices)
             lower, upper = quantiles[:, 0], quantiles[:, 1]
         else:
-            centre = self.model.predict_block(block)[depth_indices]
-            members = np.stack([m.predict_block(block)[depth_indices] for m in self.fold_models])
+            centre = self.model.predict_block(block, depth_indices)
+            members = np.stack([m.predict_block(block, depth_indices) for m in self.fold_models])
             spread = members.std(axis=0)
             half = np.empty_like(centre)
             for j, d in enumerate(depth_indices):

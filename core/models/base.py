@@ -17,6 +17,7 @@ lives in the raster loop.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,9 +51,10 @@ class DepthModel(ABC):
         """(S, B, p, p) -> (S, D) predictions at every interval of `intervals_`."""
 
     @abstractmethod
-    def predict_block(self, block: np.ndarray) -> np.ndarray:
-        """(B, h + 2r, w + 2r) raster block with halo r = patch_size // 2 -> (D, h, w). Equal (to 1e-5) to
-        `predict` on the patch around each inner cell. Cells whose centre has any NaN band come back NaN."""
+    def predict_block(self, block: np.ndarray, depths: Sequence[int] | None = None) -> np.ndarray:
+        """(B, h + 2r, w + 2r) raster block with halo r = patch_size // 2 -> (D, h, w), or only the intervals
+        numbered in `depths` (the others are not computed). Equal (to 1e-5) to `predict` on the patch around
+        each inner cell. Cells whose centre has any NaN band come back NaN."""
 
     @abstractmethod
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -407,7 +407,7 @@ class _CNNBase(DepthModel):
         out[~centre_valid(patches)] = np.nan
         return out
 
-    def predict_block(self, block: np.ndarray) -> np.ndarray:
+    def predict_block(self, block: np.ndarray, depths: Sequence[int] | None = None) -> np.ndarray:
         """(B, h + 2r, w + 2r) -> (D, h, w) float32, one trunk pass over the block (see module docstring)."""
         block = np.asarray(block, dtype=float)
         r = self.patch_size // 2
@@ -422,7 +422,7 @@ class _CNNBase(DepthModel):
         device = self._resolve_device()
         with self._torch_session(seed=None), torch.no_grad():
             parts = [
-                self._outputs(encoded[:, :, top : top + tile_rows + 2 * r].to(device))[0].cpu()
+                self._outputs(encoded[:, :, top : top + tile_rows + 2 * r].to(device), depths)[0].cpu()
                 for top in range(0, rows, tile_rows)
             ]
         out = torch.cat(parts, dim=1).numpy()
@@ -430,9 +430,13 @@ class _CNNBase(DepthModel):
         out[:, ~block_centre_valid(block, r)] = np.nan
         return out
 
-    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoded (N, C, p + k, p + k) -> standardised (N, D, 1 + k, 1 + k), for patches and blocks alike."""
+    def _outputs(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
+        """Encoded (N, C, p + k, p + k) -> standardised (N, D, 1 + k, 1 + k), for patches and blocks alike;
+        only the intervals numbered in `depths` when given."""
         raise NotImplementedError
+
+    def _chosen(self, depths: Sequence[int] | None) -> list[int]:
+        return list(range(len(self.intervals_))) if depths is None else list(depths)
 
     def _depth_tensor(self, interval: int) -> torch.Tensor:
         features = depth_features(self.intervals_[interval : interval + 1])
@@ -571,11 +575,11 @@ class CNNDepthModel(_CNNBase):
         self.nets_ = [net]
         check_progress(progress, 1.0, "training done")
 
-    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
         net = self.nets_[0].eval()
         head = net.heads[0]
         first = head.first(net.trunk(x))
-        return torch.cat([head.predict(first, self._depth_tensor(d)) for d in range(len(self.intervals_))], dim=1)
+        return torch.cat([head.predict(first, self._depth_tensor(d)) for d in self._chosen(depths)], dim=1)
 
 
 class TransferCNNDepthModel(_CNNBase):
@@ -657,12 +661,12 @@ class TransferCNNDepthModel(_CNNBase):
             self.nets_.append(net.eval())
         check_progress(progress, 1.0, "fine-tuning done")
 
-    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
         shared_trunk = self._n_frozen() >= len(self.conv_channels)
         features = self.nets_[0].eval().trunk(x) if shared_trunk else None
         outputs = []
-        for d, net in enumerate(self.nets_):
-            net.eval()
+        for d in self._chosen(depths):
+            net = self.nets_[d].eval()
             head = net.heads[0]
             first = head.first(features if shared_trunk else net.trunk(x))
             outputs.append(head.predict(first, self._depth_tensor(d)))
@@ -696,10 +700,11 @@ class MultiTaskCNNDepthModel(_CNNBase):
         self.nets_ = [net]
         check_progress(progress, 1.0, "training done")
 
-    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+    def _outputs(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
         net = self.nets_[0].eval()
         features = net.trunk(x)
-        return torch.cat([head.predict(head.first(features), None) for head in net.heads], dim=1)
+        heads = [net.heads[d] for d in self._chosen(depths)]
+        return torch.cat([head.predict(head.first(features), None) for head in heads], dim=1)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"n_sites_incomplete": self.n_sites_incomplete_}

@@ -590,36 +590,41 @@ class RandomForestDepthModel(DepthModel):
         """(S, B, p, p) -> (S, D, Q) QRF quantiles (e.g. 0.05 and 0.95 bound a 90 % prediction interval)."""
         return self._evaluate(self._site_features(patches), _check_quantiles(quantiles))
 
-    def predict_block(self, block: np.ndarray) -> np.ndarray:
+    def predict_block(self, block: np.ndarray, depths: Sequence[int] | None = None) -> np.ndarray:
         """(B, h, w) raster block (no halo: patch_size 1) -> (D, h, w), identical to `predict` per cell."""
         features, (h, w) = self._block_features(block)
-        return self._evaluate(features, None).T.reshape(-1, h, w)
+        return self._evaluate(features, None, depths).T.reshape(-1, h, w)
 
-    def predict_block_quantiles(self, block: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    def predict_block_quantiles(
+        self, block: np.ndarray, quantiles: Sequence[float], depths: Sequence[int] | None = None
+    ) -> np.ndarray:
         """(B, h, w) -> (D, Q, h, w) QRF quantiles, identical to `predict_quantiles` per cell."""
         features, (h, w) = self._block_features(block)
-        values = self._evaluate(features, _check_quantiles(quantiles))
+        values = self._evaluate(features, _check_quantiles(quantiles), depths)
         return values.transpose(1, 2, 0).reshape(values.shape[1], values.shape[2], h, w)
 
-    def _evaluate(self, features: np.ndarray, quantiles: np.ndarray | None) -> np.ndarray:
-        """(n, B) float32 -> (n, D) means or (n, D, Q) quantiles; rows with a NaN band give NaN.
+    def _evaluate(
+        self, features: np.ndarray, quantiles: np.ndarray | None, depths: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """(n, B) float32 -> (n, D) means or (n, D, Q) quantiles for the intervals numbered in `depths` (default
+        all); rows with a NaN band give NaN.
 
         One call per forest and interval over all valid rows (no loop over cells). The pooled forest gets the
         interval's top and bottom as fixed predictors, so it walks trees specialised for that interval.
         """
-        n_depths = len(self.intervals_)
-        shape = (len(features), n_depths) if quantiles is None else (len(features), n_depths, len(quantiles))
+        chosen = range(len(self.intervals_)) if depths is None else list(depths)
+        shape = (len(features), len(chosen)) + (() if quantiles is None else (len(quantiles),))
         out = np.full(shape, np.nan)
         valid = np.isfinite(features).all(axis=1)
         rows = features[valid]
         if len(rows) == 0:
             return out
-        for d, interval in enumerate(self.intervals_):
+        for j, d in enumerate(chosen):
             if self.per_depth:
                 values = self.forests_[d].predict(rows, quantiles, self.n_jobs)
             else:
-                values = self.forests_[0].predict(rows, quantiles, self.n_jobs, fixed=tuple(interval))
-            out[valid, d] = values
+                values = self.forests_[0].predict(rows, quantiles, self.n_jobs, fixed=tuple(self.intervals_[d]))
+            out[valid, j] = values
         return out
 
     def _site_features(self, patches: np.ndarray) -> np.ndarray:

@@ -94,6 +94,15 @@ def test_dense_block_equals_patch_by_patch(fitted, name):
     assert (np.isnan(patches).any(axis=(1, 2, 3)).reshape(rows, cols) & ~centre_nan).sum() > rows + cols
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_subset_of_depths_gives_those_depths_maps(fitted, name):
+    """Predict computes only the depths asked for; their values are those of the full set."""
+    model = fitted[name]
+    r = model.patch_size // 2
+    block = np.pad(_block_with_nodata(), ((0, 0), (r, r), (r, r)), constant_values=np.nan)
+    np.testing.assert_array_equal(model.predict_block(block, [3, 1]), model.predict_block(block)[[3, 1]])
+
+
 def test_predictions_depend_on_depth_and_fill_the_patch_with_the_mean(fitted):
     model = fitted["cnn"]
     _, patches, _ = _training_set(5)

@@ -140,6 +140,18 @@ def test_predict_block_equals_predict_cell_by_cell_and_leaves_nan_cells_empty(po
     assert np.isnan(quantiles[:, :, 2, 3]).all() and np.isfinite(quantiles[:, :, 0, 0]).all()
 
 
+@pytest.mark.parametrize("per_depth", [False, True])
+def test_a_subset_of_depths_gives_those_depths_maps(pooled, per_depth):
+    model = pooled
+    if per_depth:
+        patches, targets, _ = _synthetic(80, seed=9)
+        model = RandomForestDepthModel(n_trees=20, per_depth=True, random_state=3).fit(patches, targets, INTERVALS)
+    block = np.random.default_rng(10).uniform(0, 1, (3, 5, 6)).astype(np.float32)
+    assert np.array_equal(model.predict_block(block, [4, 0]), model.predict_block(block)[[4, 0]])
+    subset = model.predict_block_quantiles(block, [0.1, 0.9], [2])
+    assert np.array_equal(subset, model.predict_block_quantiles(block, [0.1, 0.9])[[2]])
+
+
 def test_larger_patches_use_their_centre_cell(pooled):
     rng = np.random.default_rng(8)
     patches = rng.uniform(0, 1, (20, 3, 3, 3)).astype(np.float32)
