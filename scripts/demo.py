@@ -84,8 +84,28 @@ def render_preview(layer, path: Path, title: str) -> None:
     painter = QPainter(image)
     painter.setFont(QFont("Sans", 14))
     painter.drawText(12, 26, title)
+    draw_colour_bar(painter, layer, left=12, top=image.height() - 44, width=260)
     painter.end()
     image.save(str(path))
+
+
+def draw_colour_bar(painter, layer, left: int, top: int, width: int) -> None:
+    """The layer's colour ramp as a bar with its lowest and highest value, so a preview can be read alone."""
+    from qgis.PyQt.QtCore import QPointF, QRectF, Qt
+    from qgis.PyQt.QtGui import QColor, QFont, QLinearGradient
+
+    items = layer.renderer().shader().rasterShaderFunction().colorRampItemList()
+    low, high = items[0].value, items[-1].value
+    gradient = QLinearGradient(QPointF(left, 0), QPointF(left + width, 0))
+    for item in items:
+        gradient.setColorAt((item.value - low) / ((high - low) or 1.0), item.color)
+    painter.fillRect(QRectF(left - 6, top - 6, width + 12, 40), QColor(255, 255, 255, 220))
+    painter.fillRect(QRectF(left, top, width, 14), gradient)
+    painter.setPen(QColor("black"))
+    painter.drawRect(QRectF(left, top, width, 14))
+    painter.setFont(QFont("Sans", 10))
+    painter.drawText(QRectF(left, top + 15, width, 16), Qt.AlignLeft, f"{low:.1f}")
+    painter.drawText(QRectF(left, top + 15, width, 16), Qt.AlignRight, f"{high:.1f}")
 
 
 def main() -> None:
