@@ -64,7 +64,8 @@ class PredictAlgorithm(SocAlgorithm):
         "count, CRS and pixel size and says what differs).<br>"
         "<b>Output</b>: one GeoTIFF with a band per depth ('SOC 0-5 cm', …); nodata where any covariate is nodata "
         "or outside the mask. CNN pixels whose patch reaches past the raster edge or onto nodata cells take the "
-        "training mean of those cells, as in training.<br>"
+        "training mean of those cells, as in training. When every training value is at least 0 (SOC), values "
+        "below 0 are set to 0 and counted in the log.<br>"
         "<b>Uncertainty</b>: random forest — quantiles of a quantile regression forest; CNNs — the spread of the "
         "cross-validation fold models, calibrated on their out-of-fold errors (normalised conformal prediction). "
         "Written as lower, upper and width per depth.<br>"
@@ -237,6 +238,13 @@ class PredictAlgorithm(SocAlgorithm):
                     "{} predicted pixels ({:.1f} %) have covariate values outside the range seen in training: "
                     "the model extrapolates there, so treat those predictions with care."
                 ).format(result.n_out_of_range, share)
+            )
+        if bundle.n_floored:
+            feedback.reportError(
+                self.tr(
+                    "{0} pixels were predicted below {1:g} (the model's output is unbounded) and set to {1:g}: "
+                    "every training value of {2} is at least {1:g}."
+                ).format(bundle.n_floored, bundle.prediction_floor, name)
             )
         outputs = {self.OUTPUT: result.output}
         if result.uncertainty:

@@ -28,9 +28,10 @@ from .training import (
     TrainingData,
     TrainingResult,
     forward_transform,
-    inverse_transform,
     model_class,
+    prediction_floor,
     predictions_to_fitted_scale,
+    to_property_scale,
 )
 
 BUNDLE_VERSION = 1
@@ -68,6 +69,8 @@ class SocModel:
         self.metadata = metadata
         self.fold_models = fold_models or []
         self.conformal_scores = conformal_scores or []
+        #: map cells whose prediction fell below `prediction_floor` and were raised to it, for the log
+        self.n_floored = 0
 
     # --- what the model was trained on -------------------------------------------------------------------------
     @property
@@ -94,6 +97,11 @@ class SocModel:
     def transform(self) -> str:
         return self.metadata["target_transform"]
 
+    @property
+    def prediction_floor(self) -> float | None:
+        """The lowest value a prediction may take (0 for SOC), or None; see `training.prediction_floor`."""
+        return self.metadata.get("prediction_floor")
+
     def interval_labels(self, unit: str = " cm") -> list[str]:
         return [f"{top:g}-{bottom:g}{unit}" for top, bottom in self.intervals]
 
@@ -115,6 +123,7 @@ class SocModel:
             "categorical": [int(i) for i in data.categorical],
             "patch_size": int(result.model.patch_size),
             "target_transform": result.transform,
+            "prediction_floor": prediction_floor(data.targets),
             "grid": grid,
             "settings": result.settings,
             "covariate_ranges": ranges.tolist(),
@@ -186,11 +195,14 @@ class SocModel:
     # --- prediction ----------------------------------------------------------------------------------------------
     def predict(self, patches: np.ndarray) -> np.ndarray:
         """(S, B, p, p) -> (S, D) on the target's own scale."""
-        return inverse_transform(self.model.predict(patches), self.transform)
+        return to_property_scale(self.model.predict(patches), self.transform, self.prediction_floor)
 
     def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
-        values = self.model.predict_block(block, list(depth_indices))
-        return inverse_transform(values, self.transform).astype(np.float32)
+        values = to_property_scale(self.model.predict_block(block, list(depth_indices)), self.transform, None)
+        if self.prediction_floor is not None:
+            self.n_floored += int((values < self.prediction_floor).any(axis=0).sum())
+            values = np.maximum(values, self.prediction_floor)
+        return values.astype(np.float32)
 
     def supports_intervals(self) -> tuple[bool, str]:
         if self.kind == "random_forest":
@@ -223,8 +235,8 @@ class SocModel:
                 floor = self.metadata["spread_floors"][d]
                 half[j] = self.conformal_quantile(scores, level) * (spread[j] + floor)
             lower, upper = centre - half, centre + half
-        lower = inverse_transform(lower, self.transform)
-        upper = inverse_transform(upper, self.transform)
+        lower = to_property_scale(lower, self.transform, self.prediction_floor)
+        upper = to_property_scale(upper, self.transform, self.prediction_floor)
         return lower.astype(np.float32), upper.astype(np.float32)
 
     @staticmethod

@@ -60,6 +60,18 @@ def inverse_transform(values: np.ndarray, transform: str) -> np.ndarray:
     return np.expm1(values) if transform == "log" else values
 
 
+def prediction_floor(targets: np.ndarray) -> float | None:
+    """0 when every observed value is >= 0, as for SOC: a prediction below 0 is physically impossible (a CNN's
+    output is unbounded), so predictions are raised to 0. None for a property that takes negative values."""
+    return 0.0 if np.nanmin(targets) >= 0 else None
+
+
+def to_property_scale(values: np.ndarray, transform: str, floor: float | None) -> np.ndarray:
+    """Model output -> the property's values: back-transformed, then raised to the floor where one applies."""
+    values = inverse_transform(values, transform)
+    return values if floor is None else np.maximum(values, floor)  # NaN (nodata) stays NaN
+
+
 def predictions_to_fitted_scale(values: np.ndarray, transform: str) -> np.ndarray:
     """Undoes `inverse_transform` on predictions. Unlike targets, back-transformed predictions may be negative
     (a model may predict below log 1 = 0 near 0 g/kg), but expm1 keeps them above -1, where log1p is defined."""
@@ -149,6 +161,7 @@ def cross_validate(
     predictions = np.full(data.targets.shape, np.nan)
     fold_models = []
     fitted_targets = forward_transform(data.targets, transform)
+    floor = prediction_floor(data.targets)
     for i, fold in enumerate(fold_ids):
         test = folds == fold
         train = ~test
@@ -161,7 +174,7 @@ def cross_validate(
             categorical=data.categorical,
             progress=_scaled(progress, i / len(fold_ids), 1 / len(fold_ids), label),
         )
-        predictions[test] = inverse_transform(model.predict(data.patches[test]), transform)
+        predictions[test] = to_property_scale(model.predict(data.patches[test]), transform, floor)
         fold_models.append(model)
     predictions[np.isnan(data.targets)] = np.nan
     metrics = validation_metrics(data, predictions, model_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -103,6 +104,24 @@ def test_cnn_conformal_intervals_widen_away_from_the_training_sites(western_cnn,
     west_truth = truth(raster)[0][:, 3:21]
     covered = np.mean((lower[0][:, 3:21] <= west_truth) & (west_truth <= upper[0][:, 3:21]))
     assert covered > 0.75
+
+
+def test_maps_and_intervals_of_a_cnn_undershooting_zero_are_raised_to_zero_and_counted(western_cnn):
+    """SOC is never negative: a CNN whose output runs below 0 gets 0 there, and the cells are counted."""
+    raster, trained = western_cnn
+    bundle = copy.deepcopy(trained)
+    assert bundle.prediction_floor == 0.0  # every training value is >= 0
+    for member in [bundle.model, *bundle.fold_models]:
+        member.target_mean_ -= 6.0  # pushes about half of the map below 0
+    halo = np.pad(raster, ((0, 0), (3, 3), (3, 3)), mode="edge")
+    raw = bundle.model.predict_block(halo, [0, 1])
+    below = (raw < 0).any(axis=0)
+    assert 0.1 < below.mean() < 0.9
+    maps = bundle.predict_block(halo, [0, 1])
+    np.testing.assert_array_equal(maps, np.maximum(raw, 0).astype(np.float32))
+    assert bundle.n_floored == below.sum()
+    lower, upper = bundle.predict_block_interval(halo, [0, 1], 0.9)
+    assert lower.min() == 0.0 and np.all(lower <= maps) and np.all(maps <= upper)
 
 
 def test_cnn_conformal_intervals_cover_new_observations_at_the_nominal_rate(western_cnn):

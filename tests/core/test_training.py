@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,9 @@ from soc_depth_mapper.core.training import (
     cross_validate,
     forward_transform,
     inverse_transform,
+    prediction_floor,
     predictions_to_fitted_scale,
+    to_property_scale,
     train,
 )
 
@@ -207,3 +211,32 @@ def test_back_transformed_predictions_below_zero_return_to_the_fitted_scale():
     np.testing.assert_array_equal(predictions_to_fitted_scale(predicted, "none"), predicted)
     with pytest.raises(ValueError, match="non-negative targets"):
         forward_transform(predicted, "log")
+
+
+class _Undershoot(_FittedScaleMean):
+    """Test double: the fitted-scale mean minus 100, below 0 g/kg everywhere, as an unbounded CNN can be."""
+
+    def predict(self, patches):
+        return super().predict(patches) - 100.0
+
+
+def test_out_of_fold_predictions_below_zero_are_raised_to_zero_for_a_non_negative_property():
+    data = _exponential_sites()
+    folds = np.arange(len(data.site_ids)) % 3
+    cv = cross_validate(data, _Undershoot, folds)
+    observed = ~np.isnan(data.targets)
+    assert prediction_floor(data.targets) == 0.0
+    np.testing.assert_array_equal(cv.predictions[observed], 0.0)
+    # a property with negative values (e.g. a temperature or a z-score) keeps its predictions
+    shifted = dataclasses.replace(data, targets=data.targets - 50.0)
+    assert prediction_floor(shifted.targets) is None
+    expected = np.nanmean(shifted.targets[folds != 0], axis=0) - 100.0
+    expected[np.isnan(shifted.targets[0])] = np.nan  # unobserved depths get no prediction
+    np.testing.assert_allclose(cross_validate(shifted, _Undershoot, folds).predictions[0], expected, rtol=1e-12)
+
+
+def test_to_property_scale_back_transforms_then_floors_and_keeps_nodata():
+    values = np.array([-2.0, -0.5, 0.0, 1.0, np.nan])
+    np.testing.assert_array_equal(to_property_scale(values, "none", 0.0), [0.0, 0.0, 0.0, 1.0, np.nan])
+    np.testing.assert_array_equal(to_property_scale(values, "none", None), values)
+    np.testing.assert_allclose(to_property_scale(values, "log", 0.0), [0.0, 0.0, 0.0, np.expm1(1.0), np.nan])
