@@ -5,12 +5,17 @@ the 250 m covariates (PMTGEO5 categorical), spatial block 10-fold cross-validati
 folds for every model, then a table of model × depth × (RMSE, R², CCC, KGE) and the training time.
 
     python -m bench.accuracy [--models random_forest,cnn,transfer_cnn,multitask_cnn] [--folds 10] [--seed 42]
+                             [--params '{"patch_size": 9}'] [--transform log]
+
+`--params` overrides model settings (JSON, for every model chosen) and `--transform` fits on log(1 + SOC):
+how the defaults were chosen, and how to try others on the same folds.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -64,14 +69,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=",".join(MODEL_KINDS))
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--params", type=json.loads, default={}, help="model settings as JSON, e.g. '{\"dropout\": 0.3}'"
+    )
+    parser.add_argument("--transform", choices=("none", "log"), default="none")
     args = parser.parse_args(argv)
 
-    data = edgeroi_training_data(CNN_PATCH)
+    data = edgeroi_training_data(args.params.get("patch_size", CNN_PATCH))
     folds, block = make_folds(data, "spatial", args.folds, None, args.seed)
     print(
         f"Edgeroi ORCDRC (g/kg): {len(data.site_ids)} sites, observations per depth "
         f"{np.sum(~np.isnan(data.targets), axis=0).tolist()}; spatial {args.folds}-fold CV, blocks of {block:.0f} m, "
-        f"seed {args.seed}; model defaults as shipped.",
+        f"seed {args.seed}; "
+        + (
+            f"settings {args.params}, transform {args.transform}."
+            if args.params or args.transform != "none"
+            else "model defaults as shipped."
+        ),
         flush=True,
     )
     header = f"{'model':<16}{'depth':>9}{'n':>6}{'RMSE':>8}{'R2':>8}{'CCC':>8}{'KGE':>8}"
@@ -80,7 +94,12 @@ def main(argv: list[str] | None = None) -> None:
         cls = model_class(kind)
         started = time.perf_counter()
         cv = cross_validate(
-            data, lambda cls=cls: cls(random_state=args.seed), folds, model_name=MODEL_LABELS[kind], scheme="spatial"
+            data,
+            lambda cls=cls: cls(random_state=args.seed, **args.params),
+            folds,
+            transform=args.transform,
+            model_name=MODEL_LABELS[kind],
+            scheme="spatial",
         )
         results[kind] = (cv, time.perf_counter() - started)
         print(f"  {MODEL_LABELS[kind]}: {results[kind][1]:.0f} s", flush=True)
