@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from qgis.core import (
@@ -25,25 +24,10 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
-from .values import to_float
+from .values import MISSING, to_float
 
 #: how many individual skipped records are printed before only counts are given
 MAX_REPORTED = 20
-
-#: a horizon as core.spline names it in a reason: "horizon 0-10 cm", plus "(row 3)" where two are compared
-_HORIZON = r"horizon \S+ cm(?: \(row \d+\))?"
-
-
-def reason_kind(reason: str) -> str:
-    """The cause of a skip without the depths, rows and values that make every reason unique, so the summary
-    counts records per cause: "horizon 0-10 cm: value is missing; ..." -> "value is missing", "horizon 0-10 cm
-    (row 3) and horizon 5-20 cm (row 4) overlap, so ..." -> "horizons overlap", "top depth 'x' is not a number"
-    -> "top depth is not a number"."""
-    kind = re.sub(rf"^{_HORIZON} and {_HORIZON}", "horizons", reason)
-    kind = re.sub(rf"^{_HORIZON}: ", "", kind)
-    kind = re.sub(r" ?'[^']*'", "", kind)
-    return re.split(r"[;:,]", kind, maxsplit=1)[0].strip()
-
 
 class HarmoniseAlgorithm(SocAlgorithm):
     INPUT = "INPUT"
@@ -214,21 +198,28 @@ class HarmoniseAlgorithm(SocAlgorithm):
             request.setFlags(QgsFeatureRequest.NoGeometry)
         ids, tops, bottoms, feature_ids, geometries = [], [], [], [], {}
         values = [[] for _ in value_fields]
-        unreadable = []  # (profile id, feature id, reason) for rows that never reach the spline
+        unreadable = []  # (profile id, feature id, reason, cause) for rows that never reach the spline
         for n, feature in enumerate(source.getFeatures(request)):
             if feedback.isCanceled():
                 return {}
             attributes = feature.attributes()
             profile = attributes[indices[0]]
             if profile is None or (isinstance(profile, QVariant) and profile.isNull()) or str(profile).strip() == "":
-                unreadable.append(("", feature.id(), self.tr("no profile id")))
+                unreadable.append(("", feature.id(), self.tr("no profile id"), self.tr("no profile id")))
                 continue
             top, top_problem = to_float(attributes[indices[1]])
             bottom, bottom_problem = to_float(attributes[indices[2]])
             if top_problem or bottom_problem:
-                problem = top_problem and self.tr("top depth {}").format(top_problem)
-                problem = problem or self.tr("bottom depth {}").format(bottom_problem)
-                unreadable.append((profile, feature.id(), problem))
+                side, problem = ("top", top_problem) if top_problem else ("bottom", bottom_problem)
+                cause = problem if problem == MISSING else self.tr("is not a number")
+                unreadable.append(
+                    (
+                        profile,
+                        feature.id(),
+                        self.tr("{} depth {}").format(side, problem),
+                        self.tr("{} depth {}").format(side, cause),
+                    )
+                )
                 continue
             if has_geometry:
                 self._check_location(profile, feature.geometry(), geometries)
@@ -314,11 +305,11 @@ class HarmoniseAlgorithm(SocAlgorithm):
             if n % 1000 == 0:
                 feedback.setProgress(70.0 + 30.0 * n / len(profile_order))
 
-        rejections = [(p, "", fid, reason) for p, fid, reason in unreadable]
+        rejections = [(p, "", fid, reason, cause) for p, fid, reason, cause in unreadable]
         for name, result in zip(value_fields, results):
             for rejection in result.rejections:
                 fid = None if rejection.horizon_index is None else feature_ids[rejection.horizon_index]
-                rejections.append((rejection.profile_id, name, fid, rejection.reason))
+                rejections.append((rejection.profile_id, name, fid, rejection.reason, rejection.kind))
         self._report(rejections, feedback)
         outputs = {self.OUTPUT: dest_id}
         rejected_dest = self._write_rejections(parameters, context, rejections)
@@ -349,7 +340,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
     def _report(self, rejections, feedback) -> None:
         if not rejections:
             return
-        for profile, prop, fid, reason in rejections[:MAX_REPORTED]:
+        for profile, prop, fid, reason, _cause in rejections[:MAX_REPORTED]:
             where = self.tr("feature {}").format(fid) if fid is not None else self.tr("whole profile")
             label = f" [{prop}]" if prop else ""
             feedback.reportError(self.tr("Skipped profile '{}'{} ({}): {}").format(profile, label, where, reason))
@@ -359,8 +350,8 @@ class HarmoniseAlgorithm(SocAlgorithm):
                     len(rejections) - MAX_REPORTED
                 )
             )
-        counts = Counter(reason_kind(reason) for *_, reason in rejections)
-        summary = "; ".join(f"{reason}: {count}" for reason, count in counts.most_common())
+        counts = Counter(cause for *_, cause in rejections)
+        summary = "; ".join(f"{cause}: {count}" for cause, count in counts.most_common())
         feedback.reportError(self.tr("Skipped records by reason — {}").format(summary))
 
     def _write_rejections(self, parameters, context, rejections):
@@ -372,7 +363,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
         sink, dest_id = self.parameterAsSink(parameters, self.REJECTED, context, fields, QgsWkbTypes.NoGeometry)
         if sink is None:
             return None
-        for profile, prop, fid, reason in rejections:
+        for profile, prop, fid, reason, _cause in rejections:
             feature = QgsFeature(fields)
             feature.setAttributes([str(profile), prop, fid, reason])
             sink.addFeature(feature, QgsFeatureSink.FastInsert)

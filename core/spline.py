@@ -37,6 +37,7 @@ class Rejection:
     profile_id: object
     reason: str
     horizon_index: int | None  # row index into the input arrays; None when the whole profile is rejected
+    kind: str = ""  # the cause alone, e.g. "value is missing", for counting records per cause
 
 
 @dataclass
@@ -271,6 +272,7 @@ def harmonise(
     for profile in np.flatnonzero(overlapping | (horizon_counts == 0)):
         if overlapping[profile]:
             upper, lower = clash_upper[profile], clash_lower[profile]
+            kind = "horizons overlap"
             reason = (
                 f"{_describe(tops_cm[upper], bottoms_cm[upper])} (row {upper}) and "
                 f"{_describe(tops_cm[lower], bottoms_cm[lower])} (row {lower}) overlap, so the profile is not "
@@ -278,8 +280,9 @@ def harmonise(
                 "above"
             )
         else:
-            reason = "no usable horizons: every horizon of this profile was dropped (see the messages above)"
-        rejections.append(Rejection(ids[first_rows[profile]], reason, None))
+            kind = "no usable horizons"
+            reason = f"{kind}: every horizon of this profile was dropped (see the messages above)"
+        rejections.append(Rejection(ids[first_rows[profile]], reason, None, kind))
 
     interval_values = np.full((n_profiles, boundaries.size - 1), np.nan)
     rmse = np.full(n_profiles, np.nan)
@@ -421,27 +424,29 @@ def _screen_horizons(
     ids: np.ndarray, tops: np.ndarray, bottoms: np.ndarray, values: np.ndarray
 ) -> tuple[list[Rejection], np.ndarray]:
     """Flags rows that cannot enter a spline; returns their rejections and the mask of usable rows."""
-    checks = (
+    checks = (  # (rows that fail, the cause, what to do)
         (
             ~(np.isfinite(tops) & np.isfinite(bottoms)),
-            "a depth is missing; fill in the top and bottom depth in cm",
+            "a depth is missing",
+            "fill in the top and bottom depth in cm",
         ),
         (
             (tops < 0) | (bottoms < 0),
-            "negative depth; depths are measured downwards from 0 cm at the soil surface "
-            "(organic layers above it are left out)",
+            "negative depth",
+            "depths are measured downwards from 0 cm at the soil surface (organic layers above it are left out)",
         ),
-        (tops == bottoms, "zero thickness (top equals bottom); correct the depths or delete the row"),
-        (tops > bottoms, "top is not above bottom; the top and bottom depths may be swapped"),
-        (~np.isfinite(values), "value is missing; the horizon is left out"),
+        (tops == bottoms, "zero thickness (top equals bottom)", "correct the depths or delete the row"),
+        (tops > bottoms, "top is not above bottom", "the top and bottom depths may be swapped"),
+        (~np.isfinite(values), "value is missing", "the horizon is left out"),
     )
     usable = np.ones(ids.size, dtype=bool)
     rejections = []
-    for failed, reason in checks:
+    for failed, kind, remedy in checks:
         newly_failed = np.flatnonzero(failed & usable)
         usable[newly_failed] = False
         rejections.extend(
-            Rejection(ids[row], f"{_describe(tops[row], bottoms[row])}: {reason}", int(row)) for row in newly_failed
+            Rejection(ids[row], f"{_describe(tops[row], bottoms[row])}: {kind}; {remedy}", int(row), kind)
+            for row in newly_failed
         )
     return rejections, usable
 

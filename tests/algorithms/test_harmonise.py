@@ -229,38 +229,3 @@ def test_skip_summary_counts_by_cause_not_by_horizon_depth(qgis_processing, cont
         "horizon 0-10 cm: value is missing; the horizon is left out",
         "horizon 10-20 cm: value is missing; the horizon is left out",
     ]
-
-
-def test_reason_kind_names_the_cause_of_every_core_rejection():
-    from soc_depth_mapper.algorithms.harmonise import reason_kind
-    from soc_depth_mapper.core.spline import harmonise
-
-    nan = math.nan
-    horizons = [  # profile, top, bottom, value
-        ("depth", nan, 10, 1),
-        ("negative", -5, 10, 1),
-        ("zero", 10, 10, 1),
-        ("swapped", 20, 10, 1),
-        ("value", 0, 10, nan),
-        ("value", 10, 20, 2),
-        ("overlap", 0, 10.5, 1),
-        ("overlap", 5, 20, 1),
-    ]
-    result = harmonise(*zip(*horizons))
-    kinds = {str(r.profile_id): reason_kind(r.reason) for r in result.rejections if r.horizon_index is not None}
-    assert kinds == {
-        "depth": "a depth is missing",
-        "negative": "negative depth",
-        "zero": "zero thickness (top equals bottom)",
-        "swapped": "top is not above bottom",
-        "value": "value is missing",
-    }
-    whole = {str(r.profile_id): reason_kind(r.reason) for r in result.rejections if r.horizon_index is None}
-    assert whole == {
-        "depth": "no usable horizons",
-        "negative": "no usable horizons",
-        "zero": "no usable horizons",
-        "swapped": "no usable horizons",
-        "overlap": "horizons overlap",
-    }
-    assert reason_kind("top depth '1O' is not a number") == "top depth is not a number"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -399,3 +400,37 @@ def _stack(batch):
     ids = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(batch)])
     tops, bottoms, values = (np.concatenate([p[k] for p in batch]) for k in range(3))
     return ids, tops, bottoms, values
+
+
+def test_every_core_rejection_names_its_cause_apart_from_the_details():
+    nan = math.nan
+    horizons = [  # profile, top, bottom, value
+        ("depth", nan, 10, 1),
+        ("negative", -5, 10, 1),
+        ("zero", 10, 10, 1),
+        ("swapped", 20, 10, 1),
+        ("value", 0, 10, nan),
+        ("value", 10, 20, 2),
+        ("overlap", 0, 10.5, 1),
+        ("overlap", 5, 20, 1),
+    ]
+    result = harmonise(*zip(*horizons))
+    kinds = {str(r.profile_id): r.kind for r in result.rejections if r.horizon_index is not None}
+    assert kinds == {
+        "depth": "a depth is missing",
+        "negative": "negative depth",
+        "zero": "zero thickness (top equals bottom)",
+        "swapped": "top is not above bottom",
+        "value": "value is missing",
+    }
+    whole = {str(r.profile_id): r.kind for r in result.rejections if r.horizon_index is None}
+    assert whole == {
+        "depth": "no usable horizons",
+        "negative": "no usable horizons",
+        "zero": "no usable horizons",
+        "swapped": "no usable horizons",
+        "overlap": "horizons overlap",
+    }
+    # the full reason still says where and what to do
+    details = [r for r in result.rejections if r.horizon_index is not None]
+    assert all(r.reason.startswith("horizon ") and r.kind in r.reason for r in details)
