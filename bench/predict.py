@@ -48,8 +48,18 @@ VALUE_TOLERANCE = 1e-6
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (Linux reports ru_maxrss in KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process in MB: the high-water mark of its own memory map (VmHWM).
+
+    Not ru_maxrss: Linux carries it over from the parent through fork and exec, so a worker started by a big
+    process (`make bench` runs every bench in one) would report the parent's peak instead of its own.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, kB elsewhere
 
 
 def tile_stack(source: Path, target: Path, tiles: int) -> None:
