@@ -18,13 +18,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "sample_data" / "edgeroi"
 DEPTHS = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
-#: the train algorithm's MODEL choices: (model file name, what the demo says it trains)
-MODELS = [
-    ("random_forest", "random forest"),
-    ("cnn", "CNN"),
-    ("transfer_cnn", "depth-transfer CNN"),
-    ("multitask_cnn", "multi-task CNN"),
-]
 
 
 def start_qgis():
@@ -143,6 +136,7 @@ def run_demo(out: Path, model: int, folds: int) -> None:
 
     from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
     from soc_depth_mapper.core.report import append_maps
+    from soc_depth_mapper.core.training import MODEL_KINDS, MODEL_LABELS
 
     feedback = PrintingFeedback()
     started = time.perf_counter()
@@ -167,7 +161,8 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     )["OUTPUT"]
 
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "covariates_250m")
-    file_name, label = MODELS[model]
+    file_name = MODEL_KINDS[model]  # the train algorithm's MODEL choices, in order
+    label = MODEL_LABELS[file_name]
     print(f"2/3 Training the {label} with spatial cross-validation", flush=True)
     trained = processing.run(
         "socdepth:train",
