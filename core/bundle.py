@@ -28,6 +28,7 @@ from .training import (
     TrainingData,
     TrainingResult,
     forward_transform,
+    inverse_transform,
     model_class,
     prediction_floor,
     predictions_to_fitted_scale,
@@ -198,8 +199,8 @@ class SocModel:
         return to_property_scale(self.model.predict(patches), self.transform, self.prediction_floor)
 
     def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
-        values = to_property_scale(self.model.predict_block(block, list(depth_indices)), self.transform, None)
-        if self.prediction_floor is not None:
+        values = inverse_transform(self.model.predict_block(block, list(depth_indices)), self.transform)
+        if self.prediction_floor is not None:  # to_property_scale's floor, counted for the log
             self.n_floored += int((values < self.prediction_floor).any(axis=0).sum())
             values = np.maximum(values, self.prediction_floor)
         return values.astype(np.float32)
