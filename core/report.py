@@ -72,6 +72,12 @@ def _grid(n: int) -> tuple[int, int]:
     return (n + cols - 1) // cols, cols
 
 
+def _hide_unused(axes, used: int) -> None:
+    """Blanks the panels of a (rows, cols) grid after the first `used`."""
+    for ax in axes.ravel()[used:]:
+        ax.axis("off")
+
+
 def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, str]:
     import matplotlib
 
@@ -105,8 +111,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
             ax.set_title(f"{labels[d]} cm (n = {int(ok.sum())})", fontsize=10)
             ax.set_xlabel("observed")
             ax.set_ylabel("predicted")
-        for k in range(n_depths, rows * cols):
-            axes[k // cols][k % cols].axis("off")
+        _hide_unused(axes, n_depths)
         fig.tight_layout()
         figures["scatter"] = _figure_to_uri(fig)
 
@@ -152,8 +157,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
             ax.set_xlabel(f"{data.property_name}{unit}")
             ax.set_ylabel("density")
         axes[0][0].legend(fontsize=8)
-        for k in range(n_depths, rows * cols):
-            axes[k // cols][k % cols].axis("off")
+        _hide_unused(axes, n_depths)
         fig.tight_layout()
         figures["density"] = _figure_to_uri(fig)
 
@@ -174,8 +178,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
                 ax.set_xlabel("epoch")
                 ax.set_ylabel("RMSE (fitted scale)")
             axes[0][0].legend(fontsize=7)
-            for k in range(len(stages), rows * cols):
-                axes[k // cols][k % cols].axis("off")
+            _hide_unused(axes, len(stages))
             fig.tight_layout()
             figures["learning"] = _figure_to_uri(fig)
     return figures
