@@ -479,15 +479,6 @@ class TrainAlgorithm(SocAlgorithm):
             return {}
         except ValueError as error:
             raise QgsProcessingException(str(error)) from error
-        incomplete = getattr(result.model, "n_sites_incomplete_", 0)
-        if incomplete:
-            feedback.reportError(
-                self.tr(
-                    "The multi-task CNN trains on sites with all {} depths: {} sites with missing depths were "
-                    "left out of training (they still count in validation where observed)."
-                ).format(len(target_fields), incomplete)
-            )
-
         return self._write_outputs(
             parameters, context, feedback, data, result, grid, model_path, report_path, points, keep
         )

@@ -197,17 +197,6 @@ def _density_curve(ax, sample: np.ndarray, colour: str, label: str) -> None:
     ax.fill_between(grid, density, color=colour, alpha=0.15)
 
 
-def _left_out_note(model, n_depths: int) -> list[str]:
-    """The multi-task CNN trains only on sites with every depth: say how many it left out."""
-    incomplete = getattr(model, "n_sites_incomplete_", 0)
-    if not incomplete:
-        return []
-    return [
-        f"<p class='note'>The multi-task CNN trains on sites with all {n_depths} depths: {incomplete} sites with "
-        "missing depths were left out of training (they still count in validation where observed).</p>"
-    ]
-
-
 def training_report_html(
     bundle, data: TrainingData, result: TrainingResult, maps: dict[str, str] | None = None, unit: str = ""
 ) -> str:
@@ -250,7 +239,6 @@ def training_report_html(
         "<table><tr><th>Depth (cm)</th><th>Sites</th><th>Mean</th><th>Median</th><th>Min</th><th>Max</th></tr>"
         f"{summary_rows}</table>",
         _img(figures["distribution"], "distribution per depth"),
-        *_left_out_note(result.model, len(labels)),
         "<h2>Settings</h2>",
         f"<table>{setting_rows}</table>",
         "<h2>Validation</h2>",

@@ -1,14 +1,24 @@
 """Turns covariate patches into the network's input channels, with one rule shared by training and mapping.
 
-- Continuous band: min–max scaled to [0, 1] with the minimum and maximum seen over the valid cells of the
-  training patches. Values outside that range are NOT clipped: the range is recorded (`band_min_`,
-  `band_max_`) so that another component can report pixels the model never saw.
+- Continuous band, `scaling="quantile"` (the default): each value becomes its rank among the valid cells of the
+  training patches, a number in [0, 1] read off the band's empirical distribution (101 quantiles, linear in
+  between). Covariates come in units a thousand-fold apart (elevation in m, slope × 100, temperature in K),
+  skewed, with outliers and unflagged fill values (32767); min–max scaling squeezes such a band's real values
+  into a sliver of [0, 1], and at mapping time sends a value beyond the training range far outside anything
+  the network saw, where its unbounded output follows. Ranks do not depend on units or outliers. Beyond the
+  training range a value goes on linearly (the range's width = 1) for at most one width more, to [-1, 2]: the
+  network may follow a trend a little way out, which makes the fold models disagree there and so widens the
+  prediction intervals, but a fill value of 32767 can no longer take it anywhere.
+- Continuous band, `scaling="minmax"`: min–max to [0, 1] with the training minimum and maximum, not clipped;
+  the rule of model files written before the quantile scaling, which load with it.
+- Either way the training range is recorded (`band_min_`, `band_max_`) so that another component can report
+  pixels the model never saw.
 - Categorical band: one channel per class code seen in training (sorted); a code never seen, or NaN, gives
   all zeros, i.e. "none of the known classes".
 - Edge and nodata policy: an off-centre continuous cell that is NaN (nodata neighbour, or a cell off the
-  raster edge that the reader padded with NaN) takes the band's training mean. Patches at sampling time and
-  raster blocks at mapping time go through the same code, so a cell near the map edge gets exactly the
-  input its site-patch twin would get. Whether the centre is valid is the caller's business
+  raster edge that the reader padded with NaN) takes the scaled value of the band's training mean. Patches at
+  sampling time and raster blocks at mapping time go through the same code, so a cell near the map edge gets
+  exactly the input its site-patch twin would get. Whether the centre is valid is the caller's business
   (`centre_valid`): models return NaN there rather than an invented value.
 """
 
@@ -19,12 +29,21 @@ from typing import Any
 
 import numpy as np
 
+SCALINGS = ("quantile", "minmax")
+#: quantiles of each continuous band kept for the rank scaling: percent steps, 0 % and 100 % included
+N_QUANTILES = 101
+#: how far beyond the training range, in widths of that range, a value may still move the scaled input
+MAX_EXTRAPOLATION = 1.0
+
 
 class PatchEncoder:
-    """Min–max scaling, mean fill and one-hot encoding fitted on training patches (S, B, p, p)."""
+    """Rank (or min–max) scaling, mean fill and one-hot encoding fitted on training patches (S, B, p, p)."""
 
-    def __init__(self, categorical: Sequence[int] = ()):
+    def __init__(self, categorical: Sequence[int] = (), scaling: str = "quantile"):
+        if scaling not in SCALINGS:
+            raise ValueError(f"Unknown covariate scaling '{scaling}'; expected one of {', '.join(SCALINGS)}.")
         self.categorical = tuple(int(b) for b in categorical)
+        self.scaling = scaling
 
     def fit(self, patches: np.ndarray) -> PatchEncoder:
         patches = _as_float_array(patches, 4, "patches", "(sites, bands, rows, columns)")
@@ -40,6 +59,8 @@ class PatchEncoder:
         self.band_max_ = np.zeros(n_bands)
         self.band_mean_ = np.zeros(n_bands)
         self.levels_: dict[int, np.ndarray] = {}
+        self.knots_: dict[int, np.ndarray] = {}
+        self.ranks_: dict[int, np.ndarray] = {}
         for band in range(n_bands):
             values = patches[:, band]
             values = values[np.isfinite(values)]
@@ -54,6 +75,8 @@ class PatchEncoder:
                 self.band_min_[band] = values.min()
                 self.band_max_[band] = values.max()
                 self.band_mean_[band] = values.mean()
+                if self.scaling == "quantile":
+                    self.knots_[band], self.ranks_[band] = _rank_knots(values)
         return self
 
     @property
@@ -71,11 +94,22 @@ class PatchEncoder:
             if band in self.categorical:
                 channels.extend(values == level for level in self.levels_[band])
             else:
-                span = self.band_max_[band] - self.band_min_[band]
-                scaled = (values - self.band_min_[band]) / (span if span > 0 else 1.0)
-                fill = (self.band_mean_[band] - self.band_min_[band]) / (span if span > 0 else 1.0)
-                channels.append(np.where(np.isfinite(scaled), scaled, fill))
+                scaled, fill = self._scale(band, values), self._scale(band, self.band_mean_[band])
+                channels.append(np.where(np.isfinite(values), scaled, fill))
         return np.stack(channels, axis=1).astype(np.float32)
+
+    def _scale(self, band: int, values):
+        if self.scaling == "quantile":
+            knots = self.knots_[band]
+            scaled = np.interp(values, knots, self.ranks_[band])
+            width = knots[-1] - knots[0]
+            if width > 0:
+                above = np.clip((values - knots[-1]) / width, 0.0, MAX_EXTRAPOLATION)
+                below = np.clip((values - knots[0]) / width, -MAX_EXTRAPOLATION, 0.0)
+                scaled = scaled + above + below
+            return scaled
+        span = self.band_max_[band] - self.band_min_[band]
+        return (values - self.band_min_[band]) / (span if span > 0 else 1.0)
 
     def transform_block(self, block: np.ndarray) -> np.ndarray:
         """(B, H, W) raster block -> (C, H, W) float32, the same rule as `transform`."""
@@ -90,20 +124,37 @@ class PatchEncoder:
             )
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        config = {"categorical": list(self.categorical), "n_bands": self.n_bands_}
+        config = {"categorical": list(self.categorical), "n_bands": self.n_bands_, "scaling": self.scaling}
         arrays = {"band_min": self.band_min_, "band_max": self.band_max_, "band_mean": self.band_mean_}
         arrays.update({f"levels_{b}": levels for b, levels in self.levels_.items()})
+        arrays.update({f"knots_{b}": knots for b, knots in self.knots_.items()})
+        arrays.update({f"ranks_{b}": ranks for b, ranks in self.ranks_.items()})
         return config, arrays
 
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> PatchEncoder:
-        encoder = cls(config["categorical"])
+        encoder = cls(config["categorical"], config.get("scaling", "minmax"))  # files before 2026-12: min–max
         encoder.n_bands_ = int(config["n_bands"])
         encoder.band_min_ = np.asarray(arrays["band_min"], dtype=float)
         encoder.band_max_ = np.asarray(arrays["band_max"], dtype=float)
         encoder.band_mean_ = np.asarray(arrays["band_mean"], dtype=float)
         encoder.levels_ = {b: np.asarray(arrays[f"levels_{b}"], dtype=float) for b in encoder.categorical}
+        continuous = [b for b in range(encoder.n_bands_) if b not in encoder.categorical]
+        if encoder.scaling == "quantile":
+            encoder.knots_ = {b: np.asarray(arrays[f"knots_{b}"], dtype=float) for b in continuous}
+            encoder.ranks_ = {b: np.asarray(arrays[f"ranks_{b}"], dtype=float) for b in continuous}
         return encoder
+
+
+def _rank_knots(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A band's quantiles and their ranks in [0, 1], for `np.interp`. Where several quantiles share a value (a
+    band that is often exactly 0), the value takes the mean of their ranks, so ties get one mid rank; a
+    constant band maps to 0."""
+    ranks = np.linspace(0.0, 1.0, N_QUANTILES)
+    knots, index = np.unique(np.quantile(values, ranks), return_inverse=True)
+    if len(knots) == 1:
+        return knots, np.zeros(1)
+    return knots, np.bincount(index, ranks) / np.bincount(index)
 
 
 def centre_valid(patches: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ def _training_patches() -> np.ndarray:
 
 
 def test_continuous_band_is_min_max_scaled_without_clipping():
-    encoder = PatchEncoder(categorical=(1,)).fit(_training_patches())
+    encoder = PatchEncoder(categorical=(1,), scaling="minmax").fit(_training_patches())
     assert encoder.band_min_[0] == 2 and encoder.band_max_[0] == 22
     new = np.full((1, 3, 3, 3), 3.0)
     new[0, 0] = [[2, 12, 22], [42, 10, -18], [7, 17, 2]]
@@ -32,7 +32,7 @@ def test_continuous_band_is_min_max_scaled_without_clipping():
 
 def test_nan_off_centre_takes_training_mean_of_valid_cells():
     patches = _training_patches()
-    encoder = PatchEncoder(categorical=(1,)).fit(patches)
+    encoder = PatchEncoder(categorical=(1,), scaling="minmax").fit(patches)
     # 9 + 8 valid cells of band 0: site 0 sums to 90, site 1 to 20 + 22 + 6 * 10 = 102
     assert encoder.band_mean_[0] == pytest.approx((90 + 102) / 17)
     new = np.full((1, 3, 3, 3), 3.0)
@@ -107,3 +107,60 @@ def test_bad_input_is_explained():
     encoder = PatchEncoder().fit(_training_patches())
     with pytest.raises(ValueError, match="trained on 3"):
         encoder.transform(np.zeros((1, 2, 3, 3)))
+
+
+def _one_band(values: np.ndarray) -> np.ndarray:
+    """Training patches (S, 1, 1, 1) holding `values`."""
+    return np.asarray(values, dtype=float).reshape(-1, 1, 1, 1)
+
+
+def test_quantile_scaling_is_the_empirical_rank_and_extrapolates_one_range_at_most():
+    encoder = PatchEncoder().fit(_one_band(np.arange(101.0)))  # percentiles fall on the values themselves
+    new = _one_band([0.0, 12.0, 12.5, 100.0, -40.0, 150.0, 200.0, -500.0, 32767.0])
+    expected = [0.0, 0.12, 0.125, 1.0, -0.4, 1.5, 2.0, -1.0, 2.0]
+    np.testing.assert_allclose(encoder.transform(new).ravel(), expected, atol=1e-6)
+
+
+def test_quantile_scaling_ignores_units_and_a_few_outliers_where_min_max_collapses():
+    rng = np.random.default_rng(3)
+    bulk = rng.normal(800.0, 200.0, 5000)
+    with_fill_values = bulk.copy()
+    with_fill_values[:10] = 32767.0  # unflagged fill values in 0.2 % of the cells
+    probe = _one_band(np.quantile(bulk, [0.1, 0.5, 0.9]))
+    clean = PatchEncoder().fit(_one_band(bulk)).transform(probe).ravel()
+    np.testing.assert_allclose(clean, [0.1, 0.5, 0.9], atol=0.01)
+    np.testing.assert_allclose(
+        PatchEncoder().fit(_one_band(with_fill_values)).transform(probe).ravel(), clean, atol=0.01
+    )
+    in_feet = PatchEncoder().fit(_one_band(bulk * 3.28 + 50)).transform(probe * 3.28 + 50).ravel()
+    np.testing.assert_allclose(in_feet, clean, atol=1e-9)
+    # min-max squeezes the real values into 3 % of the input range
+    squeezed = PatchEncoder(scaling="minmax").fit(_one_band(with_fill_values)).transform(probe).ravel()
+    assert squeezed.max() - squeezed.min() < 0.03
+
+
+def test_quantile_ties_share_their_mean_rank():
+    values = np.concatenate([np.zeros(500), np.linspace(1.0, 10.0, 500)])  # half the cells are exactly 0
+    encoder = PatchEncoder().fit(_one_band(values))
+    zero, top = encoder.transform(_one_band([0.0, 10.0])).ravel()
+    assert zero == pytest.approx(0.25, abs=0.01)  # the mean of the ranks 0 to 0.5
+    assert top == pytest.approx(1.0)
+
+
+def test_nan_takes_the_rank_of_the_training_mean_under_quantile_scaling():
+    values = np.arange(101.0) ** 2  # skewed: the mean (3383.5) sits at rank 0.58
+    encoder = PatchEncoder().fit(_one_band(values))
+    expected = np.interp(values.mean(), values, np.arange(101) / 100)
+    np.testing.assert_allclose(encoder.transform(_one_band([np.nan])).ravel(), [expected], rtol=1e-6)
+
+
+def test_state_written_before_quantile_scaling_loads_as_min_max():
+    encoder = PatchEncoder(categorical=(1,), scaling="minmax").fit(_training_patches())
+    config, arrays = encoder.get_state()
+    del config["scaling"]  # as in model files from before the quantile scaling
+    restored = PatchEncoder.from_state(config, arrays)
+    assert restored.scaling == "minmax"
+    new = np.random.default_rng(1).normal(size=(4, 3, 3, 3)) * 10
+    np.testing.assert_array_equal(restored.transform(new), encoder.transform(new))
+    with pytest.raises(ValueError, match="Unknown covariate scaling 'zscore'"):
+        PatchEncoder(scaling="zscore")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import re
 
 import numpy as np
@@ -75,14 +74,3 @@ def test_maps_are_appended_as_embedded_images(tmp_path):
     assert text.rstrip().endswith("</body></html>")
     # both writes went through a temporary file that was moved into place: none is left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.png", "report.html"]
-
-
-def test_sites_left_out_by_the_multi_task_cnn_are_reported(tmp_path):
-    """Five sites miss the deepest interval (small_run): the multi-task CNN leaves exactly those out."""
-    bundle, data, _ = small_run()
-    data = dataclasses.replace(data, patches=np.tile(data.patches, (1, 1, 7, 7)))  # the CNN's smallest patch
-    result = train(data, "multitask_cnn", {"epochs": 2, "n_threads": 1}, random_state=1)
-    assert result.model.n_sites_incomplete_ == int(np.isnan(data.targets).any(axis=1).sum()) == 5
-    path = tmp_path / "report.html"
-    write_training_report(str(path), bundle, data, result)
-    assert "5 sites with missing depths were left out of training" in path.read_text(encoding="utf-8")
