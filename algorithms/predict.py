@@ -168,11 +168,12 @@ class PredictAlgorithm(SocAlgorithm):
             bundle = SocModel.load(model_path)
         except (ModelFileError, OSError) as error:
             raise QgsProcessingException(str(error)) from error
-        if bundle.kind != "random_forest":
-            from ..core.dependencies import install_hint, missing_modules
+        from ..core.dependencies import install_hint, missing_modules
+        from ..core.registry import entry
 
-            if missing_modules(["torch"]):
-                raise QgsProcessingException(install_hint(["torch"]))
+        missing = missing_modules(entry(bundle.kind).requires)
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
         depth_indices = self._depth_indices(self.parameterAsString(parameters, self.DEPTHS, context), bundle)
         with_uncertainty = self.parameterAsEnum(parameters, self.UNCERTAINTY, context) == 1
         level = self.parameterAsDouble(parameters, self.INTERVAL, context) / 100.0

@@ -24,16 +24,13 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..core import registry
 from .base import SocAlgorithm
 from .layers import open_stack, progress_callback, read_points, report_skipped
 from .values import to_float
 
-MODEL_KINDS = ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
-VALIDATIONS = ("none", "random", "spatial")
-TRANSFORMS = ("none", "log")
-METRIC_FIELDS = ("n", "r", "r2", "rmse", "mae", "me", "ccc", "kge")
-#: convolution layers of the CNNs' default architecture: the transfer CNN freezes them while fine-tuning
-CONV_BLOCK_LAYERS = 2
+#: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
+NUMBER_TYPES = {int: QgsProcessingParameterNumber.Integer, float: QgsProcessingParameterNumber.Double}
 
 
 class TrainAlgorithm(SocAlgorithm):
@@ -43,17 +40,6 @@ class TrainAlgorithm(SocAlgorithm):
     CATEGORICAL = "CATEGORICAL"
     RESAMPLE = "RESAMPLE"
     MODEL = "MODEL"
-    PATCH_SIZE = "PATCH_SIZE"
-    EPOCHS = "EPOCHS"
-    BATCH_SIZE = "BATCH_SIZE"
-    LEARNING_RATE = "LEARNING_RATE"
-    PATIENCE = "PATIENCE"
-    FREEZE_LAYERS = "FREEZE_LAYERS"
-    N_TREES = "N_TREES"
-    MAX_FEATURES = "MAX_FEATURES"
-    MIN_SAMPLES_LEAF = "MIN_SAMPLES_LEAF"
-    PER_DEPTH = "PER_DEPTH"
-    TUNE = "TUNE"
     VALIDATION = "VALIDATION"
     FOLDS = "FOLDS"
     BLOCK_SIZE = "BLOCK_SIZE"
@@ -124,12 +110,7 @@ class TrainAlgorithm(SocAlgorithm):
             QgsProcessingParameterEnum(
                 self.MODEL,
                 self.tr("Model"),
-                options=[
-                    self.tr("Random forest"),
-                    self.tr("CNN (depth as input)"),
-                    self.tr("Transfer CNN (pre-train on all depths, fine-tune per depth)"),
-                    self.tr("Multi-task CNN (one head per depth)"),
-                ],
+                options=[self.tr(registry.entry(kind).option) for kind in registry.kinds()],
                 defaultValue=0,
             ),
             "Random forest is fast and robust. The transfer CNN (Han et al. 2025) uses all depths' data to learn "
@@ -195,107 +176,8 @@ class TrainAlgorithm(SocAlgorithm):
             "(nearest neighbour).",
             advanced=True,
         )
-        # CNN settings
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.PATCH_SIZE,
-                self.tr("CNN patch size (cells, odd)"),
-                QgsProcessingParameterNumber.Integer,
-                7,
-                minValue=7,
-                maxValue=31,
-            ),
-            "Side of the square covariate patch centred on each site that the CNNs see: odd and at least 7, "
-            "because each of the two convolution blocks trims 3 cells.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.EPOCHS, self.tr("CNN epochs (maximum)"), QgsProcessingParameterNumber.Integer, 0, minValue=0
-            ),
-            "Upper limit of training passes; early stopping usually ends sooner. 0 uses the model's default.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.BATCH_SIZE, self.tr("CNN batch size"), QgsProcessingParameterNumber.Integer, 0, minValue=0
-            ),
-            "Samples per training step. 0 uses the model's default.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.LEARNING_RATE, self.tr("CNN learning rate"), QgsProcessingParameterNumber.Double, 0, minValue=0
-            ),
-            "Step size of the Adam optimiser. 0 uses the model's default.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.PATIENCE,
-                self.tr("CNN early-stopping patience (epochs)"),
-                QgsProcessingParameterNumber.Integer,
-                0,
-                minValue=0,
-            ),
-            "Training stops after this many epochs without improvement on an inner validation split of the "
-            "training sites (never the test fold). 0 uses the model's default.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.FREEZE_LAYERS,
-                self.tr("Transfer CNN: frozen layers"),
-                QgsProcessingParameterNumber.Integer,
-                CONV_BLOCK_LAYERS,
-                minValue=0,
-            ),
-            "How many of the first layers keep their pre-trained weights while each depth's copy is fine-tuned, "
-            "counting the convolution layers first, then the fully-connected ones. The default, 2, freezes the "
-            "convolution block, as in Han et al. (2025); 0 fine-tunes every layer.",
-            advanced=True,
-        )
-        # Random forest settings
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.N_TREES, self.tr("Random forest: trees"), QgsProcessingParameterNumber.Integer, 500, minValue=10
-            ),
-            "More trees give more stable predictions and quantiles, at a linear cost in time.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.MAX_FEATURES,
-                self.tr("Random forest: share of predictors per split (0 = default)"),
-                QgsProcessingParameterNumber.Double,
-                0,
-                minValue=0,
-                maxValue=1,
-            ),
-            "Fraction of the predictors tried at each split (scikit-learn's max_features). 0 uses the default.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterNumber(
-                self.MIN_SAMPLES_LEAF,
-                self.tr("Random forest: minimum samples per leaf (0 = default)"),
-                QgsProcessingParameterNumber.Integer,
-                0,
-                minValue=0,
-            ),
-            "Larger leaves give smoother predictions and wider quantile intervals.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(self.PER_DEPTH, self.tr("Random forest: one forest per depth"), False),
-            "Fit a separate forest for each depth interval instead of one forest with depth as predictors.",
-            advanced=True,
-        )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(self.TUNE, self.tr("Random forest: tune by grid search"), False),
-            "Search the share of predictors per split and the leaf size by inner cross-validation over sites (slower).",
-            advanced=True,
-        )
+        for setting in registry.hyperparameters():  # CNN settings, then the random forest's
+            self.add_parameter(self._hyperparameter_definition(setting), setting.help, advanced=True)
         # outputs
         self.add_parameter(
             QgsProcessingParameterFileDestination(
@@ -338,15 +220,15 @@ class TrainAlgorithm(SocAlgorithm):
         from ..core.dependencies import install_hint, missing_modules
         from ..core.depths import parse_interval_field
         from ..core.models.base import Cancelled
-        from ..core.training import TrainingData, train
+        from ..core.training import TRANSFORMS, VALIDATIONS, TrainingData, train
 
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
-        kind = MODEL_KINDS[self.parameterAsEnum(parameters, self.MODEL, context)]
+        kind = registry.kinds()[self.parameterAsEnum(parameters, self.MODEL, context)]
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         # Checked before training, which can take hours, not when the model or report is written.
-        needed = (["torch"] if kind != "random_forest" else []) + (["matplotlib"] if report_path else [])
+        needed = [*registry.entry(kind).requires, *(["matplotlib"] if report_path else [])]
         missing = missing_modules(needed)
         if missing:
             message = install_hint(missing)
@@ -492,39 +374,30 @@ class TrainAlgorithm(SocAlgorithm):
             parameters, context, feedback, data, result, grid, model_path, report_path, points, keep
         )
 
+    def _hyperparameter_definition(self, setting: registry.Hyperparameter):
+        if setting.type is bool:
+            return QgsProcessingParameterBoolean(setting.parameter, self.tr(setting.label), setting.default)
+        limits = {"minValue": setting.minimum, "maxValue": setting.maximum}
+        return QgsProcessingParameterNumber(
+            setting.parameter,
+            self.tr(setting.label),
+            NUMBER_TYPES[setting.type],
+            setting.default,
+            **{name: limit for name, limit in limits.items() if limit is not None},
+        )
+
     def _model_params(self, kind: str, parameters, context) -> dict:
-        """Only the settings the user changed from 0 (= the model's default) are passed on."""
-
-        def optional(name, as_int=True):
-            value = (self.parameterAsInt if as_int else self.parameterAsDouble)(parameters, name, context)
-            return value if value > 0 else None
-
-        if kind == "random_forest":
-            params = {
-                "n_trees": self.parameterAsInt(parameters, self.N_TREES, context),
-                "max_features": optional(self.MAX_FEATURES, as_int=False),
-                "min_samples_leaf": optional(self.MIN_SAMPLES_LEAF),
-                "per_depth": self.parameterAsBoolean(parameters, self.PER_DEPTH, context),
-                "tune": self.parameterAsBoolean(parameters, self.TUNE, context),
-            }
-        else:
-            patch_size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
-            if patch_size % 2 == 0:
-                raise QgsProcessingException(
-                    self.tr("CNN patch size {} must be odd (7, 9, 11, ...) so the site is the centre cell.").format(
-                        patch_size
-                    )
-                )
-            params = {
-                "patch_size": patch_size,
-                "epochs": optional(self.EPOCHS),
-                "batch_size": optional(self.BATCH_SIZE),
-                "learning_rate": optional(self.LEARNING_RATE, as_int=False),
-                "patience": optional(self.PATIENCE),
-            }
-            if kind == "transfer_cnn":
-                params["freeze_layers"] = self.parameterAsInt(parameters, self.FREEZE_LAYERS, context)
-        return {name: value for name, value in params.items() if value is not None}
+        """The kind's settings; one the user left at 0 where 0 means the model's default is not passed on."""
+        read = {bool: self.parameterAsBoolean, int: self.parameterAsInt, float: self.parameterAsDouble}
+        params = {}
+        for setting in registry.hyperparameters_of(kind):
+            value = read[setting.type](parameters, setting.parameter, context)
+            problem = setting.check(value) if setting.check else None
+            if problem:
+                raise QgsProcessingException(self.tr(problem))
+            if not (setting.zero_is_default and value <= 0):
+                params[setting.name] = value
+        return params
 
     def _categorical_bands(self, text: str, band_names: list[str], layer_names: list[str]) -> tuple[int, ...]:
         """Band indices from names of bands or whole layers; an unknown name is an error listing the choices."""
@@ -548,6 +421,7 @@ class TrainAlgorithm(SocAlgorithm):
         import numpy as np
 
         from ..core.bundle import SocModel
+        from ..core.metrics import METRIC_NAMES
 
         feedback.setProgressText(self.tr("Writing the model file"))
         bundle = SocModel.from_training(result, data, grid, extra={"target_fields": None})
@@ -567,7 +441,7 @@ class TrainAlgorithm(SocAlgorithm):
         fields = QgsFields()
         for name in ("model", "depth", "group"):
             fields.append(QgsField(name, QVariant.String))
-        for name in METRIC_FIELDS:
+        for name in METRIC_NAMES:
             fields.append(QgsField(name, QVariant.Int if name == "n" else QVariant.Double))
         sink, dest = self.parameterAsSink(parameters, self.OUTPUT_METRICS, context, fields, QgsWkbTypes.NoGeometry)
         if sink is not None:
@@ -575,7 +449,7 @@ class TrainAlgorithm(SocAlgorithm):
                 feature = QgsFeature(fields)
                 feature.setAttributes(
                     [row["model"], row["depth"], str(row["group"])]
-                    + [None if _is_nan(row[name]) else row[name] for name in METRIC_FIELDS]
+                    + [None if _is_nan(row[name]) else row[name] for name in METRIC_NAMES]
                 )
                 sink.addFeature(feature, QgsFeatureSink.FastInsert)
             outputs[self.OUTPUT_METRICS] = dest

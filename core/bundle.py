@@ -24,12 +24,12 @@ import numpy as np
 
 from .modelfile import ModelFileError, load_model_file, save_model_file
 from .models.base import DepthModel
+from .registry import CONFORMAL, QUANTILE_FOREST, entry, model_class
 from .training import (
     TrainingData,
     TrainingResult,
     forward_transform,
     inverse_transform,
-    model_class,
     prediction_floor,
     predictions_to_fitted_scale,
     to_property_scale,
@@ -77,6 +77,11 @@ class SocModel:
     @property
     def kind(self) -> str:
         return self.metadata["kind"]
+
+    @property
+    def interval_method(self) -> str:
+        """How this kind makes prediction intervals (`registry.QUANTILE_FOREST` or `registry.CONFORMAL`)."""
+        return entry(self.kind).intervals
 
     @property
     def intervals(self) -> np.ndarray:
@@ -136,7 +141,7 @@ class SocModel:
             **(extra or {}),
         }
         fold_models, scores = [], []
-        if result.validation is not None and result.settings["kind"] != "random_forest":
+        if result.validation is not None and entry(result.settings["kind"]).intervals == CONFORMAL:
             fold_models = result.validation.fold_models
             scores, floors = cls._conformal_scores(fold_models, data, result.validation.predictions, result.transform)
             metadata["spread_floors"] = floors
@@ -206,7 +211,7 @@ class SocModel:
         return values.astype(np.float32)
 
     def supports_intervals(self) -> tuple[bool, str]:
-        if self.kind == "random_forest":
+        if self.interval_method == QUANTILE_FOREST:
             return True, ""
         if not self.fold_models:
             return False, (
@@ -223,7 +228,7 @@ class SocModel:
             raise ValueError(reason)
         depth_indices = list(depth_indices)
         alpha = 1.0 - level
-        if self.kind == "random_forest":
+        if self.interval_method == QUANTILE_FOREST:
             quantiles = self.model.predict_block_quantiles(block, [alpha / 2, 1 - alpha / 2], depth_indices)
             lower, upper = quantiles[:, 0], quantiles[:, 1]
         else:

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .training import MODEL_LABELS, TrainingData, TrainingResult
+from .registry import entry
+from .training import TrainingData, TrainingResult
 
 METRIC_COLUMNS = (
     ("n", "n"),
@@ -228,7 +229,7 @@ def training_report_html(
     setting_rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in {
-            "Model": MODEL_LABELS[settings["kind"]],
+            "Model": entry(settings["kind"]).label,
             "Model settings": settings["params"] or "defaults",
             "Validation": settings["validation"]
             + (f", {settings['folds']} folds" if settings["folds"] else "")
@@ -243,7 +244,7 @@ def training_report_html(
         }.items()
     )
     parts = [
-        f"<h1>SOC Depth Mapper — {html.escape(MODEL_LABELS[settings['kind']])} for "
+        f"<h1>SOC Depth Mapper — {html.escape(entry(settings['kind']).label)} for "
         f"{html.escape(data.property_name)}</h1>",
         "<h2>Data</h2>",
         f"<p>{len(data.site_ids)} sites with covariates; observations per depth interval:</p>",

@@ -16,35 +16,12 @@ import numpy as np
 from .folds import default_block_size, random_folds, spatial_block_folds
 from .metrics import metrics_table
 from .models.base import DepthModel, check_progress
+from .registry import entry
 
-MODEL_KINDS = ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
-MODEL_LABELS = {
-    "random_forest": "Random forest",
-    "cnn": "CNN",
-    "transfer_cnn": "Transfer CNN",
-    "multitask_cnn": "Multi-task CNN",
-}
 TRANSFORMS = ("none", "log")
 VALIDATIONS = ("none", "random", "spatial")
 
 Progress = Callable[[float, str], bool]
-
-
-def model_class(kind: str) -> type[DepthModel]:
-    """The class for a model kind, imported only when needed (torch is heavy; RF does not need it)."""
-    if kind == "random_forest":
-        from .models.forest import RandomForestDepthModel
-
-        return RandomForestDepthModel
-    if kind in ("cnn", "transfer_cnn", "multitask_cnn"):
-        from .models import cnn
-
-        return {
-            "cnn": cnn.CNNDepthModel,
-            "transfer_cnn": cnn.TransferCNNDepthModel,
-            "multitask_cnn": cnn.MultiTaskCNNDepthModel,
-        }[kind]
-    raise ValueError(f"Unknown model kind '{kind}'; expected one of {', '.join(MODEL_KINDS)}.")
 
 
 def forward_transform(values: np.ndarray, transform: str) -> np.ndarray:
@@ -218,7 +195,8 @@ def train(
     if transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
     started = time.perf_counter()
-    cls = model_class(kind)
+    model_kind = entry(kind)
+    cls = model_kind.loader()
 
     def make_model() -> DepthModel:
         return cls(**params, random_state=random_state)
@@ -233,7 +211,7 @@ def train(
             make_model,
             fold_ids,
             transform=transform,
-            model_name=MODEL_LABELS[kind],
+            model_name=model_kind.label,
             progress=_scaled(progress, 0.0, 1.0 - final_share, "validation "),
             block_size=used_block,
             scheme=validation,

@@ -135,8 +135,8 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
 
     from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
+    from soc_depth_mapper.core.registry import entry, kinds
     from soc_depth_mapper.core.report import append_maps
-    from soc_depth_mapper.core.training import MODEL_KINDS, MODEL_LABELS
 
     feedback = PrintingFeedback()
     started = time.perf_counter()
@@ -161,8 +161,8 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     )["OUTPUT"]
 
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "covariates_250m")
-    file_name = MODEL_KINDS[model]  # the train algorithm's MODEL choices, in order
-    label = MODEL_LABELS[file_name]
+    file_name = kinds()[model]  # the train algorithm's MODEL choices, in order
+    label = entry(file_name).label
     print(f"2/3 Training the {label} with spatial cross-validation", flush=True)
     trained = processing.run(
         "socdepth:train",
