@@ -159,6 +159,7 @@ class PredictAlgorithm(SocAlgorithm):
         import numpy as np
 
         from ..core.bundle import SocModel
+        from ..core.depths import map_file_name, select_intervals
         from ..core.modelfile import ModelFileError
         from ..core.models.base import Cancelled
         from ..core.predict import predict_rasters
@@ -174,7 +175,10 @@ class PredictAlgorithm(SocAlgorithm):
         missing = missing_modules(entry(bundle.kind).requires)
         if missing:
             raise QgsProcessingException(install_hint(missing))
-        depth_indices = self._depth_indices(self.parameterAsString(parameters, self.DEPTHS, context), bundle)
+        try:
+            depth_indices = select_intervals(self.parameterAsString(parameters, self.DEPTHS, context), bundle.intervals)
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
         with_uncertainty = self.parameterAsEnum(parameters, self.UNCERTAINTY, context) == 1
         level = self.parameterAsDouble(parameters, self.INTERVAL, context) / 100.0
         if with_uncertainty:
@@ -202,7 +206,7 @@ class PredictAlgorithm(SocAlgorithm):
             labels = bundle.interval_labels()
             name = bundle.property_name
             band_labels = [f"{name} {labels[d]}" for d in depth_indices]
-            file_names = [f"{name}_{labels[d].replace(' cm', '').replace('-', '_')}cm.tif" for d in depth_indices]
+            file_names = [map_file_name(name, *bundle.intervals[d]) for d in depth_indices]
             feedback.setProgressText(self.tr("Predicting {} depth(s)").format(len(depth_indices)))
             try:
                 result = predict_rasters(
@@ -254,21 +258,6 @@ class PredictAlgorithm(SocAlgorithm):
             outputs[self.OUTPUT_FOLDER] = folder
             self._load_depth_maps(context, folder, result.depth_files, band_labels)
         return outputs
-
-    def _depth_indices(self, text: str, bundle) -> list[int]:
-        labels = [label.replace(" cm", "") for label in bundle.interval_labels()]
-        if not text.strip():
-            return list(range(len(labels)))
-        chosen = []
-        for part in (p.strip().replace(" ", "").replace("cm", "") for p in text.split(",")):
-            if not part:
-                continue
-            if part not in labels:
-                raise QgsProcessingException(
-                    self.tr("Depth interval '{}' is not in the model; it has {}.").format(part, ", ".join(labels))
-                )
-            chosen.append(labels.index(part))
-        return sorted(set(chosen))
 
     def _check_covariates(self, bundle, stack, feedback) -> None:
         """The covariates must match what the model saw, band for band; say exactly what differs."""

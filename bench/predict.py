@@ -133,6 +133,7 @@ def read_band_values(path: str) -> np.ndarray:
 def engine_worker(arguments: dict) -> dict:
     """predict_rasters with the saved forest on one stack (runs in its own process)."""
     from soc_depth_mapper.core.bundle import SocModel
+    from soc_depth_mapper.core.depths import interval_labels
     from soc_depth_mapper.core.models.forest import RandomForestDepthModel
     from soc_depth_mapper.core.predict import predict_rasters
     from soc_depth_mapper.core.rasters import CovariateStack
@@ -140,7 +141,7 @@ def engine_worker(arguments: dict) -> dict:
     config = json.loads(Path(arguments["config"]).read_text())
     with np.load(arguments["arrays"], allow_pickle=False) as stored:
         model = RandomForestDepthModel.from_state(config, dict(stored))
-    labels = [f"SOC {top:g}-{bottom:g} cm" for top, bottom in INTERVALS]
+    labels = [f"SOC {label}" for label in interval_labels(INTERVALS, " cm")]
     metadata = {"kind": model.kind, "intervals": INTERVALS.tolist(), "target_transform": "none"}
     with CovariateStack([arguments["stack"]]) as stack:
         metadata["band_names"] = stack.band_names

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .depths import interval_labels
 from .modelfile import ModelFileError, load_model_file, save_model_file
 from .models.base import DepthModel
 from .registry import CONFORMAL, QUANTILE_FOREST, entry, model_class
@@ -109,7 +110,7 @@ class SocModel:
         return self.metadata.get("prediction_floor")
 
     def interval_labels(self, unit: str = " cm") -> list[str]:
-        return [f"{top:g}-{bottom:g}{unit}" for top, bottom in self.intervals]
+        return interval_labels(self.intervals, unit)
 
     # --- construction and files -----------------------------------------------------------------------------------
     @classmethod

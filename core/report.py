@@ -15,19 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from .depths import interval_label
+from .metrics import METRIC_NAMES
 from .registry import entry
 from .training import TrainingData, TrainingResult
 
-METRIC_COLUMNS = (
-    ("n", "n"),
-    ("r", "R"),
-    ("r2", "R²"),
-    ("rmse", "RMSE"),
-    ("mae", "MAE"),
-    ("me", "ME"),
-    ("ccc", "CCC"),
-    ("kge", "KGE"),
-)
+#: (metric name, column heading), in `metrics.METRIC_NAMES` order
+METRIC_COLUMNS = tuple(zip(METRIC_NAMES, ("n", "R", "R²", "RMSE", "MAE", "ME", "CCC", "KGE")))
 
 STYLE = """
 body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -109,7 +103,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
             if ok.any():
                 high = float(max(observed[ok].max(), predicted[ok].max()))
                 ax.plot([0, high], [0, high], color="#888", lw=1)
-            ax.set_title(f"{labels[d]} cm (n = {int(ok.sum())})", fontsize=10)
+            ax.set_title(f"{interval_label(*data.intervals[d], ' cm')} (n = {int(ok.sum())})", fontsize=10)
             ax.set_xlabel("observed")
             ax.set_ylabel("predicted")
         _hide_unused(axes, n_depths)
@@ -154,7 +148,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
                 (cv.predictions[ok, d], "#2e8b57", "predicted"),
             ):
                 _density_curve(ax, sample, colour, label)
-            ax.set_title(f"{labels[d]} cm", fontsize=10)
+            ax.set_title(interval_label(*data.intervals[d], " cm"), fontsize=10)
             ax.set_xlabel(f"{data.property_name}{unit}")
             ax.set_ylabel("density")
         axes[0][0].legend(fontsize=8)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .depths import interval_labels
 from .folds import default_block_size, random_folds, spatial_block_folds
 from .metrics import metrics_table
 from .models.base import DepthModel, check_progress
@@ -71,7 +72,7 @@ class TrainingData:
     groups: np.ndarray | None = None  # (S,)
 
     def interval_labels(self) -> list[str]:
-        return [f"{top:g}-{bottom:g}" for top, bottom in self.intervals]
+        return interval_labels(self.intervals)
 
 
 @dataclass
