@@ -156,8 +156,6 @@ class PredictAlgorithm(SocAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        import numpy as np
-
         from ..core.bundle import SocModel
         from ..core.depths import map_file_name, select_intervals
         from ..core.modelfile import ModelFileError
@@ -222,7 +220,7 @@ class PredictAlgorithm(SocAlgorithm):
                     uncertainty_path=uncertainty_path,
                     depth_folder=folder,
                     depth_file_names=file_names if folder else None,
-                    training_ranges=np.asarray(bundle.metadata["covariate_ranges"], dtype=float),
+                    training_ranges=bundle.training_ranges,
                     progress=progress_callback(feedback),
                 )
             except Cancelled as cancelled:
@@ -262,7 +260,7 @@ class PredictAlgorithm(SocAlgorithm):
     def _check_covariates(self, bundle, stack, feedback) -> None:
         """The covariates must match what the model saw, band for band; say exactly what differs."""
         expected, got = bundle.band_names, stack.band_names
-        grid = bundle.metadata["grid"]
+        bands, grid = bundle.card.bands, bundle.card.grid
         if len(expected) != len(got):
             raise QgsProcessingException(
                 self.tr("The model was trained with {} covariate bands ({}), but {} were given ({}).").format(
@@ -278,7 +276,7 @@ class PredictAlgorithm(SocAlgorithm):
             return parts
 
         if expected != got:
-            expected_bands = band_part(expected, grid.get("layer_names", []))
+            expected_bands = band_part(expected, bands.layer_names)
             got_bands = band_part(got, stack.layer_names)
             differences = [
                 f"band {i + 1}: model '{e}', given '{g}'"
@@ -294,17 +292,17 @@ class PredictAlgorithm(SocAlgorithm):
                 )
             feedback.pushWarning(
                 self.tr("Covariate layers have other names than in training ({} vs {}); the bands match.").format(
-                    ", ".join(stack.layer_names), ", ".join(grid.get("layer_names", []))
+                    ", ".join(stack.layer_names), ", ".join(bands.layer_names)
                 )
             )
-        if QgsCoordinateReferenceSystem.fromWkt(grid["crs_wkt"]) != QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt):
+        if QgsCoordinateReferenceSystem.fromWkt(grid.crs_wkt) != QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt):
             raise QgsProcessingException(
                 self.tr("The covariates are in {} but the model was trained on {}. Reproject the rasters.").format(
                     QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt).userFriendlyIdentifier(),
-                    QgsCoordinateReferenceSystem.fromWkt(grid["crs_wkt"]).userFriendlyIdentifier(),
+                    QgsCoordinateReferenceSystem.fromWkt(grid.crs_wkt).userFriendlyIdentifier(),
                 )
             )
-        trained, given = grid["res"], stack.res
+        trained, given = grid.res, stack.res
         if any(abs(a - b) > 1e-6 * abs(a) for a, b in zip(trained, given)):
             raise QgsProcessingException(
                 self.tr("The covariates have pixels of {} x {} but the model was trained on {} x {}.").format(

@@ -424,7 +424,7 @@ class TrainAlgorithm(SocAlgorithm):
         from ..core.metrics import METRIC_NAMES
 
         feedback.setProgressText(self.tr("Writing the model file"))
-        bundle = SocModel.from_training(result, data, grid, extra={"target_fields": None})
+        bundle = SocModel.from_training(result, data, grid)
         os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
         bundle.save(model_path)
         outputs = {self.OUTPUT_MODEL: model_path}

@@ -207,7 +207,6 @@ def training_report_html(
     bundle, data: TrainingData, result: TrainingResult, maps: dict[str, str] | None = None, unit: str = ""
 ) -> str:
     """The report page. `maps`: optional label → PNG data URI of predicted maps (added by the demo)."""
-    meta = bundle.metadata
     settings = result.settings
     figures = _plots(data, result, unit)
     counts = np.sum(~np.isnan(data.targets), axis=0)
@@ -232,9 +231,9 @@ def training_report_html(
             "Seed": settings["random_state"],
             "Covariate bands": ", ".join(data.band_names),
             "Categorical bands": ", ".join(data.band_names[i] for i in data.categorical) or "none",
-            "Patch size (cells)": meta["patch_size"],
+            "Patch size (cells)": bundle.patch_size,
             "Training time (s)": f"{result.seconds:.1f}",
-            "Library versions": ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+            "Library versions": ", ".join(f"{k} {v}" for k, v in bundle.card.versions.items()),
         }.items()
     )
     parts = [

@@ -91,7 +91,8 @@ def test_a_kind_added_through_the_registry_alone_trains_saves_and_predicts(toy_k
     )
     result = train(data, toy_kind, {"offset": 1.5}, validation="random", folds=3, random_state=1)
     assert result.validation.metrics[0]["model"] == "Toy mean"
-    bundle = SocModel.from_training(result, data, {"crs_wkt": "", "res": [1.0, 1.0], "nodata": [None]})
+    grid = {"crs_wkt": "", "transform": [0, 1, 0, 0, 0, -1], "res": [1, 1], "nodata": [None]}
+    bundle = SocModel.from_training(result, data, grid)
     bundle.save(str(tmp_path / "toy.socmodel"))
     loaded = SocModel.load(str(tmp_path / "toy.socmodel"))
     block = np.array([[[0.2, np.nan, 0.7]]], dtype=np.float32)

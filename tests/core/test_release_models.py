@@ -35,6 +35,14 @@ def test_a_released_random_forest_file_loads_and_maps_the_same_numbers(expected)
     np.testing.assert_array_equal(upper, expected["rf_upper"])
 
 
+def test_a_released_file_saved_again_is_written_as_a_card_and_maps_the_same(expected, tmp_path):
+    released = SocModel.load(str(DATA / "release_rf.socmodel"))
+    released.save(str(tmp_path / "again.socmodel"))
+    again = SocModel.load(str(tmp_path / "again.socmodel"))
+    assert again.card == released.card
+    np.testing.assert_array_equal(again.predict_block(expected["block"], [0, 1, 2]), expected["rf_maps"])
+
+
 def test_a_released_cnn_file_loads_with_its_fold_models_and_maps_the_same_numbers(expected):
     bundle = SocModel.load(str(DATA / "release_cnn.socmodel"))
     assert bundle.kind == "cnn" and bundle.patch_size == 7
