@@ -259,51 +259,39 @@ class PredictAlgorithm(SocAlgorithm):
 
     def _check_covariates(self, bundle, stack, feedback) -> None:
         """The covariates must match what the model saw, band for band; say exactly what differs."""
+        from ..core.compatibility import covariate_differences
+
+        differences = covariate_differences(bundle.card, stack)
         expected, got = bundle.band_names, stack.band_names
-        bands, grid = bundle.card.bands, bundle.card.grid
-        if len(expected) != len(got):
+        if differences.band_count:
             raise QgsProcessingException(
                 self.tr("The model was trained with {} covariate bands ({}), but {} were given ({}).").format(
                     len(expected), ", ".join(expected), len(got), ", ".join(got)
                 )
             )
-
-        def band_part(names, layers):
-            parts = []
-            for band in names:
-                layer = next((lyr for lyr in sorted(layers, key=len, reverse=True) if band.startswith(f"{lyr}_")), "")
-                parts.append(band[len(layer) + 1 :] if layer else band)
-            return parts
-
-        if expected != got:
-            expected_bands = band_part(expected, bands.layer_names)
-            got_bands = band_part(got, stack.layer_names)
-            differences = [
-                f"band {i + 1}: model '{e}', given '{g}'"
-                for i, (e, g) in enumerate(zip(expected, got))
-                if expected_bands[i] != got_bands[i]
-            ]
-            if differences:
-                raise QgsProcessingException(
-                    self.tr(
-                        "The covariates differ from those the model was trained with ({}). Give the same rasters "
-                        "in the same order: {}."
-                    ).format("; ".join(differences), ", ".join(expected))
-                )
+        if differences.bands:
+            listed = [f"band {d.number}: model '{d.model}', given '{d.given}'" for d in differences.bands]
+            raise QgsProcessingException(
+                self.tr(
+                    "The covariates differ from those the model was trained with ({}). Give the same rasters "
+                    "in the same order: {}."
+                ).format("; ".join(listed), ", ".join(expected))
+            )
+        if differences.layer_names_differ:
             feedback.pushWarning(
                 self.tr("Covariate layers have other names than in training ({} vs {}); the bands match.").format(
-                    ", ".join(stack.layer_names), ", ".join(bands.layer_names)
+                    ", ".join(stack.layer_names), ", ".join(bundle.card.bands.layer_names)
                 )
             )
-        if QgsCoordinateReferenceSystem.fromWkt(grid.crs_wkt) != QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt):
+        if differences.crs:
+            trained, given = (QgsCoordinateReferenceSystem.fromWkt(wkt) for wkt in differences.crs)
             raise QgsProcessingException(
                 self.tr("The covariates are in {} but the model was trained on {}. Reproject the rasters.").format(
-                    QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt).userFriendlyIdentifier(),
-                    QgsCoordinateReferenceSystem.fromWkt(grid.crs_wkt).userFriendlyIdentifier(),
+                    given.userFriendlyIdentifier(), trained.userFriendlyIdentifier()
                 )
             )
-        trained, given = grid.res, stack.res
-        if any(abs(a - b) > 1e-6 * abs(a) for a, b in zip(trained, given)):
+        if differences.pixel_size:
+            trained, given = differences.pixel_size
             raise QgsProcessingException(
                 self.tr("The covariates have pixels of {} x {} but the model was trained on {} x {}.").format(
                     given[0], given[1], trained[0], trained[1]
