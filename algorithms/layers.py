@@ -99,6 +99,37 @@ def read_points(source, context, feedback, target_crs_wkt: str, fields: list[str
     return points
 
 
+@dataclass
+class SampledPoints:
+    """Points read in the rasters' CRS and the covariates sampled at them, with the facts of the raster stack."""
+
+    points: Points
+    sample: object  # core.rasters.PointSample
+    band_names: list[str]
+    layer_names: list[str]
+    grid: dict  # core.sites.grid_of
+
+
+def sample_points(
+    source, layers, resample: bool, patch_size: int, context, feedback, reading: str, fields=None, progress_span=10
+) -> SampledPoints | None:
+    """The input step of sample and train: opens the covariates, reads the points and samples every band at them
+    (`patch_size` cells on a side). None when the user cancels."""
+    import numpy as np
+
+    from ..core.sites import grid_of
+
+    with open_stack(layers, resample) as stack:
+        feedback.pushInfo(tr("Covariate bands: {}").format(", ".join(stack.band_names)))
+        feedback.setProgressText(reading)
+        points = read_points(source, context, feedback, stack.crs_wkt, fields=fields, progress_span=progress_span)
+        if feedback.isCanceled():
+            return None
+        feedback.setProgressText(tr("Sampling {} bands at {} points").format(stack.count, len(points.x)))
+        sample = stack.sample(np.array(points.x), np.array(points.y), patch_size)
+        return SampledPoints(points, sample, stack.band_names, stack.layer_names, grid_of(stack))
+
+
 def report_skipped(feedback, skipped: list[tuple[object, str]], what: str, limit: int = 20) -> None:
     """Reports skipped records one by one (up to `limit`) and as counts per reason."""
     if not skipped:

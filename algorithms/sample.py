@@ -21,7 +21,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
-from .layers import open_stack, read_points, report_skipped
+from .layers import report_skipped, sample_points
 
 
 class SampleAlgorithm(SocAlgorithm):
@@ -92,6 +92,8 @@ class SampleAlgorithm(SocAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         import numpy as np
 
+        from ..core.sites import sampling_skips
+
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
@@ -105,20 +107,17 @@ class SampleAlgorithm(SocAlgorithm):
             )
         resample = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
 
-        with open_stack(layers, resample) as stack:
-            feedback.setProgressText(self.tr("Reading points"))
-            points = read_points(source, context, feedback, stack.crs_wkt, progress_span=20)
-            if feedback.isCanceled():
-                return {}
-            feedback.setProgressText(self.tr("Sampling {} bands at {} points").format(stack.count, len(points.x)))
-            sample = stack.sample(np.array(points.x), np.array(points.y), patch_size)
-            band_names = stack.band_names
+        sampled = sample_points(
+            source, layers, resample, patch_size, context, feedback, self.tr("Reading points"), progress_span=20
+        )
+        if sampled is None:
+            return {}
+        points, sample = sampled.points, sampled.sample
         feedback.setProgress(70)
 
         # Every check that can fail comes before the sinks, so a failed run leaves no empty output behind.
         usable = sample.status == 0
-        skipped = list(points.skipped)
-        skipped += [(fid, reason) for fid, ok, reason in zip(points.feature_ids, usable, sample.reasons) if not ok]
+        skipped = list(points.skipped) + sampling_skips(points.feature_ids, sample)
         if not usable.any():
             raise QgsProcessingException(
                 self.tr(
@@ -132,7 +131,7 @@ class SampleAlgorithm(SocAlgorithm):
 
         fields = QgsFields(source.fields())
         existing = {name.lower() for name in fields.names()}
-        for name in band_names:
+        for name in sampled.band_names:
             field_name = name
             while field_name.lower() in existing:
                 field_name += "_cov"

@@ -26,8 +26,8 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..core import registry
 from .base import SocAlgorithm
-from .layers import open_stack, progress_callback, read_points, report_skipped
-from .values import to_float
+from .layers import progress_callback, report_skipped, sample_points
+from .values import MISSING, to_float
 
 #: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
 NUMBER_TYPES = {int: QgsProcessingParameterNumber.Integer, float: QgsProcessingParameterNumber.Double}
@@ -218,9 +218,9 @@ class TrainAlgorithm(SocAlgorithm):
         import numpy as np
 
         from ..core.dependencies import install_hint, missing_modules
-        from ..core.depths import parse_interval_field
         from ..core.models.base import Cancelled
-        from ..core.training import TRANSFORMS, VALIDATIONS, TrainingData, train
+        from ..core.sites import categorical_bands, target_intervals, training_data
+        from ..core.training import TRANSFORMS, VALIDATIONS, train
 
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
@@ -235,23 +235,12 @@ class TrainAlgorithm(SocAlgorithm):
             if "matplotlib" in missing:
                 message += self.tr("\nOr leave 'Report' empty to train without the HTML report.")
             raise QgsProcessingException(message)
-        target_fields = self.parameterAsFields(parameters, self.TARGET_FIELDS, context)
-        if not target_fields:
-            raise QgsProcessingException(self.tr("Choose the target fields, e.g. ORCDRC_0_5 … ORCDRC_100_200."))
         try:
-            parsed = [parse_interval_field(name) for name in target_fields]
+            prop, target_fields, intervals = target_intervals(
+                self.parameterAsFields(parameters, self.TARGET_FIELDS, context)
+            )
         except ValueError as error:
             raise QgsProcessingException(str(error)) from error
-        properties = sorted({p for p, _, _ in parsed})
-        if len(properties) > 1:
-            raise QgsProcessingException(
-                self.tr("Target fields mix properties ({}); train one property at a time.").format(
-                    ", ".join(properties)
-                )
-            )
-        order = sorted(range(len(parsed)), key=lambda i: (parsed[i][1], parsed[i][2]))
-        target_fields = [target_fields[i] for i in order]
-        intervals = np.array([[parsed[i][1], parsed[i][2]] for i in order])
         group_field = self.parameterAsString(parameters, self.GROUP_FIELD, context) or None
         validation = VALIDATIONS[self.parameterAsEnum(parameters, self.VALIDATION, context)]
         folds = self.parameterAsInt(parameters, self.FOLDS, context)
@@ -259,77 +248,48 @@ class TrainAlgorithm(SocAlgorithm):
         transform = TRANSFORMS[self.parameterAsEnum(parameters, self.TRANSFORM, context)]
         seed = self.parameterAsInt(parameters, self.SEED, context)
         params = self._model_params(kind, parameters, context)
-        patch_size = params.get("patch_size", 1)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
 
-        layers = self.parameterAsLayerList(parameters, self.COVARIATES, context)
-        with open_stack(layers, self.parameterAsBoolean(parameters, self.RESAMPLE, context)) as stack:
-            feedback.pushInfo(self.tr("Covariate bands: {}").format(", ".join(stack.band_names)))
-            categorical = self._categorical_bands(
-                self.parameterAsString(parameters, self.CATEGORICAL, context), stack.band_names, stack.layer_names
+        sampled = sample_points(
+            source,
+            self.parameterAsLayerList(parameters, self.COVARIATES, context),
+            self.parameterAsBoolean(parameters, self.RESAMPLE, context),
+            params.get("patch_size", 1),
+            context,
+            feedback,
+            self.tr("Reading sites"),
+            fields=target_fields + ([group_field] if group_field else []),
+            progress_span=2,
+        )
+        if sampled is None:
+            return {}
+        points = sampled.points
+        try:
+            categorical = categorical_bands(
+                self.parameterAsString(parameters, self.CATEGORICAL, context), sampled.band_names, sampled.layer_names
             )
-            feedback.setProgressText(self.tr("Reading sites"))
-            fields = target_fields + ([group_field] if group_field else [])
-            points = read_points(source, context, feedback, stack.crs_wkt, fields=fields, progress_span=2)
-            if feedback.isCanceled():
-                return {}
-            sample = stack.sample(np.array(points.x), np.array(points.y), patch_size)
-            grid = {
-                "crs_wkt": stack.crs_wkt,
-                "transform": list(stack.transform.to_gdal()),
-                "res": list(stack.res),
-                "nodata": [None if v is None else float(v) for v in stack.nodata],
-                "layer_names": stack.layer_names,
-            }
-            band_names = stack.band_names
-
-        skipped = list(points.skipped)
-        targets = np.full((len(points.feature_ids), len(target_fields)), np.nan)
-        unreadable = 0
-        for i, attributes in enumerate(points.attributes):
-            for j in range(len(target_fields)):
-                value, problem = to_float(attributes[j])
-                if problem and problem != "is missing":
-                    unreadable += 1
-                    feedback.reportError(
-                        self.tr("Site {}: {} {} — treated as missing.").format(
-                            points.feature_ids[i], target_fields[j], problem
-                        )
-                    ) if unreadable <= 20 else None
-                targets[i, j] = value
-        if unreadable:
-            feedback.reportError(self.tr("{} target values were not numbers and count as missing.").format(unreadable))
-        keep = np.zeros(len(points.feature_ids), dtype=bool)
-        for i, fid in enumerate(points.feature_ids):
-            if sample.status[i] != 0:
-                skipped.append((fid, sample.reasons[i]))
-            elif np.all(np.isnan(targets[i])):
-                skipped.append((fid, self.tr("no target value at any depth")))
-            else:
-                keep[i] = True
-        report_skipped(feedback, skipped, self.tr("site"))
-        if not keep.any():
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
+        data, skipped_sites = training_data(
+            sampled.sample,
+            points.feature_ids,
+            points.x,
+            points.y,
+            self._targets(points, target_fields, feedback),
+            intervals,
+            prop,
+            sampled.band_names,
+            categorical,
+            groups=[a[-1] for a in points.attributes] if group_field else None,
+        )
+        report_skipped(feedback, points.skipped + skipped_sites, self.tr("site"))
+        if not len(data.site_ids):
             raise QgsProcessingException(
                 self.tr(
                     "No site can be used for training: {} sites were read and all were skipped (see the log). "
                     "Check that the points lie on the covariate rasters and that the target fields hold numbers."
                 ).format(len(points.feature_ids))
             )
-        groups = None
-        if group_field:
-            groups = np.array([str(a[-1]) for a in points.attributes], dtype=object)[keep]
-        data = TrainingData(
-            site_ids=np.array(points.feature_ids)[keep],
-            x=np.array(points.x)[keep],
-            y=np.array(points.y)[keep],
-            patches=sample.patches[keep],
-            targets=targets[keep],
-            intervals=intervals,
-            property_name=properties[0],
-            band_names=band_names,
-            categorical=categorical,
-            groups=groups,
-        )
         counts = np.sum(~np.isnan(data.targets), axis=0)
         feedback.pushInfo(
             self.tr("Training on {} sites; observations per depth: {}").format(
@@ -337,12 +297,6 @@ class TrainAlgorithm(SocAlgorithm):
                 ", ".join(f"{f} {c}" for f, c in zip(target_fields, counts)),
             )
         )
-        if validation != "none" and len(data.site_ids) < folds:
-            raise QgsProcessingException(
-                self.tr("{} folds need at least {} sites, but only {} can be used. Use fewer folds.").format(
-                    folds, folds, len(data.site_ids)
-                )
-            )
 
         try:
             result = train(
@@ -370,9 +324,7 @@ class TrainAlgorithm(SocAlgorithm):
                 ).format(len(target_fields), incomplete)
             )
 
-        return self._write_outputs(
-            parameters, context, feedback, data, result, grid, model_path, report_path, points, keep
-        )
+        return self._write_outputs(parameters, context, feedback, data, result, sampled, model_path, report_path)
 
     def _hyperparameter_definition(self, setting: registry.Hyperparameter):
         if setting.type is bool:
@@ -399,32 +351,34 @@ class TrainAlgorithm(SocAlgorithm):
                 params[setting.name] = value
         return params
 
-    def _categorical_bands(self, text: str, band_names: list[str], layer_names: list[str]) -> tuple[int, ...]:
-        """Band indices from names of bands or whole layers; an unknown name is an error listing the choices."""
-        chosen = []
-        for name in (part.strip() for part in text.replace(";", ",").split(",")):
-            if not name:
-                continue
-            if name in band_names:
-                chosen.append(band_names.index(name))
-            elif name in layer_names:
-                chosen += [i for i, band in enumerate(band_names) if band.startswith(f"{name}_")]
-            else:
-                raise QgsProcessingException(
-                    self.tr("Categorical band '{}' is not among the covariate bands: {}.").format(
-                        name, ", ".join(band_names)
-                    )
-                )
-        return tuple(sorted(set(chosen)))
+    def _targets(self, points, target_fields: list[str], feedback):
+        """(sites, depths) target values; a value that is not a number counts as missing and is reported."""
+        import numpy as np
 
-    def _write_outputs(self, parameters, context, feedback, data, result, grid, model_path, report_path, points, keep):
+        targets = np.full((len(points.feature_ids), len(target_fields)), np.nan)
+        unreadable = 0
+        for i, attributes in enumerate(points.attributes):
+            for j, name in enumerate(target_fields):
+                value, problem = to_float(attributes[j])
+                if problem and problem != MISSING:
+                    unreadable += 1
+                    if unreadable <= 20:
+                        feedback.reportError(
+                            self.tr("Site {}: {} {} — treated as missing.").format(points.feature_ids[i], name, problem)
+                        )
+                targets[i, j] = value
+        if unreadable:
+            feedback.reportError(self.tr("{} target values were not numbers and count as missing.").format(unreadable))
+        return targets
+
+    def _write_outputs(self, parameters, context, feedback, data, result, sampled, model_path, report_path):
         import numpy as np
 
         from ..core.bundle import SocModel
         from ..core.metrics import METRIC_NAMES
 
         feedback.setProgressText(self.tr("Writing the model file"))
-        bundle = SocModel.from_training(result, data, grid)
+        bundle = SocModel.from_training(result, data, sampled.grid)
         os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
         bundle.save(model_path)
         outputs = {self.OUTPUT_MODEL: model_path}
@@ -468,14 +422,14 @@ class TrainAlgorithm(SocAlgorithm):
                 parameters, self.OUTPUT_PREDICTIONS, context, fields, QgsWkbTypes.Point, source.sourceCrs()
             )
             if sink is not None:
-                geometries = [g for g, k in zip(points.geometries, keep) if k]
+                geometry_of = dict(zip(sampled.points.feature_ids, sampled.points.geometries))
                 labels = data.interval_labels()
                 for s, site in enumerate(data.site_ids):
                     for d, (top, bottom) in enumerate(data.intervals):
                         if np.isnan(data.targets[s, d]):
                             continue
                         feature = QgsFeature(fields)
-                        feature.setGeometry(geometries[s])
+                        feature.setGeometry(geometry_of[site])
                         feature.setAttributes(
                             [
                                 int(site),

@@ -24,6 +24,7 @@ import numpy as np
 from soc_depth_mapper.core.depths import STANDARD_DEPTHS, intervals_from_boundaries
 from soc_depth_mapper.core.rasters import CovariateStack
 from soc_depth_mapper.core.registry import entry, kinds
+from soc_depth_mapper.core.sites import training_data
 from soc_depth_mapper.core.spline import harmonise
 from soc_depth_mapper.core.training import TrainingData, cross_validate, make_folds
 
@@ -44,18 +45,18 @@ def edgeroi_training_data(patch_size: int) -> TrainingData:
     with CovariateStack([str(DATA / "covariates_250m.tif")], layer_names=["cov"]) as stack:
         sample = stack.sample(x, y, patch_size)
         band_names = stack.band_names
-    keep = (sample.status == 0) & ~np.all(np.isnan(result.values), axis=1)
-    return TrainingData(
-        site_ids=result.profile_ids[keep],
-        x=x[keep],
-        y=y[keep],
-        patches=sample.patches[keep],
-        targets=result.values[keep],
-        intervals=np.array(intervals_from_boundaries(STANDARD_DEPTHS)),
-        property_name="ORCDRC",
-        band_names=band_names,
+    data, _ = training_data(
+        sample,
+        result.profile_ids,
+        x,
+        y,
+        result.values,
+        np.array(intervals_from_boundaries(STANDARD_DEPTHS)),
+        "ORCDRC",
+        band_names,
         categorical=(band_names.index("cov_PMTGEO5"),),
     )
+    return data
 
 
 def main(argv: list[str] | None = None) -> None:
