@@ -16,13 +16,11 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
@@ -30,23 +28,21 @@ from qgis.core import (
     QgsProject,
 )
 
-from .base import SocAlgorithm
+from .base import CovariateAlgorithm
 from .layers import open_stack, progress_callback
 
 #: colour ramp shared by the per-depth maps, so depths compare at a glance
 RAMP = "YlOrBr"
 
 
-class PredictAlgorithm(SocAlgorithm):
+class PredictAlgorithm(CovariateAlgorithm):
     MODEL = "MODEL"
-    COVARIATES = "COVARIATES"
     DEPTHS = "DEPTHS"
     EXTENT = "EXTENT"
     MASK = "MASK"
     MEMORY_MB = "MEMORY_MB"
     UNCERTAINTY = "UNCERTAINTY"
     INTERVAL = "INTERVAL"
-    RESAMPLE = "RESAMPLE"
     OUTPUT = "OUTPUT"
     OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
@@ -78,12 +74,9 @@ class PredictAlgorithm(SocAlgorithm):
             QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="socmodel"),
             "A model file written by 'Train SOC model'.",
         )
-        self.add_parameter(
-            QgsProcessingParameterMultipleLayers(
-                self.COVARIATES, self.tr("Covariate rasters"), QgsProcessing.TypeRaster
-            ),
+        self.add_covariates(
             "The rasters the model was trained with, in the same order (they may cover another extent on the same "
-            "pixel size and CRS).",
+            "pixel size and CRS)."
         )
         self.add_parameter(
             QgsProcessingParameterString(self.DEPTHS, self.tr("Depth intervals (empty = all)"), "", optional=True),
@@ -131,10 +124,8 @@ class PredictAlgorithm(SocAlgorithm):
             "Working memory for prediction; larger rasters are processed block by block within it.",
             advanced=True,
         )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(self.RESAMPLE, self.tr("Resample onto the first raster's grid"), False),
-            "Warp the other covariates onto the first raster's grid (nearest neighbour), as in training.",
-            advanced=True,
+        self.add_resample(
+            "Warp the other covariates onto the first raster's grid (nearest neighbour), as in training."
         )
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("SOC maps (one band per depth)")),
@@ -192,8 +183,7 @@ class PredictAlgorithm(SocAlgorithm):
             uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or None
 
-        layers = self.parameterAsLayerList(parameters, self.COVARIATES, context)
-        with open_stack(layers, self.parameterAsBoolean(parameters, self.RESAMPLE, context)) as stack:
+        with open_stack(*self.covariates(parameters, context)) as stack:
             self._check_covariates(bundle, stack, feedback)
             extent = None
             if parameters.get(self.EXTENT):

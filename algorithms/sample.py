@@ -11,24 +11,20 @@ from qgis.core import (
     QgsFields,
     QgsProcessing,
     QgsProcessingException,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .base import SocAlgorithm
+from .base import CovariateAlgorithm
 from .layers import report_skipped, sample_points
 
 
-class SampleAlgorithm(SocAlgorithm):
+class SampleAlgorithm(CovariateAlgorithm):
     INPUT = "INPUT"
-    COVARIATES = "COVARIATES"
     PATCH_SIZE = "PATCH_SIZE"
-    RESAMPLE = "RESAMPLE"
     OUTPUT = "OUTPUT"
     REJECTED = "REJECTED"
 
@@ -54,12 +50,9 @@ class SampleAlgorithm(SocAlgorithm):
             QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Points"), [QgsProcessing.TypeVectorPoint]),
             "Sites to sample, e.g. the output of 'Harmonise horizons to standard depths'.",
         )
-        self.add_parameter(
-            QgsProcessingParameterMultipleLayers(
-                self.COVARIATES, self.tr("Covariate rasters"), QgsProcessing.TypeRaster
-            ),
+        self.add_covariates(
             "Raster covariates (terrain, climate, vegetation, parent material...). All bands of every raster are "
-            "sampled, in the order given.",
+            "sampled, in the order given."
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -68,11 +61,9 @@ class SampleAlgorithm(SocAlgorithm):
             "1 samples the cell under each point. An odd size such as 3 or 5 returns the mean over that many "
             "cells on a side, centred on the point (nodata cells are left out of the mean).",
         )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(self.RESAMPLE, self.tr("Resample onto the first raster's grid"), False),
+        self.add_resample(
             "Rasters normally must share one grid. Tick this to warp the others onto the first raster's grid "
-            "(nearest neighbour, which keeps class codes valid).",
-            advanced=True,
+            "(nearest neighbour, which keeps class codes valid)."
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Sampled points"), QgsProcessing.TypeVectorPoint),
@@ -97,7 +88,6 @@ class SampleAlgorithm(SocAlgorithm):
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
-        layers = self.parameterAsLayerList(parameters, self.COVARIATES, context)
         patch_size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
         if patch_size % 2 == 0:
             raise QgsProcessingException(
@@ -105,10 +95,14 @@ class SampleAlgorithm(SocAlgorithm):
                     patch_size
                 )
             )
-        resample = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
-
         sampled = sample_points(
-            source, layers, resample, patch_size, context, feedback, self.tr("Reading points"), progress_span=20
+            source,
+            *self.covariates(parameters, context),
+            patch_size,
+            context,
+            feedback,
+            self.tr("Reading points"),
+            progress_span=20,
         )
         if sampled is None:
             return {}

@@ -17,7 +17,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsWkbTypes,
@@ -25,7 +24,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core import registry
-from .base import SocAlgorithm
+from .base import CovariateAlgorithm
 from .layers import progress_callback, report_skipped, sample_points
 from .values import MISSING, to_float
 
@@ -33,12 +32,10 @@ from .values import MISSING, to_float
 NUMBER_TYPES = {int: QgsProcessingParameterNumber.Integer, float: QgsProcessingParameterNumber.Double}
 
 
-class TrainAlgorithm(SocAlgorithm):
+class TrainAlgorithm(CovariateAlgorithm):
     INPUT = "INPUT"
     TARGET_FIELDS = "TARGET_FIELDS"
-    COVARIATES = "COVARIATES"
     CATEGORICAL = "CATEGORICAL"
-    RESAMPLE = "RESAMPLE"
     MODEL = "MODEL"
     VALIDATION = "VALIDATION"
     FOLDS = "FOLDS"
@@ -93,12 +90,9 @@ class TrainAlgorithm(SocAlgorithm):
             "Fields named PROPERTY_TOP_BOTTOM with depths in cm, e.g. ORCDRC_0_5 … ORCDRC_100_200; all of one "
             "property. Empty (NULL) values mean the site lacks that depth.",
         )
-        self.add_parameter(
-            QgsProcessingParameterMultipleLayers(
-                self.COVARIATES, self.tr("Covariate rasters"), QgsProcessing.TypeRaster
-            ),
+        self.add_covariates(
             "Rasters on one grid (same CRS, pixel size, extent); every band is a covariate. Prediction later "
-            "needs the same rasters in the same order.",
+            "needs the same rasters in the same order."
         )
         self.add_parameter(
             QgsProcessingParameterString(self.CATEGORICAL, self.tr("Categorical bands"), "", optional=True),
@@ -170,11 +164,9 @@ class TrainAlgorithm(SocAlgorithm):
             "The same inputs and seed give the same model and metrics (on the CPU).",
             advanced=True,
         )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(self.RESAMPLE, self.tr("Resample onto the first raster's grid"), False),
+        self.add_resample(
             "Rasters normally must share one grid. Tick this to warp the others onto the first raster's grid "
-            "(nearest neighbour).",
-            advanced=True,
+            "(nearest neighbour)."
         )
         for setting in registry.hyperparameters():  # CNN settings, then the random forest's
             self.add_parameter(self._hyperparameter_definition(setting), setting.help, advanced=True)
@@ -252,8 +244,7 @@ class TrainAlgorithm(SocAlgorithm):
 
         sampled = sample_points(
             source,
-            self.parameterAsLayerList(parameters, self.COVARIATES, context),
-            self.parameterAsBoolean(parameters, self.RESAMPLE, context),
+            *self.covariates(parameters, context),
             params.get("patch_size", 1),
             context,
             feedback,
