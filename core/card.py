@@ -55,6 +55,18 @@ class TrainingSettings:
     seed: int = 0
     seconds: float = 0.0
 
+    @classmethod
+    def of_run(cls, settings: dict[str, Any], seconds: float) -> TrainingSettings:
+        """From `training.TrainingResult.settings` (also the first release's `settings` entry)."""
+        return cls(
+            params=settings["params"],
+            validation=settings["validation"],
+            folds=settings["folds"],
+            block_size=settings["block_size"],
+            seed=settings["random_state"],
+            seconds=seconds,
+        )
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -110,7 +122,7 @@ class ModelCard:
     @classmethod
     def from_release_metadata(cls, metadata: dict[str, Any]) -> ModelCard:
         """The card of a first-release model file (schema 1), whose metadata is an untyped dict."""
-        grid, settings = metadata["grid"], metadata["settings"]
+        grid = metadata["grid"]
         return cls(
             kind=metadata["kind"],
             property=metadata["property"],
@@ -123,14 +135,7 @@ class ModelCard:
             ),
             grid=Grid(crs_wkt=grid["crs_wkt"], transform=tuple(grid["transform"]), res=tuple(grid["res"])),
             target=TargetScale(metadata["target_transform"], metadata["prediction_floor"]),
-            settings=TrainingSettings(
-                params=settings["params"],
-                validation=settings["validation"],
-                folds=settings["folds"],
-                block_size=settings["block_size"],
-                seed=settings["random_state"],
-                seconds=metadata["training_seconds"],
-            ),
+            settings=TrainingSettings.of_run(metadata["settings"], metadata["training_seconds"]),
             n_sites=metadata["n_sites"],
             n_observations_per_depth=tuple(metadata["n_observations_per_depth"]),
             metrics=tuple(metadata["metrics"]),
