@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -14,6 +15,9 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
+
+if TYPE_CHECKING:  # numpy and rasterio load only when an algorithm runs
+    from ..core.rasters import PointSample
 
 
 def tr(text: str) -> str:
@@ -104,10 +108,10 @@ class SampledPoints:
     """Points read in the rasters' CRS and the covariates sampled at them, with the facts of the raster stack."""
 
     points: Points
-    sample: object  # core.rasters.PointSample
+    sample: PointSample
     band_names: list[str]
     layer_names: list[str]
-    grid: dict  # core.sites.grid_of
+    grid: dict  # as core.sites.grid_of describes it
 
 
 def sample_points(
