@@ -30,6 +30,16 @@ from .values import MISSING, to_float
 
 #: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
 NUMBER_TYPES = {int: QgsProcessingParameterNumber.Integer, float: QgsProcessingParameterNumber.Double}
+#: the out-of-fold predictions table, as `core.training.out_of_fold_rows` fills it
+OUT_OF_FOLD_FIELDS = (
+    ("site", QVariant.LongLong),
+    ("depth", QVariant.String),
+    ("top", QVariant.Double),
+    ("bottom", QVariant.Double),
+    ("observed", QVariant.Double),
+    ("predicted", QVariant.Double),
+    ("fold", QVariant.Int),
+)
 
 
 class TrainAlgorithm(CovariateAlgorithm):
@@ -363,10 +373,9 @@ class TrainAlgorithm(CovariateAlgorithm):
         return targets
 
     def _write_outputs(self, parameters, context, feedback, data, result, sampled, model_path, report_path):
-        import numpy as np
-
         from ..core.bundle import SocModel
         from ..core.metrics import METRIC_NAMES
+        from ..core.training import out_of_fold_rows
 
         feedback.setProgressText(self.tr("Writing the model file"))
         bundle = SocModel.from_training(result, data, sampled.grid)
@@ -401,38 +410,19 @@ class TrainAlgorithm(CovariateAlgorithm):
 
         if cv is not None:
             fields = QgsFields()
-            fields.append(QgsField("site", QVariant.LongLong))
-            fields.append(QgsField("depth", QVariant.String))
-            fields.append(QgsField("top", QVariant.Double))
-            fields.append(QgsField("bottom", QVariant.Double))
-            fields.append(QgsField("observed", QVariant.Double))
-            fields.append(QgsField("predicted", QVariant.Double))
-            fields.append(QgsField("fold", QVariant.Int))
+            for name, kind in OUT_OF_FOLD_FIELDS:
+                fields.append(QgsField(name, kind))
             source = self.parameterAsSource(parameters, self.INPUT, context)
             sink, dest = self.parameterAsSink(
                 parameters, self.OUTPUT_PREDICTIONS, context, fields, QgsWkbTypes.Point, source.sourceCrs()
             )
             if sink is not None:
                 geometry_of = dict(zip(sampled.points.feature_ids, sampled.points.geometries))
-                labels = data.interval_labels()
-                for s, site in enumerate(data.site_ids):
-                    for d, (top, bottom) in enumerate(data.intervals):
-                        if np.isnan(data.targets[s, d]):
-                            continue
-                        feature = QgsFeature(fields)
-                        feature.setGeometry(geometry_of[site])
-                        feature.setAttributes(
-                            [
-                                int(site),
-                                labels[d],
-                                float(top),
-                                float(bottom),
-                                float(data.targets[s, d]),
-                                float(cv.predictions[s, d]),
-                                int(cv.folds[s]) + 1,
-                            ]
-                        )
-                        sink.addFeature(feature, QgsFeatureSink.FastInsert)
+                for s, row in out_of_fold_rows(data, cv):
+                    feature = QgsFeature(fields)
+                    feature.setGeometry(geometry_of[data.site_ids[s]])
+                    feature.setAttributes(row)
+                    sink.addFeature(feature, QgsFeatureSink.FastInsert)
                 outputs[self.OUTPUT_PREDICTIONS] = dest
 
         if report_path:

@@ -167,6 +167,19 @@ def cross_validate(
     )
 
 
+def out_of_fold_rows(data: TrainingData, cv: CrossValidation) -> list[tuple[int, list[Any]]]:
+    """(site index, [site, depth label, top, bottom, observed, predicted, fold from 1]) per observed site and
+    depth, site by site: the out-of-fold predictions as a table."""
+    labels = data.interval_labels()
+    rows = []
+    for s, site in enumerate(data.site_ids):
+        for d, (top, bottom) in enumerate(data.intervals):
+            if not np.isnan(data.targets[s, d]):
+                observed, predicted, fold = float(data.targets[s, d]), float(cv.predictions[s, d]), int(cv.folds[s])
+                rows.append((s, [int(site), labels[d], float(top), float(bottom), observed, predicted, fold + 1]))
+    return rows
+
+
 def validation_metrics(data: TrainingData, predictions: np.ndarray, model_name: str) -> list[dict[str, Any]]:
     """Metrics per depth and over all depths (and per group) from site × depth predictions."""
     depth_index, site_index = np.nonzero(~np.isnan(data.targets.T))  # depth-major: depths in interval order
