@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingParameterDefinition
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterMultipleLayers,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -71,3 +77,33 @@ class SocAlgorithm(QgsProcessingAlgorithm):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(parameter)
         return parameter
+
+
+class CovariateAlgorithm(SocAlgorithm):
+    """An algorithm that reads covariate rasters: the COVARIATES and RESAMPLE parameters, defined once for
+    sample, train and predict, each with its own help text."""
+
+    COVARIATES = "COVARIATES"
+    RESAMPLE = "RESAMPLE"
+
+    def add_covariates(self, help_text: str) -> None:
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(
+                self.COVARIATES, self.tr("Covariate rasters"), QgsProcessing.TypeRaster
+            ),
+            help_text,
+        )
+
+    def add_resample(self, help_text: str) -> None:
+        self.add_parameter(
+            QgsProcessingParameterBoolean(self.RESAMPLE, self.tr("Resample onto the first raster's grid"), False),
+            help_text,
+            advanced=True,
+        )
+
+    def covariates(self, parameters, context) -> tuple[list, bool]:
+        """The covariate layers and whether to resample them onto the first one's grid."""
+        return (
+            self.parameterAsLayerList(parameters, self.COVARIATES, context),
+            self.parameterAsBoolean(parameters, self.RESAMPLE, context),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -14,6 +15,9 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
+
+if TYPE_CHECKING:  # numpy and rasterio load only when an algorithm runs
+    from ..core.rasters import PointSample
 
 
 def tr(text: str) -> str:
@@ -97,6 +101,37 @@ def read_points(source, context, feedback, target_crs_wkt: str, fields: list[str
         if n % 500 == 0:
             feedback.setProgress(progress_span * n / total)
     return points
+
+
+@dataclass
+class SampledPoints:
+    """Points read in the rasters' CRS and the covariates sampled at them, with the facts of the raster stack."""
+
+    points: Points
+    sample: PointSample
+    band_names: list[str]
+    layer_names: list[str]
+    grid: dict  # as core.sites.grid_of describes it
+
+
+def sample_points(
+    source, layers, resample: bool, patch_size: int, context, feedback, reading: str, fields=None, progress_span=10
+) -> SampledPoints | None:
+    """The input step of sample and train: opens the covariates, reads the points and samples every band at them
+    (`patch_size` cells on a side). None when the user cancels."""
+    import numpy as np
+
+    from ..core.sites import grid_of
+
+    with open_stack(layers, resample) as stack:
+        feedback.pushInfo(tr("Covariate bands: {}").format(", ".join(stack.band_names)))
+        feedback.setProgressText(reading)
+        points = read_points(source, context, feedback, stack.crs_wkt, fields=fields, progress_span=progress_span)
+        if feedback.isCanceled():
+            return None
+        feedback.setProgressText(tr("Sampling {} bands at {} points").format(stack.count, len(points.x)))
+        sample = stack.sample(np.array(points.x), np.array(points.y), patch_size)
+        return SampledPoints(points, sample, stack.band_names, stack.layer_names, grid_of(stack))
 
 
 def report_skipped(feedback, skipped: list[tuple[object, str]], what: str, limit: int = 20) -> None:

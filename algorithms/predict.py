@@ -16,13 +16,11 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
@@ -30,23 +28,21 @@ from qgis.core import (
     QgsProject,
 )
 
-from .base import SocAlgorithm
+from .base import CovariateAlgorithm
 from .layers import open_stack, progress_callback
 
 #: colour ramp shared by the per-depth maps, so depths compare at a glance
 RAMP = "YlOrBr"
 
 
-class PredictAlgorithm(SocAlgorithm):
+class PredictAlgorithm(CovariateAlgorithm):
     MODEL = "MODEL"
-    COVARIATES = "COVARIATES"
     DEPTHS = "DEPTHS"
     EXTENT = "EXTENT"
     MASK = "MASK"
     MEMORY_MB = "MEMORY_MB"
     UNCERTAINTY = "UNCERTAINTY"
     INTERVAL = "INTERVAL"
-    RESAMPLE = "RESAMPLE"
     OUTPUT = "OUTPUT"
     OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
@@ -78,12 +74,9 @@ class PredictAlgorithm(SocAlgorithm):
             QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="socmodel"),
             "A model file written by 'Train SOC model'.",
         )
-        self.add_parameter(
-            QgsProcessingParameterMultipleLayers(
-                self.COVARIATES, self.tr("Covariate rasters"), QgsProcessing.TypeRaster
-            ),
+        self.add_covariates(
             "The rasters the model was trained with, in the same order (they may cover another extent on the same "
-            "pixel size and CRS).",
+            "pixel size and CRS)."
         )
         self.add_parameter(
             QgsProcessingParameterString(self.DEPTHS, self.tr("Depth intervals (empty = all)"), "", optional=True),
@@ -131,10 +124,8 @@ class PredictAlgorithm(SocAlgorithm):
             "Working memory for prediction; larger rasters are processed block by block within it.",
             advanced=True,
         )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(self.RESAMPLE, self.tr("Resample onto the first raster's grid"), False),
-            "Warp the other covariates onto the first raster's grid (nearest neighbour), as in training.",
-            advanced=True,
+        self.add_resample(
+            "Warp the other covariates onto the first raster's grid (nearest neighbour), as in training."
         )
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("SOC maps (one band per depth)")),
@@ -156,9 +147,8 @@ class PredictAlgorithm(SocAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        import numpy as np
-
         from ..core.bundle import SocModel
+        from ..core.depths import map_file_name, select_intervals
         from ..core.modelfile import ModelFileError
         from ..core.models.base import Cancelled
         from ..core.predict import predict_rasters
@@ -168,12 +158,16 @@ class PredictAlgorithm(SocAlgorithm):
             bundle = SocModel.load(model_path)
         except (ModelFileError, OSError) as error:
             raise QgsProcessingException(str(error)) from error
-        if bundle.kind != "random_forest":
-            from ..core.dependencies import install_hint, missing_modules
+        from ..core.dependencies import install_hint, missing_modules
+        from ..core.registry import entry
 
-            if missing_modules(["torch"]):
-                raise QgsProcessingException(install_hint(["torch"]))
-        depth_indices = self._depth_indices(self.parameterAsString(parameters, self.DEPTHS, context), bundle)
+        missing = missing_modules(entry(bundle.kind).requires)
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+        try:
+            depth_indices = select_intervals(self.parameterAsString(parameters, self.DEPTHS, context), bundle.intervals)
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
         with_uncertainty = self.parameterAsEnum(parameters, self.UNCERTAINTY, context) == 1
         level = self.parameterAsDouble(parameters, self.INTERVAL, context) / 100.0
         if with_uncertainty:
@@ -189,8 +183,7 @@ class PredictAlgorithm(SocAlgorithm):
             uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or None
 
-        layers = self.parameterAsLayerList(parameters, self.COVARIATES, context)
-        with open_stack(layers, self.parameterAsBoolean(parameters, self.RESAMPLE, context)) as stack:
+        with open_stack(*self.covariates(parameters, context)) as stack:
             self._check_covariates(bundle, stack, feedback)
             extent = None
             if parameters.get(self.EXTENT):
@@ -201,7 +194,7 @@ class PredictAlgorithm(SocAlgorithm):
             labels = bundle.interval_labels()
             name = bundle.property_name
             band_labels = [f"{name} {labels[d]}" for d in depth_indices]
-            file_names = [f"{name}_{labels[d].replace(' cm', '').replace('-', '_')}cm.tif" for d in depth_indices]
+            file_names = [map_file_name(name, *bundle.intervals[d]) for d in depth_indices]
             feedback.setProgressText(self.tr("Predicting {} depth(s)").format(len(depth_indices)))
             try:
                 result = predict_rasters(
@@ -217,7 +210,7 @@ class PredictAlgorithm(SocAlgorithm):
                     uncertainty_path=uncertainty_path,
                     depth_folder=folder,
                     depth_file_names=file_names if folder else None,
-                    training_ranges=np.asarray(bundle.metadata["covariate_ranges"], dtype=float),
+                    training_ranges=bundle.training_ranges,
                     progress=progress_callback(feedback),
                 )
             except Cancelled as cancelled:
@@ -254,68 +247,41 @@ class PredictAlgorithm(SocAlgorithm):
             self._load_depth_maps(context, folder, result.depth_files, band_labels)
         return outputs
 
-    def _depth_indices(self, text: str, bundle) -> list[int]:
-        labels = [label.replace(" cm", "") for label in bundle.interval_labels()]
-        if not text.strip():
-            return list(range(len(labels)))
-        chosen = []
-        for part in (p.strip().replace(" ", "").replace("cm", "") for p in text.split(",")):
-            if not part:
-                continue
-            if part not in labels:
-                raise QgsProcessingException(
-                    self.tr("Depth interval '{}' is not in the model; it has {}.").format(part, ", ".join(labels))
-                )
-            chosen.append(labels.index(part))
-        return sorted(set(chosen))
-
     def _check_covariates(self, bundle, stack, feedback) -> None:
         """The covariates must match what the model saw, band for band; say exactly what differs."""
+        from ..core.compatibility import covariate_differences
+
+        differences = covariate_differences(bundle.card, stack)
         expected, got = bundle.band_names, stack.band_names
-        grid = bundle.metadata["grid"]
-        if len(expected) != len(got):
+        if differences.band_count:
             raise QgsProcessingException(
                 self.tr("The model was trained with {} covariate bands ({}), but {} were given ({}).").format(
                     len(expected), ", ".join(expected), len(got), ", ".join(got)
                 )
             )
-
-        def band_part(names, layers):
-            parts = []
-            for band in names:
-                layer = next((lyr for lyr in sorted(layers, key=len, reverse=True) if band.startswith(f"{lyr}_")), "")
-                parts.append(band[len(layer) + 1 :] if layer else band)
-            return parts
-
-        if expected != got:
-            expected_bands = band_part(expected, grid.get("layer_names", []))
-            got_bands = band_part(got, stack.layer_names)
-            differences = [
-                f"band {i + 1}: model '{e}', given '{g}'"
-                for i, (e, g) in enumerate(zip(expected, got))
-                if expected_bands[i] != got_bands[i]
-            ]
-            if differences:
-                raise QgsProcessingException(
-                    self.tr(
-                        "The covariates differ from those the model was trained with ({}). Give the same rasters "
-                        "in the same order: {}."
-                    ).format("; ".join(differences), ", ".join(expected))
-                )
+        if differences.bands:
+            listed = [f"band {d.number}: model '{d.model}', given '{d.given}'" for d in differences.bands]
+            raise QgsProcessingException(
+                self.tr(
+                    "The covariates differ from those the model was trained with ({}). Give the same rasters "
+                    "in the same order: {}."
+                ).format("; ".join(listed), ", ".join(expected))
+            )
+        if differences.layer_names_differ:
             feedback.pushWarning(
                 self.tr("Covariate layers have other names than in training ({} vs {}); the bands match.").format(
-                    ", ".join(stack.layer_names), ", ".join(grid.get("layer_names", []))
+                    ", ".join(stack.layer_names), ", ".join(bundle.card.bands.layer_names)
                 )
             )
-        if QgsCoordinateReferenceSystem.fromWkt(grid["crs_wkt"]) != QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt):
+        if differences.crs:
+            trained, given = (QgsCoordinateReferenceSystem.fromWkt(wkt) for wkt in differences.crs)
             raise QgsProcessingException(
                 self.tr("The covariates are in {} but the model was trained on {}. Reproject the rasters.").format(
-                    QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt).userFriendlyIdentifier(),
-                    QgsCoordinateReferenceSystem.fromWkt(grid["crs_wkt"]).userFriendlyIdentifier(),
+                    given.userFriendlyIdentifier(), trained.userFriendlyIdentifier()
                 )
             )
-        trained, given = grid["res"], stack.res
-        if any(abs(a - b) > 1e-6 * abs(a) for a, b in zip(trained, given)):
+        if differences.pixel_size:
+            trained, given = differences.pixel_size
             raise QgsProcessingException(
                 self.tr("The covariates have pixels of {} x {} but the model was trained on {} x {}.").format(
                     given[0], given[1], trained[0], trained[1]

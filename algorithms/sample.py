@@ -11,24 +11,20 @@ from qgis.core import (
     QgsFields,
     QgsProcessing,
     QgsProcessingException,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .base import SocAlgorithm
-from .layers import open_stack, read_points, report_skipped
+from .base import CovariateAlgorithm
+from .layers import report_skipped, sample_points
 
 
-class SampleAlgorithm(SocAlgorithm):
+class SampleAlgorithm(CovariateAlgorithm):
     INPUT = "INPUT"
-    COVARIATES = "COVARIATES"
     PATCH_SIZE = "PATCH_SIZE"
-    RESAMPLE = "RESAMPLE"
     OUTPUT = "OUTPUT"
     REJECTED = "REJECTED"
 
@@ -54,12 +50,9 @@ class SampleAlgorithm(SocAlgorithm):
             QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Points"), [QgsProcessing.TypeVectorPoint]),
             "Sites to sample, e.g. the output of 'Harmonise horizons to standard depths'.",
         )
-        self.add_parameter(
-            QgsProcessingParameterMultipleLayers(
-                self.COVARIATES, self.tr("Covariate rasters"), QgsProcessing.TypeRaster
-            ),
+        self.add_covariates(
             "Raster covariates (terrain, climate, vegetation, parent material...). All bands of every raster are "
-            "sampled, in the order given.",
+            "sampled, in the order given."
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
@@ -68,11 +61,9 @@ class SampleAlgorithm(SocAlgorithm):
             "1 samples the cell under each point. An odd size such as 3 or 5 returns the mean over that many "
             "cells on a side, centred on the point (nodata cells are left out of the mean).",
         )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(self.RESAMPLE, self.tr("Resample onto the first raster's grid"), False),
+        self.add_resample(
             "Rasters normally must share one grid. Tick this to warp the others onto the first raster's grid "
-            "(nearest neighbour, which keeps class codes valid).",
-            advanced=True,
+            "(nearest neighbour, which keeps class codes valid)."
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Sampled points"), QgsProcessing.TypeVectorPoint),
@@ -92,10 +83,11 @@ class SampleAlgorithm(SocAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         import numpy as np
 
+        from ..core.sites import sampling_skips
+
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
-        layers = self.parameterAsLayerList(parameters, self.COVARIATES, context)
         patch_size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
         if patch_size % 2 == 0:
             raise QgsProcessingException(
@@ -103,22 +95,23 @@ class SampleAlgorithm(SocAlgorithm):
                     patch_size
                 )
             )
-        resample = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
-
-        with open_stack(layers, resample) as stack:
-            feedback.setProgressText(self.tr("Reading points"))
-            points = read_points(source, context, feedback, stack.crs_wkt, progress_span=20)
-            if feedback.isCanceled():
-                return {}
-            feedback.setProgressText(self.tr("Sampling {} bands at {} points").format(stack.count, len(points.x)))
-            sample = stack.sample(np.array(points.x), np.array(points.y), patch_size)
-            band_names = stack.band_names
+        sampled = sample_points(
+            source,
+            *self.covariates(parameters, context),
+            patch_size,
+            context,
+            feedback,
+            self.tr("Reading points"),
+            progress_span=20,
+        )
+        if sampled is None:
+            return {}
+        points, sample = sampled.points, sampled.sample
         feedback.setProgress(70)
 
         # Every check that can fail comes before the sinks, so a failed run leaves no empty output behind.
         usable = sample.status == 0
-        skipped = list(points.skipped)
-        skipped += [(fid, reason) for fid, ok, reason in zip(points.feature_ids, usable, sample.reasons) if not ok]
+        skipped = list(points.skipped) + sampling_skips(points.feature_ids, sample)
         if not usable.any():
             raise QgsProcessingException(
                 self.tr(
@@ -132,7 +125,7 @@ class SampleAlgorithm(SocAlgorithm):
 
         fields = QgsFields(source.fields())
         existing = {name.lower() for name in fields.names()}
-        for name in band_names:
+        for name in sampled.band_names:
             field_name = name
             while field_name.lower() in existing:
                 field_name += "_cov"

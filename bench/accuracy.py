@@ -23,15 +23,10 @@ import numpy as np
 
 from soc_depth_mapper.core.depths import STANDARD_DEPTHS, intervals_from_boundaries
 from soc_depth_mapper.core.rasters import CovariateStack
+from soc_depth_mapper.core.registry import entry, kinds
+from soc_depth_mapper.core.sites import training_data
 from soc_depth_mapper.core.spline import harmonise
-from soc_depth_mapper.core.training import (
-    MODEL_KINDS,
-    MODEL_LABELS,
-    TrainingData,
-    cross_validate,
-    make_folds,
-    model_class,
-)
+from soc_depth_mapper.core.training import TrainingData, cross_validate, make_folds
 
 DATA = Path(__file__).resolve().parents[1] / "sample_data" / "edgeroi"
 CNN_PATCH = 7
@@ -50,23 +45,23 @@ def edgeroi_training_data(patch_size: int) -> TrainingData:
     with CovariateStack([str(DATA / "covariates_250m.tif")], layer_names=["cov"]) as stack:
         sample = stack.sample(x, y, patch_size)
         band_names = stack.band_names
-    keep = (sample.status == 0) & ~np.all(np.isnan(result.values), axis=1)
-    return TrainingData(
-        site_ids=result.profile_ids[keep],
-        x=x[keep],
-        y=y[keep],
-        patches=sample.patches[keep],
-        targets=result.values[keep],
-        intervals=np.array(intervals_from_boundaries(STANDARD_DEPTHS)),
-        property_name="ORCDRC",
-        band_names=band_names,
+    data, _ = training_data(
+        sample,
+        result.profile_ids,
+        x,
+        y,
+        result.values,
+        np.array(intervals_from_boundaries(STANDARD_DEPTHS)),
+        "ORCDRC",
+        band_names,
         categorical=(band_names.index("cov_PMTGEO5"),),
     )
+    return data
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODEL_KINDS))
+    parser.add_argument("--models", default=",".join(kinds()))
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
@@ -91,33 +86,34 @@ def main(argv: list[str] | None = None) -> None:
     header = f"{'model':<16}{'depth':>9}{'n':>6}{'RMSE':>8}{'R2':>8}{'CCC':>8}{'KGE':>8}"
     results = {}
     for kind in args.models.split(","):
-        cls = model_class(kind)
+        cls = entry(kind).loader()
         started = time.perf_counter()
         cv = cross_validate(
             data,
             lambda cls=cls: cls(random_state=args.seed, **args.params),
             folds,
             transform=args.transform,
-            model_name=MODEL_LABELS[kind],
+            model_name=entry(kind).label,
             scheme="spatial",
         )
         results[kind] = (cv, time.perf_counter() - started)
-        print(f"  {MODEL_LABELS[kind]}: {results[kind][1]:.0f} s", flush=True)
+        print(f"  {entry(kind).label}: {results[kind][1]:.0f} s", flush=True)
 
     print("\n" + header)
     for kind, (cv, seconds) in results.items():
+        label = entry(kind).label
         for row in cv.metrics:
             print(
-                f"{MODEL_LABELS[kind]:<16}{row['depth']:>9}{row['n']:>6}{row['rmse']:>8.3f}{row['r2']:>8.3f}"
+                f"{label:<16}{row['depth']:>9}{row['n']:>6}{row['rmse']:>8.3f}{row['r2']:>8.3f}"
                 f"{row['ccc']:>8.3f}{row['kge']:>8.3f}"
             )
-        print(f"{MODEL_LABELS[kind]:<16}{'time':>9}{'':>6}{seconds:>8.0f} s for {args.folds} folds")
+        print(f"{label:<16}{'time':>9}{'':>6}{seconds:>8.0f} s for {args.folds} folds")
     if "random_forest" in results:
         reference = next(r["rmse"] for r in results["random_forest"][0].metrics if r["depth"] == "all")
         print("\nOverall RMSE relative to the random forest (negative = better):")
         for kind, (cv, _) in results.items():
             rmse = next(r["rmse"] for r in cv.metrics if r["depth"] == "all")
-            print(f"  {MODEL_LABELS[kind]:<16}{100 * (rmse / reference - 1):+6.1f} %")
+            print(f"  {entry(kind).label:<16}{100 * (rmse / reference - 1):+6.1f} %")
 
 
 if __name__ == "__main__":

@@ -133,6 +133,8 @@ def read_band_values(path: str) -> np.ndarray:
 def engine_worker(arguments: dict) -> dict:
     """predict_rasters with the saved forest on one stack (runs in its own process)."""
     from soc_depth_mapper.core.bundle import SocModel
+    from soc_depth_mapper.core.card import Bands, Grid, ModelCard
+    from soc_depth_mapper.core.depths import interval_labels
     from soc_depth_mapper.core.models.forest import RandomForestDepthModel
     from soc_depth_mapper.core.predict import predict_rasters
     from soc_depth_mapper.core.rasters import CovariateStack
@@ -140,11 +142,16 @@ def engine_worker(arguments: dict) -> dict:
     config = json.loads(Path(arguments["config"]).read_text())
     with np.load(arguments["arrays"], allow_pickle=False) as stored:
         model = RandomForestDepthModel.from_state(config, dict(stored))
-    labels = [f"SOC {top:g}-{bottom:g} cm" for top, bottom in INTERVALS]
-    metadata = {"kind": model.kind, "intervals": INTERVALS.tolist(), "target_transform": "none"}
+    labels = [f"SOC {label}" for label in interval_labels(INTERVALS, " cm")]
     with CovariateStack([arguments["stack"]]) as stack:
-        metadata["band_names"] = stack.band_names
-        bundle = SocModel(model, metadata)
+        card = ModelCard(
+            kind=model.kind,
+            property="SOC",
+            intervals=tuple(map(tuple, INTERVALS.tolist())),
+            bands=Bands(tuple(stack.band_names)),
+            grid=Grid(stack.crs_wkt, tuple(stack.transform.to_gdal()), tuple(stack.res)),
+        )
+        bundle = SocModel(model, card)
         model_seconds = 0.0
         predict_block = bundle.predict_block
 

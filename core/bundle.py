@@ -1,8 +1,8 @@
 """The trained-model bundle: the model, what it was trained on and how to map with it, in one safe file.
 
-The bundle is the only state carried from training to prediction. It records the covariate names and order, the
-raster grid (CRS, pixel size, nodata), the depth intervals, the target transform, the settings and seed, library
-versions, the validation metrics and the covariate ranges seen in training, and the models needed for prediction
+The bundle is the only state carried from training to prediction: the model card (`core.card.ModelCard`: the
+covariate names and order, the raster grid, the depth intervals, the target scale, the settings and seed, library
+versions, the validation metrics and the covariate ranges seen in training) and the models needed for prediction
 intervals.
 
 Prediction intervals:
@@ -22,20 +22,23 @@ from typing import Any
 
 import numpy as np
 
+from .card import SCHEMA_VERSION, Bands, Grid, ModelCard, TargetScale, TrainingSettings
+from .depths import interval_labels
 from .modelfile import ModelFileError, load_model_file, save_model_file
 from .models.base import DepthModel
+from .registry import CONFORMAL, QUANTILE_FOREST, entry, model_class
 from .training import (
     TrainingData,
     TrainingResult,
     forward_transform,
     inverse_transform,
-    model_class,
     prediction_floor,
     predictions_to_fitted_scale,
     to_property_scale,
 )
 
-BUNDLE_VERSION = 1
+#: the first release's files: an untyped metadata dict instead of a card
+RELEASE_SCHEMA_VERSION = 1
 
 
 def library_versions() -> dict[str, str]:
@@ -62,12 +65,12 @@ class SocModel:
     def __init__(
         self,
         model: DepthModel,
-        metadata: dict[str, Any],
+        card: ModelCard,
         fold_models: list[DepthModel] | None = None,
         conformal_scores: list[np.ndarray] | None = None,
     ):
         self.model = model
-        self.metadata = metadata
+        self.card = card
         self.fold_models = fold_models or []
         self.conformal_scores = conformal_scores or []
         #: map cells whose prediction fell below `prediction_floor` and were raised to it, for the log
@@ -76,19 +79,24 @@ class SocModel:
     # --- what the model was trained on -------------------------------------------------------------------------
     @property
     def kind(self) -> str:
-        return self.metadata["kind"]
+        return self.card.kind
+
+    @property
+    def interval_method(self) -> str:
+        """How this kind makes prediction intervals (`registry.QUANTILE_FOREST` or `registry.CONFORMAL`)."""
+        return entry(self.kind).intervals
 
     @property
     def intervals(self) -> np.ndarray:
-        return np.asarray(self.metadata["intervals"], dtype=float)
+        return np.asarray(self.card.intervals, dtype=float)
 
     @property
     def band_names(self) -> list[str]:
-        return list(self.metadata["band_names"])
+        return list(self.card.bands.names)
 
     @property
     def property_name(self) -> str:
-        return self.metadata["property"]
+        return self.card.property
 
     @property
     def patch_size(self) -> int:
@@ -96,51 +104,61 @@ class SocModel:
 
     @property
     def transform(self) -> str:
-        return self.metadata["target_transform"]
+        return self.card.target.transform
 
     @property
     def prediction_floor(self) -> float | None:
         """The lowest value a prediction may take (0 for SOC), or None; see `training.prediction_floor`."""
-        return self.metadata.get("prediction_floor")
+        return self.card.target.floor
+
+    @property
+    def training_ranges(self) -> np.ndarray | None:
+        """(B, 2) the minimum and maximum of each band at the training sites, or None where not recorded."""
+        ranges = self.card.covariate_ranges
+        return None if ranges is None else np.asarray(ranges, dtype=float)
 
     def interval_labels(self, unit: str = " cm") -> list[str]:
-        return [f"{top:g}-{bottom:g}{unit}" for top, bottom in self.intervals]
+        return interval_labels(self.intervals, unit)
 
     # --- construction and files -----------------------------------------------------------------------------------
     @classmethod
-    def from_training(
-        cls, result: TrainingResult, data: TrainingData, grid: dict[str, Any], extra: dict[str, Any] | None = None
-    ) -> SocModel:
-        """Bundles a training run. `grid`: crs_wkt, transform (GDAL 6-tuple), res, nodata (per band)."""
+    def from_training(cls, result: TrainingResult, data: TrainingData, grid: dict[str, Any]) -> SocModel:
+        """Bundles a training run. `grid`: crs_wkt, transform (GDAL 6-tuple), res, nodata (per band) and
+        optionally layer_names (the rasters whose names prefix the band names)."""
         centre = data.patches.shape[-1] // 2
         centre_values = data.patches[:, :, centre, centre].astype(float)
         ranges = np.stack([np.nanmin(centre_values, axis=0), np.nanmax(centre_values, axis=0)], axis=1)
-        metadata = {
-            "bundle_version": BUNDLE_VERSION,
-            "kind": result.settings["kind"],
-            "property": data.property_name,
-            "intervals": data.intervals.tolist(),
-            "band_names": list(data.band_names),
-            "categorical": [int(i) for i in data.categorical],
-            "patch_size": int(result.model.patch_size),
-            "target_transform": result.transform,
-            "prediction_floor": prediction_floor(data.targets),
-            "grid": grid,
-            "settings": result.settings,
-            "covariate_ranges": ranges.tolist(),
-            "n_sites": len(data.site_ids),
-            "n_observations_per_depth": np.sum(~np.isnan(data.targets), axis=0).tolist(),
-            "metrics": [] if result.validation is None else result.validation.metrics,
-            "training_seconds": result.seconds,
-            "versions": library_versions(),
-            **(extra or {}),
-        }
-        fold_models, scores = [], []
-        if result.validation is not None and result.settings["kind"] != "random_forest":
+        settings = result.settings
+        fold_models, scores, floors = [], [], []
+        if result.validation is not None and entry(settings["kind"]).intervals == CONFORMAL:
             fold_models = result.validation.fold_models
             scores, floors = cls._conformal_scores(fold_models, data, result.validation.predictions, result.transform)
-            metadata["spread_floors"] = floors
-        return cls(result.model, metadata, fold_models, scores)
+        floor = prediction_floor(data.targets)
+        card = ModelCard(
+            kind=settings["kind"],
+            property=data.property_name,
+            intervals=tuple((float(top), float(bottom)) for top, bottom in data.intervals),
+            bands=Bands(
+                names=tuple(data.band_names),
+                categorical=tuple(int(i) for i in data.categorical),
+                nodata=tuple(None if v is None else float(v) for v in grid["nodata"]),
+                layer_names=tuple(grid.get("layer_names", ())),
+            ),
+            grid=Grid(
+                crs_wkt=grid["crs_wkt"],
+                transform=tuple(float(v) for v in grid["transform"]),
+                res=tuple(float(v) for v in grid["res"]),
+            ),
+            target=TargetScale(result.transform, None if floor is None else float(floor)),
+            settings=TrainingSettings.of_run(settings, result.seconds),
+            n_sites=len(data.site_ids),
+            n_observations_per_depth=tuple(int(n) for n in np.sum(~np.isnan(data.targets), axis=0)),
+            metrics=() if result.validation is None else tuple(result.validation.metrics),
+            covariate_ranges=tuple((float(low), float(high)) for low, high in ranges),
+            spread_floors=tuple(floors),
+            versions=library_versions(),
+        )
+        return cls(result.model, card, fold_models, scores)
 
     @staticmethod
     def _conformal_scores(
@@ -168,30 +186,42 @@ class SocModel:
             all_arrays.update({f"fold{i}.{name}": value for name, value in fold_arrays.items()})
         for d, scores in enumerate(self.conformal_scores):
             all_arrays[f"conformal.{d}"] = np.asarray(scores, dtype=float)
-        metadata = {**self.metadata, "model_config": config, "fold_configs": fold_configs}
+        metadata = {
+            "bundle_version": SCHEMA_VERSION,
+            "card": self.card.to_dict(),
+            "model_config": config,
+            "fold_configs": fold_configs,
+        }
         save_model_file(path, metadata, all_arrays)
 
     @classmethod
     def load(cls, path: str) -> SocModel:
+        """Reads a model file of this version or of the first release (whose metadata becomes a card)."""
         metadata, arrays = load_model_file(path)
-        if metadata.get("bundle_version") != BUNDLE_VERSION:
+        version = metadata.get("bundle_version")
+        if version not in (SCHEMA_VERSION, RELEASE_SCHEMA_VERSION):
             raise ModelFileError(
-                f"'{path}' was written by another version of SOC Depth Mapper (bundle version "
-                f"{metadata.get('bundle_version')}); retrain the model with this version."
+                f"'{path}' was written by another version of SOC Depth Mapper (bundle version {version}); "
+                "retrain the model with this version."
             )
         try:
-            cls_model = model_class(metadata["kind"])
-        except ValueError as error:
+            if version == SCHEMA_VERSION:
+                card = ModelCard.from_dict(metadata["card"])
+            else:
+                card = ModelCard.from_release_metadata(metadata)
+            cls_model = model_class(card.kind)
+        except KeyError as error:
+            raise ModelFileError(f"'{path}': the model description lacks {error}; retrain the model.") from error
+        except (TypeError, ValueError) as error:
             raise ModelFileError(f"'{path}': {error}") from error
 
         def part(prefix: str) -> dict[str, np.ndarray]:
             return {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
 
-        model = cls_model.from_state(metadata.pop("model_config"), part("model."))
-        fold_configs = metadata.pop("fold_configs")
-        fold_models = [cls_model.from_state(c, part(f"fold{i}.")) for i, c in enumerate(fold_configs)]
+        model = cls_model.from_state(metadata["model_config"], part("model."))
+        fold_models = [cls_model.from_state(c, part(f"fold{i}.")) for i, c in enumerate(metadata["fold_configs"])]
         scores = [arrays[f"conformal.{d}"] for d in range(len(part("conformal.")))]
-        return cls(model, metadata, fold_models, scores)
+        return cls(model, card, fold_models, scores)
 
     # --- prediction ----------------------------------------------------------------------------------------------
     def predict(self, patches: np.ndarray) -> np.ndarray:
@@ -206,7 +236,7 @@ class SocModel:
         return values.astype(np.float32)
 
     def supports_intervals(self) -> tuple[bool, str]:
-        if self.kind == "random_forest":
+        if self.interval_method == QUANTILE_FOREST:
             return True, ""
         if not self.fold_models:
             return False, (
@@ -223,7 +253,7 @@ class SocModel:
             raise ValueError(reason)
         depth_indices = list(depth_indices)
         alpha = 1.0 - level
-        if self.kind == "random_forest":
+        if self.interval_method == QUANTILE_FOREST:
             quantiles = self.model.predict_block_quantiles(block, [alpha / 2, 1 - alpha / 2], depth_indices)
             lower, upper = quantiles[:, 0], quantiles[:, 1]
         else:
@@ -233,7 +263,7 @@ class SocModel:
             half = np.empty_like(centre)
             for j, d in enumerate(depth_indices):
                 scores = self.conformal_scores[d]
-                floor = self.metadata["spread_floors"][d]
+                floor = self.card.spread_floors[d]
                 half[j] = self.conformal_quantile(scores, level) * (spread[j] + floor)
             lower, upper = centre - half, centre + half
         lower = to_property_scale(lower, self.transform, self.prediction_floor)

@@ -1,7 +1,9 @@
-"""Depth intervals and the field names that carry them (`{PROPERTY}_{top}_{bottom}`).
+"""Depth intervals, the field names that carry them (`{PROPERTY}_{top}_{bottom}`) and the labels users read.
 
 Depths are in cm. Whole numbers are written plainly (`ORCDRC_0_5`); fractional depths use `p` for the decimal
 point (`ORCDRC_2p5_7p5`), because QGIS and most formats reject `.` in field names and `-` reads as a range.
+Labels (`0-5`, `0-5 cm`) name an interval in metrics tables, band names, reports and the predict dialog; map
+files are named `{PROPERTY}_{top}_{bottom}cm.tif`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 STANDARD_DEPTHS: tuple[float, ...] = (0, 5, 15, 30, 60, 100, 200)
 
 _FIELD = re.compile(r"^(?P<prop>.+)_(?P<top>\d+(?:p\d+)?)_(?P<bottom>\d+(?:p\d+)?)$")
+_MAP_FILE = re.compile(r"^(?P<prop>.+)_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm(?:\.tif)?$")
 
 
 def format_depth(depth: float) -> str:
@@ -69,3 +72,43 @@ def parse_depth_list(text: str | Sequence[float]) -> tuple[float, ...]:
 
 def intervals_from_boundaries(depths: Sequence[float]) -> list[tuple[float, float]]:
     return list(zip(depths[:-1], depths[1:]))
+
+
+def interval_label(top: float, bottom: float, unit: str = "") -> str:
+    """(0, 5) -> '0-5', or '0-5 cm' with `unit=" cm"`; 2.5 stays '2.5'."""
+    return f"{top:g}-{bottom:g}{unit}"
+
+
+def interval_labels(intervals: Sequence[Sequence[float]], unit: str = "") -> list[str]:
+    return [interval_label(top, bottom, unit) for top, bottom in intervals]
+
+
+def select_intervals(text: str, intervals: Sequence[Sequence[float]]) -> list[int]:
+    """'0-5, 30-60 cm' -> the numbers of those intervals, sorted; empty text -> all of them.
+
+    Spaces and 'cm' are ignored. A ValueError names the first interval that is not among `intervals`.
+    """
+    labels = interval_labels(intervals)
+    if not text.strip():
+        return list(range(len(labels)))
+    chosen = []
+    for part in (p.strip().replace(" ", "").replace("cm", "") for p in text.split(",")):
+        if not part:
+            continue
+        if part not in labels:
+            raise ValueError(f"Depth interval '{part}' is not in the model; it has {', '.join(labels)}.")
+        chosen.append(labels.index(part))
+    return sorted(set(chosen))
+
+
+def map_file_name(prop: str, top: float, bottom: float) -> str:
+    """The single-depth map of a property: ('ORCDRC', 0, 5) -> 'ORCDRC_0_5cm.tif'."""
+    return f"{prop}_{top:g}_{bottom:g}cm.tif"
+
+
+def parse_map_file_name(name: str) -> tuple[str, float, float]:
+    """Inverse of `map_file_name` (a path's stem or name): 'ORCDRC_0_5cm.tif' -> ('ORCDRC', 0.0, 5.0)."""
+    match = _MAP_FILE.match(name)
+    if match is None:
+        raise ValueError(f"'{name}' is not named like a depth map, PROPERTY_TOP_BOTTOMcm.tif (e.g. ORCDRC_0_5cm.tif).")
+    return match["prop"], float(match["top"]), float(match["bottom"])

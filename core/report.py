@@ -15,18 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from .training import MODEL_LABELS, TrainingData, TrainingResult
+from .depths import interval_label
+from .metrics import METRIC_NAMES
+from .registry import entry
+from .training import TrainingData, TrainingResult
 
-METRIC_COLUMNS = (
-    ("n", "n"),
-    ("r", "R"),
-    ("r2", "R²"),
-    ("rmse", "RMSE"),
-    ("mae", "MAE"),
-    ("me", "ME"),
-    ("ccc", "CCC"),
-    ("kge", "KGE"),
-)
+#: (metric name, column heading), in `metrics.METRIC_NAMES` order
+METRIC_COLUMNS = tuple(zip(METRIC_NAMES, ("n", "R", "R²", "RMSE", "MAE", "ME", "CCC", "KGE")))
 
 STYLE = """
 body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -108,7 +103,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
             if ok.any():
                 high = float(max(observed[ok].max(), predicted[ok].max()))
                 ax.plot([0, high], [0, high], color="#888", lw=1)
-            ax.set_title(f"{labels[d]} cm (n = {int(ok.sum())})", fontsize=10)
+            ax.set_title(f"{interval_label(*data.intervals[d], ' cm')} (n = {int(ok.sum())})", fontsize=10)
             ax.set_xlabel("observed")
             ax.set_ylabel("predicted")
         _hide_unused(axes, n_depths)
@@ -153,7 +148,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
                 (cv.predictions[ok, d], "#2e8b57", "predicted"),
             ):
                 _density_curve(ax, sample, colour, label)
-            ax.set_title(f"{labels[d]} cm", fontsize=10)
+            ax.set_title(interval_label(*data.intervals[d], " cm"), fontsize=10)
             ax.set_xlabel(f"{data.property_name}{unit}")
             ax.set_ylabel("density")
         axes[0][0].legend(fontsize=8)
@@ -201,7 +196,6 @@ def training_report_html(
     bundle, data: TrainingData, result: TrainingResult, maps: dict[str, str] | None = None, unit: str = ""
 ) -> str:
     """The report page. `maps`: optional label → PNG data URI of predicted maps (added by the demo)."""
-    meta = bundle.metadata
     settings = result.settings
     figures = _plots(data, result, unit)
     counts = np.sum(~np.isnan(data.targets), axis=0)
@@ -217,7 +211,7 @@ def training_report_html(
     setting_rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in {
-            "Model": MODEL_LABELS[settings["kind"]],
+            "Model": entry(settings["kind"]).label,
             "Model settings": settings["params"] or "defaults",
             "Validation": settings["validation"]
             + (f", {settings['folds']} folds" if settings["folds"] else "")
@@ -226,13 +220,13 @@ def training_report_html(
             "Seed": settings["random_state"],
             "Covariate bands": ", ".join(data.band_names),
             "Categorical bands": ", ".join(data.band_names[i] for i in data.categorical) or "none",
-            "Patch size (cells)": meta["patch_size"],
+            "Patch size (cells)": bundle.patch_size,
             "Training time (s)": f"{result.seconds:.1f}",
-            "Library versions": ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+            "Library versions": ", ".join(f"{k} {v}" for k, v in bundle.card.versions.items()),
         }.items()
     )
     parts = [
-        f"<h1>SOC Depth Mapper — {html.escape(MODEL_LABELS[settings['kind']])} for "
+        f"<h1>SOC Depth Mapper — {html.escape(entry(settings['kind']).label)} for "
         f"{html.escape(data.property_name)}</h1>",
         "<h2>Data</h2>",
         f"<p>{len(data.site_ids)} sites with covariates; observations per depth interval:</p>",

@@ -13,38 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from .depths import interval_labels
 from .folds import default_block_size, random_folds, spatial_block_folds
 from .metrics import metrics_table
 from .models.base import DepthModel, check_progress
+from .registry import entry
 
-MODEL_KINDS = ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
-MODEL_LABELS = {
-    "random_forest": "Random forest",
-    "cnn": "CNN",
-    "transfer_cnn": "Transfer CNN",
-    "multitask_cnn": "Multi-task CNN",
-}
 TRANSFORMS = ("none", "log")
 VALIDATIONS = ("none", "random", "spatial")
 
 Progress = Callable[[float, str], bool]
-
-
-def model_class(kind: str) -> type[DepthModel]:
-    """The class for a model kind, imported only when needed (torch is heavy; RF does not need it)."""
-    if kind == "random_forest":
-        from .models.forest import RandomForestDepthModel
-
-        return RandomForestDepthModel
-    if kind in ("cnn", "transfer_cnn", "multitask_cnn"):
-        from .models import cnn
-
-        return {
-            "cnn": cnn.CNNDepthModel,
-            "transfer_cnn": cnn.TransferCNNDepthModel,
-            "multitask_cnn": cnn.MultiTaskCNNDepthModel,
-        }[kind]
-    raise ValueError(f"Unknown model kind '{kind}'; expected one of {', '.join(MODEL_KINDS)}.")
 
 
 def forward_transform(values: np.ndarray, transform: str) -> np.ndarray:
@@ -94,7 +72,7 @@ class TrainingData:
     groups: np.ndarray | None = None  # (S,)
 
     def interval_labels(self) -> list[str]:
-        return [f"{top:g}-{bottom:g}" for top, bottom in self.intervals]
+        return interval_labels(self.intervals)
 
 
 @dataclass
@@ -189,6 +167,19 @@ def cross_validate(
     )
 
 
+def out_of_fold_rows(data: TrainingData, cv: CrossValidation) -> list[tuple[int, list[Any]]]:
+    """(site index, [site, depth label, top, bottom, observed, predicted, fold from 1]) per observed site and
+    depth, site by site: the out-of-fold predictions as a table."""
+    labels = data.interval_labels()
+    rows = []
+    for s, site in enumerate(data.site_ids):
+        for d, (top, bottom) in enumerate(data.intervals):
+            if not np.isnan(data.targets[s, d]):
+                observed, predicted, fold = float(data.targets[s, d]), float(cv.predictions[s, d]), int(cv.folds[s])
+                rows.append((s, [int(site), labels[d], float(top), float(bottom), observed, predicted, fold + 1]))
+    return rows
+
+
 def validation_metrics(data: TrainingData, predictions: np.ndarray, model_name: str) -> list[dict[str, Any]]:
     """Metrics per depth and over all depths (and per group) from site × depth predictions."""
     depth_index, site_index = np.nonzero(~np.isnan(data.targets.T))  # depth-major: depths in interval order
@@ -218,7 +209,8 @@ def train(
     if transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
     started = time.perf_counter()
-    cls = model_class(kind)
+    model_kind = entry(kind)
+    cls = model_kind.loader()
 
     def make_model() -> DepthModel:
         return cls(**params, random_state=random_state)
@@ -233,7 +225,7 @@ def train(
             make_model,
             fold_ids,
             transform=transform,
-            model_name=MODEL_LABELS[kind],
+            model_name=model_kind.label,
             progress=_scaled(progress, 0.0, 1.0 - final_share, "validation "),
             block_size=used_block,
             scheme=validation,

@@ -135,8 +135,9 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
 
     from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
+    from soc_depth_mapper.core.depths import interval_label, parse_map_file_name
+    from soc_depth_mapper.core.registry import entry, kinds
     from soc_depth_mapper.core.report import append_maps
-    from soc_depth_mapper.core.training import MODEL_KINDS, MODEL_LABELS
 
     feedback = PrintingFeedback()
     started = time.perf_counter()
@@ -161,8 +162,8 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     )["OUTPUT"]
 
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "covariates_250m")
-    file_name = MODEL_KINDS[model]  # the train algorithm's MODEL choices, in order
-    label = MODEL_LABELS[file_name]
+    file_name = kinds()[model]  # the train algorithm's MODEL choices, in order
+    label = entry(file_name).label
     print(f"2/3 Training the {label} with spatial cross-validation", flush=True)
     trained = processing.run(
         "socdepth:train",
@@ -204,14 +205,13 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     project.addMapLayer(QgsRasterLayer(str(out / "soc_maps.tif"), "SOC maps (all depths)"))
     project.addMapLayer(QgsRasterLayer(str(out / "soc_intervals.tif"), "SOC 90 % prediction intervals"))
     project.addMapLayer(QgsRasterLayer(str(DATA / "covariates_250m.tif"), "Covariates (250 m)"))
-    files = sorted((out / "maps").glob("*.tif"), key=lambda p: float(p.stem.split("_")[1]))
+    files = sorted((out / "maps").glob("*.tif"), key=lambda p: parse_map_file_name(p.name)[1])
     styler = DepthMapStyler(shared_value_range([str(f) for f in files]))
     context = QgsProcessingContext()
     context.setProject(project)
     previews = {}
     for path in files:  # ORCDRC_0_5cm.tif -> "SOC 0–5 cm"
-        top, bottom = path.stem.split("_")[1:3]
-        label = f"SOC {top}–{bottom.replace('cm', '')} cm"
+        label = "SOC " + interval_label(*parse_map_file_name(path.name)[1:], " cm").replace("-", "–")
         layer = QgsRasterLayer(str(path), label)
         project.addMapLayer(layer)
         styler.postProcessLayer(layer, context, feedback)

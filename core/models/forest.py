@@ -36,6 +36,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.tree._tree import Tree
 
+from ..depths import interval_label
 from ..modelfile import ModelFileError
 from .base import DepthModel, check_progress
 
@@ -524,7 +525,7 @@ class RandomForestDepthModel(DepthModel):
                     **self.best_params_,
                 )
             )
-            what = f"{intervals[index, 0]:g}-{intervals[index, 1]:g} cm" if self.per_depth else "all depths"
+            what = interval_label(*intervals[index], " cm") if self.per_depth else "all depths"
             fraction = (len(candidates) + index + 1) / steps
             check_progress(progress, fraction, f"Grew forest {index + 1}/{n_forests} ({what})")
         return self
@@ -539,7 +540,7 @@ class RandomForestDepthModel(DepthModel):
                 observed = np.isfinite(targets[:, d])
                 if not observed.any():
                     raise ValueError(
-                        f"No site has a value for {intervals[d, 0]:g}-{intervals[d, 1]:g} cm, so a forest "
+                        f"No site has a value for {interval_label(*intervals[d], ' cm')}, so a forest "
                         "for that depth cannot be trained. Leave the depth out or use one forest for all "
                         "depths (per_depth=False)."
                     )

@@ -96,8 +96,8 @@ def test_train_random_forest_on_edgeroi_writes_model_metrics_predictions_report(
     folds = {f["fold"] for f in predictions.getFeatures()}
     assert folds == {1, 2, 3, 4, 5}
     bundle = SocModel.load(str(tmp_path / "model.socmodel"))
-    assert bundle.band_names[2] == "cov_PMTGEO5" and bundle.metadata["categorical"] == [2]
-    assert bundle.metadata["grid"]["res"] == [250.0, 250.0]
+    assert bundle.band_names[2] == "cov_PMTGEO5" and bundle.card.bands.categorical == (2,)
+    assert bundle.card.grid.res == (250.0, 250.0)
     report = (tmp_path / "report.html").read_text()
     for section in ("Data", "Settings", "Validation", "Observed vs predicted", "Residuals in space"):
         assert section in report

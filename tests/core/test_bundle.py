@@ -66,7 +66,7 @@ def test_random_forest_bundle_round_trip_and_intervals(tmp_path):
     path = tmp_path / "rf.socmodel"
     bundle.save(str(path))
     loaded = SocModel.load(str(path))
-    assert loaded.band_names == ["a", "b"] and loaded.metadata["metrics"] == bundle.metadata["metrics"]
+    assert loaded.band_names == ["a", "b"] and loaded.card.metrics == bundle.card.metrics
     np.testing.assert_array_equal(loaded.predict_block(raster, [0, 1]), bundle.predict_block(raster, [0, 1]))
     lower, upper = loaded.predict_block_interval(raster, [0, 1], 0.9)
     centre = loaded.predict_block(raster, [0, 1])

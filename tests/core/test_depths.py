@@ -3,8 +3,13 @@ import pytest
 from soc_depth_mapper.core.depths import (
     format_depth,
     interval_field,
+    interval_label,
+    interval_labels,
+    map_file_name,
     parse_depth_list,
     parse_interval_field,
+    parse_map_file_name,
+    select_intervals,
 )
 
 
@@ -36,3 +41,26 @@ def test_depth_list_parsing():
     for bad in ["", "10", "0,5,5", "0,x", "-5,10", "30,10"]:
         with pytest.raises(ValueError):
             parse_depth_list(bad)
+
+
+def test_interval_labels_with_and_without_unit():
+    assert interval_labels([(0, 5), (2.5, 7.5), (100.0, 200.0)]) == ["0-5", "2.5-7.5", "100-200"]
+    assert interval_label(15, 30, " cm") == "15-30 cm"
+
+
+def test_selecting_intervals_by_label_ignores_spaces_and_cm_and_sorts():
+    intervals = [(0, 5), (5, 15), (15, 30), (30, 60)]
+    assert select_intervals("", intervals) == [0, 1, 2, 3]
+    assert select_intervals(" 30 - 60 cm, 0-5,,0-5cm ", intervals) == [0, 3]
+    message = r"Depth interval '0-10' is not in the model; it has 0-5, 5-15, 15-30, 30-60\."
+    with pytest.raises(ValueError, match=message):
+        select_intervals("0-5, 0-10", intervals)
+
+
+def test_map_file_names_round_trip_with_fractions_and_underscored_properties():
+    assert map_file_name("ORCDRC", 0, 5) == "ORCDRC_0_5cm.tif"
+    for prop, top, bottom in [("ORCDRC", 0, 5), ("SOC_g_kg", 2.5, 7.5), ("clay", 100, 200)]:
+        assert parse_map_file_name(map_file_name(prop, top, bottom)) == (prop, top, bottom)
+    assert parse_map_file_name("ORCDRC_15_30cm") == ("ORCDRC", 15.0, 30.0)
+    with pytest.raises(ValueError, match="not named like a depth map"):
+        parse_map_file_name("ORCDRC_0_5.tif")

@@ -9,10 +9,12 @@ import pytest
 
 from soc_depth_mapper.core.models.base import DepthModel
 from soc_depth_mapper.core.training import (
+    CrossValidation,
     TrainingData,
     cross_validate,
     forward_transform,
     inverse_transform,
+    out_of_fold_rows,
     prediction_floor,
     predictions_to_fitted_scale,
     to_property_scale,
@@ -240,3 +242,30 @@ def test_to_property_scale_back_transforms_then_floors_and_keeps_nodata():
     np.testing.assert_array_equal(to_property_scale(values, "none", 0.0), [0.0, 0.0, 0.0, 1.0, np.nan])
     np.testing.assert_array_equal(to_property_scale(values, "none", None), values)
     np.testing.assert_allclose(to_property_scale(values, "log", 0.0), [0.0, 0.0, 0.0, np.expm1(1.0), np.nan])
+
+
+def test_out_of_fold_rows_list_each_observed_site_and_depth_once_with_folds_from_one():
+    data = TrainingData(
+        site_ids=np.array([7, 9]),
+        x=np.zeros(2),
+        y=np.zeros(2),
+        patches=np.zeros((2, 1, 1, 1), np.float32),
+        targets=np.array([[1.0, np.nan], [3.0, 4.0]]),
+        intervals=np.array([[0.0, 5.0], [5.0, 15.0]]),
+        property_name="SOC",
+        band_names=["b"],
+    )
+    cv = CrossValidation(
+        folds=np.array([1, 0]),
+        predictions=np.array([[1.5, 2.5], [2.0, 5.0]]),
+        fold_models=[],
+        metrics=[],
+        block_size=None,
+        seconds=0.0,
+        scheme="random",
+    )
+    assert out_of_fold_rows(data, cv) == [
+        (0, [7, "0-5", 0.0, 5.0, 1.0, 1.5, 2]),
+        (1, [9, "0-5", 0.0, 5.0, 3.0, 2.0, 1]),
+        (1, [9, "5-15", 5.0, 15.0, 4.0, 5.0, 1]),
+    ]
