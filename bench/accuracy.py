@@ -1,13 +1,19 @@
-"""Accuracy of the four model families on the real Edgeroi data, as the Toolbox would train them.
+"""Accuracy of the four model families on real surveys, as the Toolbox would train them.
 
-Edgeroi horizons (bundled sample data) harmonised to the six GlobalSoilMap depths (exact equal-area spline),
-the 250 m covariates (PMTGEO5 categorical), spatial block 10-fold cross-validation over whole sites with the same
-folds for every model, then a table of model × depth × (RMSE, R², CCC, KGE) and the training time.
+Two data sets, each with spatial block k-fold cross-validation over whole sites and the same folds for every
+model, then a table of model × depth × (RMSE, R², CCC, KGE), the training time, and the per-depth mean of the
+training folds as the baseline every model must beat:
 
-    python -m bench.accuracy [--models random_forest,cnn,transfer_cnn,multitask_cnn] [--folds 10] [--seed 42]
-                             [--params '{"patch_size": 9}'] [--transform log]
+- `edgeroi`: ORCDRC (SOC, g/kg) of the bundled Edgeroi profiles harmonised to the six GlobalSoilMap depths
+  (exact equal-area spline), the 250 m covariates (PMTGEO5 categorical), 10 folds.
+- `ebergotzen`: clay (%) of the Ebergötzen augers at their five fixed layers 0–90 cm (`bench/data/ebergotzen`),
+  the 100 m covariates (parent material and land cover categorical), 5 folds. Eight times the sites of Edgeroi,
+  a third of them off the covariate grid, and a property other than SOC.
 
-`--params` overrides model settings (JSON, for every model chosen) and `--transform` fits on log(1 + SOC):
+    python -m bench.accuracy [--data edgeroi,ebergotzen] [--models random_forest,cnn,transfer_cnn,multitask_cnn]
+                             [--folds N] [--seed 42] [--params '{"patch_size": 9}'] [--transform log]
+
+`--params` overrides model settings (JSON, for every model chosen) and `--transform` fits on log(1 + value):
 how the defaults were chosen, and how to try others on the same folds.
 """
 
@@ -26,9 +32,11 @@ from soc_depth_mapper.core.rasters import CovariateStack
 from soc_depth_mapper.core.registry import entry, kinds
 from soc_depth_mapper.core.sites import training_data
 from soc_depth_mapper.core.spline import harmonise
-from soc_depth_mapper.core.training import TrainingData, cross_validate, make_folds
+from soc_depth_mapper.core.training import TrainingData, cross_validate, make_folds, validation_metrics
 
-DATA = Path(__file__).resolve().parents[1] / "sample_data" / "edgeroi"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "sample_data" / "edgeroi"
+EBERGOTZEN = REPO / "bench" / "data" / "ebergotzen"
 CNN_PATCH = 7
 
 
@@ -59,22 +67,78 @@ def edgeroi_training_data(patch_size: int) -> TrainingData:
     return data
 
 
+def ebergotzen_training_data(patch_size: int) -> TrainingData:
+    """Clay (%) at the five fixed auger layers (0–10 … 70–90 cm), for every auger on the 100 m grid."""
+    with (EBERGOTZEN / "horizons.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    intervals = np.array(sorted({(float(r["top"]), float(r["bottom"])) for r in rows}))
+    site_ids = np.array(sorted({r["ID"] for r in rows}), dtype=object)
+    site_of = {site: i for i, site in enumerate(site_ids)}
+    depth_of = {tuple(interval): d for d, interval in enumerate(intervals.tolist())}
+    targets = np.full((len(site_ids), len(intervals)), np.nan)
+    x, y = np.zeros(len(site_ids)), np.zeros(len(site_ids))
+    for r in rows:
+        i = site_of[r["ID"]]
+        x[i], y[i] = float(r["X"]), float(r["Y"])
+        targets[i, depth_of[(float(r["top"]), float(r["bottom"]))]] = float(r["CLYMHT"]) if r["CLYMHT"] else np.nan
+    with CovariateStack([str(EBERGOTZEN / "covariates_100m.tif")], layer_names=["cov"]) as stack:
+        sample = stack.sample(x, y, patch_size)
+        band_names = stack.band_names
+    data, _ = training_data(
+        sample,
+        site_ids,
+        x,
+        y,
+        targets,
+        intervals,
+        "CLYMHT",
+        band_names,
+        categorical=(band_names.index("cov_PRMGEO6"), band_names.index("cov_LNCCOR6")),
+    )
+    return data
+
+
+#: data set -> (how to load it, its title, its unit, default number of folds)
+DATASETS = {
+    "edgeroi": (edgeroi_training_data, "Edgeroi ORCDRC", "g/kg", 10),
+    "ebergotzen": (ebergotzen_training_data, "Ebergötzen clay", "%", 5),
+}
+
+
+def depth_mean_baseline(data: TrainingData, folds: np.ndarray) -> np.ndarray:
+    """Out-of-fold predictions of the per-depth mean of the training folds: what a model without covariates
+    scores. A model that does worse at some depth has learnt nothing there, or something false."""
+    predictions = np.full(data.targets.shape, np.nan)
+    for fold in np.unique(folds):
+        test = folds == fold
+        predictions[test] = np.nanmean(data.targets[~test], axis=0)
+    predictions[np.isnan(data.targets)] = np.nan
+    return predictions
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=",".join(DATASETS))
     parser.add_argument("--models", default=",".join(kinds()))
-    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--folds", type=int, default=0, help="folds (default: 10 for Edgeroi, 5 for Ebergötzen)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--params", type=json.loads, default={}, help="model settings as JSON, e.g. '{\"dropout\": 0.3}'"
     )
     parser.add_argument("--transform", choices=("none", "log"), default="none")
     args = parser.parse_args(argv)
+    for name in args.data.split(","):
+        run_dataset(name, args)
 
-    data = edgeroi_training_data(args.params.get("patch_size", CNN_PATCH))
-    folds, block = make_folds(data, "spatial", args.folds, None, args.seed)
+
+def run_dataset(name: str, args: argparse.Namespace) -> None:
+    load, title, unit, default_folds = DATASETS[name]
+    n_folds = args.folds or default_folds
+    data = load(args.params.get("patch_size", CNN_PATCH))
+    folds, block = make_folds(data, "spatial", n_folds, None, args.seed)
     print(
-        f"Edgeroi ORCDRC (g/kg): {len(data.site_ids)} sites, observations per depth "
-        f"{np.sum(~np.isnan(data.targets), axis=0).tolist()}; spatial {args.folds}-fold CV, blocks of {block:.0f} m, "
+        f"\n{title} ({unit}): {len(data.site_ids)} sites, observations per depth "
+        f"{np.sum(~np.isnan(data.targets), axis=0).tolist()}; spatial {n_folds}-fold CV, blocks of {block:.0f} m, "
         f"seed {args.seed}; "
         + (
             f"settings {args.params}, transform {args.transform}."
@@ -84,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     header = f"{'model':<16}{'depth':>9}{'n':>6}{'RMSE':>8}{'R2':>8}{'CCC':>8}{'KGE':>8}"
+    baseline = validation_metrics(data, depth_mean_baseline(data, folds), "Depth mean")
     results = {}
     for kind in args.models.split(","):
         cls = entry(kind).loader()
@@ -96,24 +161,32 @@ def main(argv: list[str] | None = None) -> None:
             model_name=entry(kind).label,
             scheme="spatial",
         )
-        results[kind] = (cv, time.perf_counter() - started)
-        print(f"  {entry(kind).label}: {results[kind][1]:.0f} s", flush=True)
+        results[entry(kind).label] = (cv.metrics, time.perf_counter() - started)
+        print(f"  {entry(kind).label}: {results[entry(kind).label][1]:.0f} s", flush=True)
 
     print("\n" + header)
-    for kind, (cv, seconds) in results.items():
-        label = entry(kind).label
-        for row in cv.metrics:
+    for label, (metrics, seconds) in [*results.items(), ("Depth mean", (baseline, None))]:
+        for row in metrics:
             print(
                 f"{label:<16}{row['depth']:>9}{row['n']:>6}{row['rmse']:>8.3f}{row['r2']:>8.3f}"
                 f"{row['ccc']:>8.3f}{row['kge']:>8.3f}"
             )
-        print(f"{label:<16}{'time':>9}{'':>6}{seconds:>8.0f} s for {args.folds} folds")
-    if "random_forest" in results:
-        reference = next(r["rmse"] for r in results["random_forest"][0].metrics if r["depth"] == "all")
-        print("\nOverall RMSE relative to the random forest (negative = better):")
-        for kind, (cv, _) in results.items():
-            rmse = next(r["rmse"] for r in cv.metrics if r["depth"] == "all")
-            print(f"  {entry(kind).label:<16}{100 * (rmse / reference - 1):+6.1f} %")
+        if seconds is not None:
+            print(f"{label:<16}{'time':>9}{'':>6}{seconds:>8.0f} s for {n_folds} folds")
+    forest = entry("random_forest").label
+    if forest in results:
+        reference = next(r["rmse"] for r in results[forest][0] if r["depth"] == "all")
+        print(f"\n{title}: overall RMSE relative to the random forest (negative = better):")
+        for label, (metrics, _) in [*results.items(), ("Depth mean", (baseline, None))]:
+            rmse = next(r["rmse"] for r in metrics if r["depth"] == "all")
+            print(f"  {label:<16}{100 * (rmse / reference - 1):+6.1f} %")
+    worse = [
+        f"{label} at {row['depth']} cm"
+        for label, (metrics, _) in results.items()
+        for row, mean_row in zip(metrics, baseline)
+        if row["depth"] != "all" and row["rmse"] > mean_row["rmse"]
+    ]
+    print(f"{title}: worse than the depth mean: {', '.join(worse) if worse else 'none'}")
 
 
 if __name__ == "__main__":
