@@ -406,7 +406,7 @@ class TrainAlgorithm(SocAlgorithm):
         unreadable = 0
         for i, attributes in enumerate(points.attributes):
             for j in range(len(target_fields)):
-                value, problem = to_float(attributes[j])
+                value, problem, _cause = to_float(attributes[j])
                 if problem and problem != "is missing":
                     unreadable += 1
                     feedback.reportError(

@@ -26,6 +26,9 @@ from .depths import STANDARD_DEPTHS, parse_depth_list
 
 METHODS: tuple[str, ...] = ("exact", "mpspline2")
 
+#: the `Rejection.kind` of a horizon whose value is NaN (a caller that read the value from text may know why)
+VALUE_MISSING = "value is missing"
+
 #: profiles x 1-cm slices evaluated at a time by the mpspline2 method, to bound memory
 _SLICES_PER_CHUNK = 1_000_000
 
@@ -38,6 +41,7 @@ class Rejection:
     reason: str
     horizon_index: int | None  # row index into the input arrays; None when the whole profile is rejected
     kind: str = ""  # the cause alone, e.g. "value is missing", for counting records per cause
+    rows: tuple[int, ...] = ()  # the rows a whole-profile reason is about: the upper and lower overlapping horizon
 
 
 @dataclass
@@ -209,6 +213,7 @@ def harmonise(
     vlow: float = 0.0,
     vhigh: float = 1000.0,
     method: str = "exact",
+    row_names: Sequence[str] | None = None,
 ) -> HarmonisedProfiles:
     """Fits an equal-area spline to each profile and returns its means over the intervals between `depths`.
 
@@ -233,6 +238,9 @@ def harmonise(
       bottom of the last row (its top + 10 cm) where we drop the horizon.
 
     `rmse` is what mpspline2 reports: the root mean square of y - s̄ over the horizons (0 for one horizon).
+
+    `row_names` name the rows in messages the way the caller's user knows them (e.g. "feature 17"); by default
+    "row i", the index into the inputs.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown spline method '{method}'; choose one of {', '.join(METHODS)}.")
@@ -257,6 +265,8 @@ def harmonise(
             f"{len(tops_cm)}, {len(bottoms_cm)} and {len(measured)}."
         )
 
+    if row_names is not None and len(row_names) != len(ids):
+        raise ValueError(f"Give one row name per horizon; got {len(row_names)} for {len(ids)} horizons.")
     codes, first_rows = _number_profiles(ids)
     n_profiles = first_rows.size
     rejections, usable = _screen_horizons(ids, tops_cm, bottoms_cm, measured)
@@ -271,18 +281,20 @@ def harmonise(
     horizon_counts = np.bincount(profile_of_row, minlength=n_profiles)
     for profile in np.flatnonzero(overlapping | (horizon_counts == 0)):
         if overlapping[profile]:
-            upper, lower = clash_upper[profile], clash_lower[profile]
+            upper, lower = int(clash_upper[profile]), int(clash_lower[profile])
             kind = "horizons overlap"
             reason = (
-                f"{_describe(tops_cm[upper], bottoms_cm[upper])} (row {upper}) and "
-                f"{_describe(tops_cm[lower], bottoms_cm[lower])} (row {lower}) overlap, so the profile is not "
-                "harmonised; correct the depths so that each horizon starts at or below the bottom of the one "
-                "above"
+                f"{_describe(tops_cm[upper], bottoms_cm[upper])} ({_row_name(row_names, upper)}) and "
+                f"{_describe(tops_cm[lower], bottoms_cm[lower])} ({_row_name(row_names, lower)}) overlap, so the "
+                "profile is not harmonised; correct the depths so that each horizon starts at or below the bottom "
+                "of the one above"
             )
+            rows_named = (upper, lower)
         else:
             kind = "no usable horizons"
             reason = f"{kind}: every horizon of this profile was dropped (see the messages above)"
-        rejections.append(Rejection(ids[first_rows[profile]], reason, None, kind))
+            rows_named = ()
+        rejections.append(Rejection(ids[first_rows[profile]], reason, None, kind, rows_named))
 
     interval_values = np.full((n_profiles, boundaries.size - 1), np.nan)
     rmse = np.full(n_profiles, np.nan)
@@ -413,6 +425,10 @@ def _number_profiles(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, first_rows
 
 
+def _row_name(row_names: Sequence[str] | None, row: int) -> str:
+    return f"row {row}" if row_names is None else row_names[row]
+
+
 def _describe(top: float, bottom: float) -> str:
     def depth(d: float) -> str:
         return "?" if np.isnan(d) else f"{d:g}"
@@ -437,7 +453,7 @@ def _screen_horizons(
         ),
         (tops == bottoms, "zero thickness (top equals bottom)", "correct the depths or delete the row"),
         (tops > bottoms, "top is not above bottom", "the top and bottom depths may be swapped"),
-        (~np.isfinite(values), "value is missing", "the horizon is left out"),
+        (~np.isfinite(values), VALUE_MISSING, "the horizon is left out"),
     )
     usable = np.ones(ids.size, dtype=bool)
     rejections = []

@@ -434,3 +434,12 @@ def test_every_core_rejection_names_its_cause_apart_from_the_details():
     # the full reason still says where and what to do
     details = [r for r in result.rejections if r.horizon_index is not None]
     assert all(r.reason.startswith("horizon ") and r.kind in r.reason for r in details)
+
+
+def test_an_overlap_names_both_rows_by_the_callers_names():
+    result = harmonise(["p", "p", "q"], [0, 5, 0], [10, 20, 10], [1.0, 2.0, 3.0], row_names=["f7", "f8", "f9"])
+    (rejection,) = result.rejections
+    assert rejection.horizon_index is None and rejection.rows == (0, 1) and rejection.kind == "horizons overlap"
+    assert rejection.reason.startswith("horizon 0-10 cm (f7) and horizon 5-20 cm (f8) overlap")
+    with pytest.raises(ValueError, match="one row name per horizon"):
+        harmonise(["p"], [0], [10], [1.0], row_names=[])
