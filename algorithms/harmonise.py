@@ -68,7 +68,9 @@ class HarmoniseAlgorithm(SocAlgorithm):
         "by input feature id.<br><br>"
         "Method: Bishop, McBratney and Laslett (1999), Geoderma 91:27-45, as in R's mpspline2 (Malone et al. "
         "2009). 'Exact' integrates the spline analytically over each interval; 'mpspline2' reproduces R "
-        "mpspline2's 1-cm averaging for results that must match R."
+        "mpspline2's 1-cm averaging for results that must match R. Both clamp the spline to the lowest and "
+        "highest allowed values point by point before averaging, so where it crosses a limit the interval means "
+        "no longer preserve the horizons' mass."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API name
@@ -115,14 +117,18 @@ class HarmoniseAlgorithm(SocAlgorithm):
             QgsProcessingParameterNumber(
                 self.VLOW, self.tr("Lowest allowed value"), QgsProcessingParameterNumber.Double, 0
             ),
-            "Interval values below this are set to it (e.g. 0 for a concentration).",
+            "The spline is raised to this value wherever it falls below it, before interval means are taken "
+            "(e.g. 0 for a concentration). Where the spline crosses a limit, the interval means no longer "
+            "preserve the horizons' mass.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
                 self.VHIGH, self.tr("Highest allowed value"), QgsProcessingParameterNumber.Double, 1000
             ),
-            "Interval values above this are set to it (e.g. 1000 g/kg for organic carbon, 100 for clay %).",
+            "The spline is lowered to this value wherever it rises above it, before interval means are taken "
+            "(e.g. 1000 g/kg for organic carbon, 100 for clay %). Where the spline crosses a limit, the interval "
+            "means no longer preserve the horizons' mass.",
             advanced=True,
         )
         self.add_parameter(
@@ -135,9 +141,11 @@ class HarmoniseAlgorithm(SocAlgorithm):
                 ],
                 defaultValue=0,
             ),
-            "Exact integrates the fitted spline analytically, so interval means preserve the horizon mass and "
-            "fractional depths are handled exactly. mpspline2 averages the spline at 1-cm steps like R's "
-            "mpspline2, for results that must match ones made in R.",
+            "Exact integrates the fitted spline, clamped to the lowest and highest allowed values point by point, "
+            "analytically: interval means preserve the horizon mass (except where the spline crosses a limit) "
+            "and fractional depths are handled exactly; it is what mpspline2's 1-cm averaging approaches for "
+            "ever thinner slices. mpspline2 averages the clamped spline at 1-cm steps like R's mpspline2, for "
+            "results that must match ones made in R.",
             advanced=True,
         )
         self.add_parameter(
