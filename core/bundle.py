@@ -187,9 +187,15 @@ class SocModel:
         def part(prefix: str) -> dict[str, np.ndarray]:
             return {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
 
-        model = cls_model.from_state(metadata.pop("model_config"), part("model."))
-        fold_configs = metadata.pop("fold_configs")
-        fold_models = [cls_model.from_state(c, part(f"fold{i}.")) for i, c in enumerate(fold_configs)]
+        try:
+            model = cls_model.from_state(metadata.pop("model_config"), part("model."))
+            fold_configs = metadata.pop("fold_configs")
+            fold_models = [cls_model.from_state(c, part(f"fold{i}.")) for i, c in enumerate(fold_configs)]
+        except (KeyError, TypeError, ValueError) as error:  # e.g. an edited kind: settings and arrays disagree
+            raise ModelFileError(
+                f"'{path}' does not hold a usable {metadata['kind']} model ({error}); it was damaged or edited "
+                "after saving. Use an intact copy, or train and save the model again."
+            ) from None
         scores = [arrays[f"conformal.{d}"] for d in range(len(part("conformal.")))]
         return cls(model, metadata, fold_models, scores)
 
