@@ -131,7 +131,6 @@ class SocModel:
             "n_sites": len(data.site_ids),
             "n_observations_per_depth": np.sum(~np.isnan(data.targets), axis=0).tolist(),
             "metrics": [] if result.validation is None else result.validation.metrics,
-            "training_seconds": result.seconds,
             "versions": library_versions(),
             **(extra or {}),
         }

@@ -109,6 +109,8 @@ def test_train_is_reproducible_with_the_same_seed(qgis_processing, harmonised, c
     second = qgis_processing.run("socdepth:train", train_params(harmonised, covariates, tmp_path / "b", SEED=7))
     metrics = [[f.attributes() for f in r["OUTPUT_METRICS"].getFeatures()] for r in (first, second)]
     assert metrics[0] == metrics[1]
+    # the model files are identical byte for byte: no timing or time stamp in them
+    assert Path(first["OUTPUT_MODEL"]).read_bytes() == Path(second["OUTPUT_MODEL"]).read_bytes()
 
 
 def test_points_in_another_crs_are_transformed(qgis_processing, harmonised, covariates, tmp_path):

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import time
 import zipfile
 
 import numpy as np
@@ -422,3 +423,13 @@ def test_format_1_files_without_a_digest_still_load_with_their_arrays_checked(tm
     _write_members(path, _with_digest(_members(path)))
     with pytest.raises(ModelFileError, match=r"unexpected member\(s\) \['digest.sha256'\]"):
         load_model_file(path)
+
+
+def test_the_same_model_saved_at_another_time_gives_the_same_bytes(tmp_path, monkeypatch):
+    arrays = {"values": np.arange(3.0), "ids": np.array([4, 5], np.int32)}
+    save_model_file(tmp_path / "now.socmodel", {"kind": "test"}, arrays)
+    monkeypatch.setattr(time, "time", lambda: 1_000_000_000.0)  # zip time stamps would say 2001
+    save_model_file(tmp_path / "then.socmodel", {"kind": "test"}, arrays)
+    assert (tmp_path / "now.socmodel").read_bytes() == (tmp_path / "then.socmodel").read_bytes()
+    with zipfile.ZipFile(tmp_path / "now.socmodel") as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
