@@ -75,8 +75,11 @@ class PredictAlgorithm(SocAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_parameter(
-            QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="socmodel"),
-            "A model file written by 'Train SOC model'.",
+            # a file filter, not `extension=`: that would refuse a model file saved under another name
+            QgsProcessingParameterFile(
+                self.MODEL, self.tr("Model file"), fileFilter=self.tr("SOC model (*.socmodel);;All files (*)")
+            ),
+            "A model file written by 'Train SOC model', under any name: it is recognised by its content.",
         )
         self.add_parameter(
             QgsProcessingParameterMultipleLayers(

@@ -84,6 +84,35 @@ def test_cancel_stops_the_run_and_leaves_nothing_behind(qgis_processing, model, 
     assert list(tmp_path.iterdir()) == []  # no temporary files either
 
 
+def test_a_model_file_is_recognised_by_its_content_not_its_name(qgis_processing, harmonised, tmp_path):
+    trained = qgis_processing.run(
+        "socdepth:train",
+        {
+            "INPUT": harmonised,
+            "TARGET_FIELDS": ["ORCDRC_0_5"],
+            "COVARIATES": [covariate_layer(COVARIATES)],
+            "MODEL": 0,
+            "VALIDATION": 0,
+            "N_TREES": 10,
+            "OUTPUT_MODEL": str(tmp_path / "rf.model"),
+        },
+    )
+    assert trained["OUTPUT_MODEL"] == str(tmp_path / "rf.model") and (tmp_path / "rf.model").is_file()
+    shutil.copy(tmp_path / "rf.model", tmp_path / "rf")
+    for name in ("rf.model", "rf"):
+        result = qgis_processing.run(
+            "socdepth:predict",
+            {
+                "MODEL": str(tmp_path / name),
+                "COVARIATES": [covariate_layer(COVARIATES)],
+                "EXTENT": "745000,750000,6650000,6655000 [EPSG:28355]",
+                "OUTPUT": str(tmp_path / f"{name}.tif"),
+            },
+        )
+        with rasterio.open(result["OUTPUT"]) as maps:
+            assert maps.count == 1 and maps.read(1, masked=True).count() > 0
+
+
 def test_failed_run_creates_no_depth_folder(qgis_processing, model, tmp_path):
     from qgis.core import QgsProcessingException
 
