@@ -226,7 +226,7 @@ class PredictAlgorithm(SocAlgorithm):
             except Cancelled as cancelled:
                 # stop as a failed run: QGIS must not load outputs that were never written
                 raise QgsProcessingException(self.tr("Prediction cancelled; no output was written.")) from cancelled
-            except ValueError as error:
+            except (ValueError, OSError) as error:  # OSError: an output that could not be written
                 raise QgsProcessingException(str(error)) from error
 
         feedback.pushInfo(

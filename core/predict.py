@@ -27,11 +27,13 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import numpy as np
 import rasterio
+import rasterio.errors
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
@@ -181,6 +183,7 @@ def predict_rasters(
                 writers.build_overviews(height, width)
             finally:
                 writers.close()
+        destinations.check_complete()
         destinations.commit()
     except BaseException:
         destinations.discard()
@@ -414,9 +417,11 @@ def _checked(values: np.ndarray, shape: tuple[int, int, int], method: str) -> np
 
 
 class _Writers:
-    """The open temporary GeoTIFFs of one run."""
+    """The open temporary GeoTIFFs of one run. Any failure of GDAL on them means a file is incomplete: it is
+    raised as an `IncompleteOutputError` that names the file the user asked for."""
 
-    def __init__(self) -> None:
+    def __init__(self, final_of: dict[str, str]) -> None:
+        self.final_of = final_of  # temporary path -> final path
         self.output = None
         self.uncertainty = None
         self.depth_files: list = []
@@ -425,25 +430,37 @@ class _Writers:
     def all(self) -> list:
         return [d for d in (self.output, self.uncertainty, *self.depth_files) if d is not None]
 
+    @contextmanager
+    def writing(self, temporary: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:  # GDAL's errors come as several unrelated classes
+            raise IncompleteOutputError(_not_written(self.final_of[temporary], str(error))) from error
+
     def write(self, block: Block, outputs: _Outputs) -> None:
         window = block.window
-        self.output.write(outputs.values, window=window)
+        with self.writing(self.output.name):
+            self.output.write(outputs.values, window=window)
         if self.uncertainty is not None:
-            self.uncertainty.write(outputs.uncertainty, window=window)
+            with self.writing(self.uncertainty.name):
+                self.uncertainty.write(outputs.uncertainty, window=window)
         for band, dataset in enumerate(self.depth_files):
-            dataset.write(outputs.values[band], 1, window=window)
+            with self.writing(dataset.name):
+                dataset.write(outputs.values[band], 1, window=window)
 
     def build_overviews(self, height: int, width: int) -> None:
         factors = overview_factors(height, width)
         if not factors:
             return
         for dataset in self.all:
-            dataset.build_overviews(factors, Resampling.average)
-            dataset.update_tags(ns="rio_overview", resampling="average")
+            with self.writing(dataset.name):
+                dataset.build_overviews(factors, Resampling.average)
+                dataset.update_tags(ns="rio_overview", resampling="average")
 
     def close(self) -> None:
         for dataset in self.all:
-            dataset.close()
+            with self.writing(dataset.name):
+                dataset.close()
 
 
 def overview_factors(height: int, width: int) -> list[int]:
@@ -491,20 +508,34 @@ class _Destinations:
             if not os.path.isdir(folder):
                 os.makedirs(folder)
                 self.created_folder = folder
-        writers = _Writers()
+        writers = _Writers({temporary: final for final, temporary in self.temporary.items()})
         try:
-            writers.output = _create(self.temporary[self.output], crs_wkt, transform, height, width, self.band_labels)
+            with writers.writing(self.temporary[self.output]):
+                writers.output = _create(
+                    self.temporary[self.output], crs_wkt, transform, height, width, self.band_labels
+                )
             if self.uncertainty is not None:
                 labels = _uncertainty_labels(self.band_labels, interval)
-                writers.uncertainty = _create(
-                    self.temporary[self.uncertainty], crs_wkt, transform, height, width, labels
-                )
+                with writers.writing(self.temporary[self.uncertainty]):
+                    writers.uncertainty = _create(
+                        self.temporary[self.uncertainty], crs_wkt, transform, height, width, labels
+                    )
             for path, label in zip(self.depth_files, self.band_labels):
-                writers.depth_files.append(_create(self.temporary[path], crs_wkt, transform, height, width, [label]))
+                with writers.writing(self.temporary[path]):
+                    writers.depth_files.append(
+                        _create(self.temporary[path], crs_wkt, transform, height, width, [label])
+                    )
         except BaseException:
             writers.close()
             raise
         return writers
+
+    def check_complete(self) -> None:
+        """Raises `IncompleteOutputError` unless every closed temporary file reached the disk whole."""
+        for final, temporary in self.temporary.items():
+            problem = _incomplete(temporary)
+            if problem is not None:
+                raise IncompleteOutputError(_not_written(final, problem))
 
     def commit(self) -> None:
         for final, temporary in self.temporary.items():
@@ -516,6 +547,46 @@ class _Destinations:
                 os.remove(temporary)
         if self.created_folder is not None and not os.listdir(self.created_folder):
             os.rmdir(self.created_folder)
+
+
+class IncompleteOutputError(OSError):
+    """An output file that GDAL failed to write in full; the message says what to do."""
+
+
+def _not_written(final: str, problem: str) -> str:
+    return (
+        f"'{os.path.basename(final)}' could not be written to '{os.path.dirname(final)}' ({problem}): the disk may "
+        "be full, or the folder not writable. Nothing was replaced: an earlier file of that name is unchanged. "
+        "Free some space or choose another folder."
+    )
+
+
+def _incomplete(path: str) -> str | None:
+    """What is missing from a closed GeoTIFF, or None when it is whole and synced to the disk.
+
+    GDAL reports a failed write (a full disk, an I/O error) only to its error log, and rasterio does not raise
+    when such a file is closed, so a truncated map would otherwise replace the user's earlier one. Every tile of
+    every band and overview must lie inside the file: libtiff records a tile only once its bytes are written.
+    """
+    try:
+        with open(path, "rb") as stream:
+            os.fsync(stream.fileno())  # a write error the system reports only now (e.g. a network drive)
+            size = os.fstat(stream.fileno()).st_size
+        with rasterio.open(path) as dataset:
+            levels = [{}, *({"overview_level": i} for i in range(len(dataset.overviews(1))))]
+        for level in levels:
+            with rasterio.open(path, **level) as dataset:
+                for band, (tile_h, tile_w) in zip(dataset.indexes, dataset.block_shapes):
+                    for y in range(math.ceil(dataset.height / tile_h)):
+                        for x in range(math.ceil(dataset.width / tile_w)):
+                            offset = dataset.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
+                            length = dataset.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band)
+                            if not offset or not length or int(offset) + int(length) > size:
+                                where = f"overview {level['overview_level'] + 1}" if level else "the map"
+                                return f"tile {x},{y} of band {band} of {where} is missing"
+    except (OSError, rasterio.errors.RasterioError) as error:
+        return f"it cannot be read back: {error}"
+    return None
 
 
 def _temporary_name(path: str) -> str:

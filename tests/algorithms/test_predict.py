@@ -113,6 +113,26 @@ def test_a_model_file_is_recognised_by_its_content_not_its_name(qgis_processing,
             assert maps.count == 1 and maps.read(1, masked=True).count() > 0
 
 
+def test_a_full_disk_fails_the_run_and_keeps_the_earlier_map(qgis_processing, model, tmp_path, small_file_system):
+    from qgis.core import QgsProcessingException
+
+    earlier = tmp_path / "earlier.tif"
+    qgis_processing.run(
+        "socdepth:predict", {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)], "OUTPUT": str(earlier)}
+    )
+    folder = small_file_system(
+        "1m", prepare=lambda folder: shutil.copy(earlier, folder / "soc.tif"), leave_free=earlier.stat().st_size // 2
+    )
+    with pytest.raises(QgsProcessingException, match=r"'soc.tif' could not be written to '.*mount0' \(.*\): the disk "
+                       "may be full, or the folder not writable. Nothing was replaced"):
+        qgis_processing.run(
+            "socdepth:predict",
+            {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)], "OUTPUT": str(folder / "soc.tif")},
+        )
+    assert sorted(p.name for p in folder.iterdir()) == ["filler", "soc.tif"]
+    assert (folder / "soc.tif").read_bytes() == earlier.read_bytes()
+
+
 def test_failed_run_creates_no_depth_folder(qgis_processing, model, tmp_path):
     from qgis.core import QgsProcessingException
 

@@ -5,6 +5,7 @@ computed from the arrays written to disk, with plain loops, never through the en
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 
@@ -453,3 +454,59 @@ def _tile_cells(height: int, width: int) -> np.ndarray:
     rows = np.minimum(TILE, height - np.arange(0, height, TILE))
     cols = np.minimum(TILE, width - np.arange(0, width, TILE))
     return rows[:, None] * cols[None, :]
+
+
+@pytest.mark.parametrize(
+    "extent",
+    [
+        pytest.param(None, id="with overviews, which read the map back"),
+        pytest.param((X0, Y0 - ROWS * CELL, X0 + 200 * CELL, Y0), id="one tile, no overviews"),
+    ],
+)
+@pytest.mark.parametrize("leave_free", [4096, 40_000, 100_000])
+def test_a_full_disk_fails_the_run_and_keeps_the_earlier_map(stack, small_file_system, extent, leave_free):
+    """GDAL only logs a failed write; the engine must notice, remove its files and leave the old map."""
+
+    def earlier_map(folder):
+        (folder / "soc.tif").write_bytes(b"an earlier map")
+
+    folder = small_file_system("256k", prepare=earlier_map, leave_free=leave_free)
+    with pytest.raises(predict.IncompleteOutputError) as error:
+        predict_rasters(
+            LinearModel(), stack, str(folder / "soc.tif"), DEPTHS, LABELS, extent=extent,
+            depth_folder=str(folder / "maps"),
+        )  # fmt: skip
+    message = str(error.value)
+    written = rf"'soc(_SOC_0-5_cm|_SOC_15-30_cm)?\.tif' could not be written to '{folder}(/maps)?' \("
+    assert re.match(written, message), message
+    assert message.endswith(
+        "): the disk may be full, or the folder not writable. Nothing was replaced: an earlier file of that name "
+        "is unchanged. Free some space or choose another folder."
+    )
+    assert sorted(os.listdir(folder)) == ["filler", "soc.tif"]
+    assert (folder / "soc.tif").read_bytes() == b"an earlier map"
+
+
+def test_a_truncated_or_tile_less_file_is_found_incomplete(tmp_path, stack):
+    result = predict_rasters(LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS)
+    assert predict._incomplete(result.output) is None
+    whole = (tmp_path / "soc.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(whole[: len(whole) // 2])
+    assert predict._incomplete(str(tmp_path / "cut.tif")).startswith("it cannot be read back: ")
+    # a tile libtiff never recorded, as when its write failed: a sparse file leaves it out on purpose
+    profile = dict(driver="GTiff", width=2 * TILE, height=TILE, count=1, dtype="float32", tiled=True)
+    with rasterio.open(tmp_path / "sparse.tif", "w", sparse_ok=True, **profile) as dataset:
+        dataset.write(np.ones((1, TILE, TILE), np.float32), window=((0, TILE), (0, TILE)))
+    assert predict._incomplete(str(tmp_path / "sparse.tif")) == "tile 1,0 of band 1 of the map is missing"
+
+
+def test_a_read_only_folder_fails_the_run_before_predicting(stack, small_file_system):
+    folder = small_file_system(
+        "256k", prepare=lambda folder: (folder / "soc.tif").write_bytes(b"an earlier map"), read_only=True
+    )
+    model = LinearModel()
+    with pytest.raises(predict.IncompleteOutputError, match=r"^'soc.tif' could not be written to '.*mount0' "
+                       r"\(Attempt to create new tiff file '.*' failed: Read-only file system\): the disk may be full"):
+        predict_rasters(model, stack, str(folder / "soc.tif"), DEPTHS, LABELS)
+    assert model.block_shapes == []
+    assert os.listdir(folder) == ["soc.tif"] and (folder / "soc.tif").read_bytes() == b"an earlier map"
