@@ -7,7 +7,6 @@ from collections import Counter
 from qgis.core import (
     QgsFeature,
     QgsFeatureRequest,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsGeometry,
@@ -24,6 +23,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
+from .layers import open_sink
 from .values import MISSING, to_float
 
 #: how many individual skipped records are printed before only counts are given
@@ -290,7 +290,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
                 out_fields.append(QgsField(interval_field(name, top, bottom), QVariant.Double))
             out_fields.append(QgsField(f"{name}_rmse", QVariant.Double))
         wkb_type = source.wkbType() if has_geometry else QgsWkbTypes.NoGeometry
-        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, out_fields, wkb_type, source.sourceCrs())
+        sink = open_sink(self, parameters, self.OUTPUT, context, out_fields, wkb_type, source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
 
@@ -317,7 +317,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
             feature.setAttributes([profile, *rows[profile]])
             if has_geometry and profile in geometries:
                 feature.setGeometry(geometries[profile])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.add(feature)
             written += 1
             if n % 1000 == 0:
                 feedback.setProgress(70.0 + 30.0 * n / len(profile_order))
@@ -327,7 +327,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
             for rejection in result.rejections:
                 rejections.append(self._rejection(rejection, name, feature_ids, problems, tops_array, bottoms_array))
         self._report(rejections, feedback)
-        outputs = {self.OUTPUT: dest_id}
+        outputs = {self.OUTPUT: sink.close()}
         rejected_dest = self._write_rejections(parameters, context, rejections)
         if rejected_dest is not None:
             outputs[self.REJECTED] = rejected_dest
@@ -396,11 +396,11 @@ class HarmoniseAlgorithm(SocAlgorithm):
         fields.append(QgsField("property", QVariant.String))
         fields.append(QgsField("feature_id", QVariant.LongLong))
         fields.append(QgsField("reason", QVariant.String))
-        sink, dest_id = self.parameterAsSink(parameters, self.REJECTED, context, fields, QgsWkbTypes.NoGeometry)
+        sink = open_sink(self, parameters, self.REJECTED, context, fields)
         if sink is None:
             return None
         for profile, prop, fid, _one_horizon, reason, _cause in rejections:
             feature = QgsFeature(fields)
             feature.setAttributes([str(profile), prop, fid, reason])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        return dest_id
+            sink.add(feature)
+        return sink.close()

@@ -6,7 +6,6 @@ import warnings
 
 from qgis.core import (
     QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsProcessing,
@@ -16,12 +15,11 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
-    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
-from .layers import open_stack, read_points, report_skipped
+from .layers import open_sink, open_stack, read_points, report_skipped
 
 
 class SampleAlgorithm(SocAlgorithm):
@@ -138,18 +136,13 @@ class SampleAlgorithm(SocAlgorithm):
                 field_name += "_cov"
             existing.add(field_name.lower())
             fields.append(QgsField(field_name, QVariant.Double))
-        sink, dest_id = self.parameterAsSink(
-            parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()
-        )
+        sink = open_sink(self, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        outputs = {self.OUTPUT: dest_id}
         rejected_fields = QgsFields()
         rejected_fields.append(QgsField("feature_id", QVariant.LongLong))
         rejected_fields.append(QgsField("reason", QVariant.String))
-        rejected_sink, rejected_id = self.parameterAsSink(
-            parameters, self.REJECTED, context, rejected_fields, QgsWkbTypes.NoGeometry
-        )
+        rejected_sink = open_sink(self, parameters, self.REJECTED, context, rejected_fields)
 
         for i in np.flatnonzero(usable):
             if feedback.isCanceled():
@@ -157,14 +150,15 @@ class SampleAlgorithm(SocAlgorithm):
             feature = QgsFeature(fields)
             feature.setGeometry(points.geometries[i])
             feature.setAttributes([*points.attributes[i], *(float(v) for v in values[i])])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.add(feature)
+        outputs = {self.OUTPUT: sink.close()}
         report_skipped(feedback, skipped, self.tr("point"))
         if rejected_sink is not None:
             for fid, reason in skipped:
                 feature = QgsFeature(rejected_fields)
                 feature.setAttributes([fid, reason])
-                rejected_sink.addFeature(feature, QgsFeatureSink.FastInsert)
-            outputs[self.REJECTED] = rejected_id
+                rejected_sink.add(feature)
+            outputs[self.REJECTED] = rejected_sink.close()
         feedback.pushInfo(
             self.tr("Sampled {} of {} points ({} skipped).").format(int(usable.sum()), len(points.x), len(skipped))
         )

@@ -6,7 +6,6 @@ import os
 
 from qgis.core import (
     QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsProcessing,
@@ -25,7 +24,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
-from .layers import open_stack, progress_callback, read_points, report_skipped
+from .layers import open_sink, open_stack, progress_callback, read_points, report_skipped
 from .values import to_float
 
 MODEL_KINDS = ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
@@ -569,7 +568,7 @@ class TrainAlgorithm(SocAlgorithm):
             fields.append(QgsField(name, QVariant.String))
         for name in METRIC_FIELDS:
             fields.append(QgsField(name, QVariant.Int if name == "n" else QVariant.Double))
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT_METRICS, context, fields, QgsWkbTypes.NoGeometry)
+        sink = open_sink(self, parameters, self.OUTPUT_METRICS, context, fields)
         if sink is not None:
             for row in [] if cv is None else cv.metrics:
                 feature = QgsFeature(fields)
@@ -577,8 +576,8 @@ class TrainAlgorithm(SocAlgorithm):
                     [row["model"], row["depth"], str(row["group"])]
                     + [None if _is_nan(row[name]) else row[name] for name in METRIC_FIELDS]
                 )
-                sink.addFeature(feature, QgsFeatureSink.FastInsert)
-            outputs[self.OUTPUT_METRICS] = dest
+                sink.add(feature)
+            outputs[self.OUTPUT_METRICS] = sink.close()
 
         if cv is not None:
             fields = QgsFields()
@@ -590,8 +589,8 @@ class TrainAlgorithm(SocAlgorithm):
             fields.append(QgsField("predicted", QVariant.Double))
             fields.append(QgsField("fold", QVariant.Int))
             source = self.parameterAsSource(parameters, self.INPUT, context)
-            sink, dest = self.parameterAsSink(
-                parameters, self.OUTPUT_PREDICTIONS, context, fields, QgsWkbTypes.Point, source.sourceCrs()
+            sink = open_sink(
+                self, parameters, self.OUTPUT_PREDICTIONS, context, fields, QgsWkbTypes.Point, source.sourceCrs()
             )
             if sink is not None:
                 geometries = [g for g, k in zip(points.geometries, keep) if k]
@@ -613,8 +612,8 @@ class TrainAlgorithm(SocAlgorithm):
                                 int(cv.folds[s]) + 1,
                             ]
                         )
-                        sink.addFeature(feature, QgsFeatureSink.FastInsert)
-                outputs[self.OUTPUT_PREDICTIONS] = dest
+                        sink.add(feature)
+                outputs[self.OUTPUT_PREDICTIONS] = sink.close()
 
         if report_path:
             from ..core.report import write_training_report

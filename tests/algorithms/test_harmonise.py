@@ -274,3 +274,36 @@ def test_text_that_is_not_a_plain_number_is_skipped_with_its_own_reason(
     assert sorted(got) == ["A", "C"]
     assert value(got["A"], "ORCDRC_30_60") == pytest.approx(5.0) and value(got["A"], "ORCDRC_0_5") is None
     assert value(got["C"], "ORCDRC_0_5") == pytest.approx(12.5)
+
+
+def test_a_read_only_rejected_table_fails_the_run_naming_it(qgis_processing, messy_csv, small_file_system):
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system("64k", read_only=True)
+    with pytest.raises(QgsProcessingException) as error:
+        run(
+            qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", REJECTED=str(folder / "rejected.csv")
+        )
+    assert str(error.value).startswith(
+        f"The output 'Rejected horizons and profiles' could not be written to '{folder / 'rejected.csv'}' (Feature "
+        "creation error (OGR error: Failed to create"
+    )
+    assert str(error.value).endswith(
+        "Read-only file system)): the disk may be full, or the folder not writable. Free some space or choose "
+        "another destination."
+    )
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", ["80k", "140k"])
+def test_a_geopackage_on_a_full_disk_fails_the_run(qgis_processing, small_file_system, size):
+    """GDAL may refuse the table (80k) or only the commit as the file closes (140k): both fail the run."""
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system(size)
+    with pytest.raises(
+        QgsProcessingException,
+        match=rf"^The output 'Harmonised profiles' could not be written to '{folder / 'h.gpkg'}' \(.*\): the disk may "
+        "be full, or the folder not writable. Free some space or choose another destination.$",
+    ):
+        run(qgis_processing, INPUT=point_layer(EDGEROI), OUTPUT=str(folder / "h.gpkg"))

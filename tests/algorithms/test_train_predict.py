@@ -312,3 +312,31 @@ def test_transfer_cnn_freezes_the_convolution_block_by_default(qgis_processing):
     train = QgsApplication.processingRegistry().algorithmById("socdepth:train")
     default = train.parameterDefinition("FREEZE_LAYERS").defaultValue()
     assert default == len(TransferCNNDepthModel().conv_channels) == TransferCNNDepthModel()._n_frozen()
+
+
+def test_a_read_only_metrics_table_fails_the_run_naming_it(qgis_processing, harmonised, covariates, tmp_path,
+                                                           small_file_system):
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system("64k", read_only=True)
+    parameters = train_params(
+        harmonised, covariates, tmp_path, VALIDATION=1, FOLDS=3, N_TREES=10, OUTPUT_METRICS=str(folder / "m.csv")
+    )
+    with pytest.raises(QgsProcessingException, match=rf"(?s)^The output 'Validation metrics' could not be written to "
+                       rf"'{folder / 'm.csv'}' \(Feature creation error .*Read-only file system\)\): the disk may be "
+                       "full, or the folder not writable"):
+        qgis_processing.run("socdepth:train", parameters)
+    assert list(folder.iterdir()) == []
+
+
+def test_a_read_only_sampled_layer_fails_the_run_naming_it(qgis_processing, harmonised, covariates,
+                                                           small_file_system):
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system("64k", read_only=True)
+    with pytest.raises(QgsProcessingException, match=rf"(?s)^The output 'Sampled points' could not be written to "
+                       rf"'{folder / 's.csv'}' \(.*\): the disk may be full, or the folder not writable"):
+        qgis_processing.run(
+            "socdepth:sample", {"INPUT": harmonised, "COVARIATES": [covariates], "OUTPUT": str(folder / "s.csv")}
+        )
+    assert list(folder.iterdir()) == []

@@ -494,7 +494,8 @@ def test_a_truncated_or_tile_less_file_is_found_incomplete(tmp_path, stack):
     (tmp_path / "cut.tif").write_bytes(whole[: len(whole) // 2])
     assert predict._incomplete(str(tmp_path / "cut.tif")).startswith("it cannot be read back: ")
     # a tile libtiff never recorded, as when its write failed: a sparse file leaves it out on purpose
-    profile = dict(driver="GTiff", width=2 * TILE, height=TILE, count=1, dtype="float32", tiled=True)
+    profile = dict(driver="GTiff", width=2 * TILE, height=TILE, count=1, dtype="float32", tiled=True, crs=CRS)
+    profile["transform"] = from_origin(X0, Y0, CELL, CELL)
     with rasterio.open(tmp_path / "sparse.tif", "w", sparse_ok=True, **profile) as dataset:
         dataset.write(np.ones((1, TILE, TILE), np.float32), window=((0, TILE), (0, TILE)))
     assert predict._incomplete(str(tmp_path / "sparse.tif")) == "tile 1,0 of band 1 of the map is missing"
