@@ -179,6 +179,8 @@ def predict_rasters(
                     predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries, state
                 )
                 run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
+                if state.n_predicted == 0:
+                    raise NothingPredictedError(state.nothing_predicted(height * width))
                 check_progress(progress, BLOCKS_DONE, "Building overviews")
                 writers.build_overviews(height, width)
             finally:
@@ -291,8 +293,25 @@ class _RunState:
         self.training_ranges = training_ranges
         self.n_predicted = 0
         self.n_out_of_range = 0
+        # why cells were not predicted: outside the mask, nodata in a covariate, no value from the model
+        self.n_masked = 0
+        self.n_covariate_nodata = 0
+        self.n_model_nodata = 0
         self.value_min = math.inf
         self.value_max = -math.inf
+
+    def count_unpredicted(self, inside: np.ndarray, complete: np.ndarray, predicted: np.ndarray) -> None:
+        self.n_masked += int((~inside).sum())
+        self.n_covariate_nodata += int((inside & ~complete).sum())
+        self.n_model_nodata += int((inside & complete & ~predicted).sum())
+
+    def nothing_predicted(self, n_cells: int) -> str:
+        return (
+            f"Nothing was predicted, so no file was written: of the {n_cells:,} cells in the extent, "
+            f"{self.n_masked:,} lie outside the mask, {self.n_covariate_nodata:,} have nodata in a covariate "
+            f"and {self.n_model_nodata:,} got no value from the model. Check that the extent and the mask cover "
+            "cells where every covariate holds data."
+        )
 
     def add(self, predicted: np.ndarray, values: np.ndarray, centre: np.ndarray) -> None:
         count = int(predicted.sum())
@@ -375,14 +394,16 @@ class _BlockRun:
     def predict(self, data: np.ndarray, block: Block) -> _Outputs:
         h, w, halo = block.height, block.width, self.halo
         centre = data[:, halo : halo + h, halo : halo + w]
-        wanted = np.isfinite(centre).all(axis=0)
+        complete = np.isfinite(centre).all(axis=0)
+        inside = np.ones((h, w), dtype=bool)
         if self.mask_geometries is not None:
             block_transform = self.transform * Affine.translation(block.col, block.row)
-            wanted &= geometry_mask(self.mask_geometries, (h, w), block_transform, invert=True)
-            if halo == 0:
-                # a pixel model reads nothing around a cell, so cells outside the mask are skipped (NaN);
-                # a patch model keeps them, as they are the neighbourhood of cells inside
-                data[:, ~wanted] = np.nan
+            inside = geometry_mask(self.mask_geometries, (h, w), block_transform, invert=True)
+        wanted = complete & inside
+        if self.mask_geometries is not None and halo == 0:
+            # a pixel model reads nothing around a cell, so cells outside the mask are skipped (NaN);
+            # a patch model keeps them, as they are the neighbourhood of cells inside
+            data[:, ~wanted] = np.nan
         shape = (len(self.depth_indices), h, w)
         values = np.full(shape, np.nan, dtype=np.float32)
         bounds = None if self.interval is None else np.full((3 * shape[0], h, w), np.nan, dtype=np.float32)
@@ -397,6 +418,7 @@ class _BlockRun:
         if bounds is not None:
             predicted &= np.isfinite(bounds).all(axis=0)
         self.state.add(predicted, values, centre)
+        self.state.count_unpredicted(inside, complete, predicted)
         values[:, ~predicted] = NODATA
         if bounds is not None:
             bounds[:, ~predicted] = NODATA
@@ -547,6 +569,10 @@ class _Destinations:
                 os.remove(temporary)
         if self.created_folder is not None and not os.listdir(self.created_folder):
             os.rmdir(self.created_folder)
+
+
+class NothingPredictedError(ValueError):
+    """No cell of the extent could be predicted; the message counts why."""
 
 
 class IncompleteOutputError(OSError):

@@ -133,6 +133,34 @@ def test_a_full_disk_fails_the_run_and_keeps_the_earlier_map(qgis_processing, mo
     assert (folder / "soc.tif").read_bytes() == earlier.read_bytes()
 
 
+def test_a_mask_that_covers_no_cell_fails_the_run_saying_why(qgis_processing, model, tmp_path):
+    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingException, QgsRectangle, QgsVectorLayer
+
+    with rasterio.open(COVARIATES) as dataset:
+        left, top, n_cells = dataset.bounds.left, dataset.bounds.top, dataset.width * dataset.height
+    mask = QgsVectorLayer("Polygon?crs=EPSG:28355", "mask", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(left - 5000, top + 1000, left - 1000, top + 5000)))
+    assert mask.dataProvider().addFeatures([feature])[0]
+    with pytest.raises(QgsProcessingException) as error:
+        qgis_processing.run(
+            "socdepth:predict",
+            {
+                "MODEL": model,
+                "COVARIATES": [covariate_layer(COVARIATES)],
+                "MASK": mask,
+                "OUTPUT": str(tmp_path / "soc.tif"),
+                "OUTPUT_FOLDER": str(tmp_path / "maps"),
+            },
+        )
+    assert str(error.value) == (
+        f"Nothing was predicted, so no file was written: of the {n_cells:,} cells in the extent, {n_cells:,} lie "
+        "outside the mask, 0 have nodata in a covariate and 0 got no value from the model. Check that the extent "
+        "and the mask cover cells where every covariate holds data."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_run_creates_no_depth_folder(qgis_processing, model, tmp_path):
     from qgis.core import QgsProcessingException
 

@@ -511,3 +511,52 @@ def test_a_read_only_folder_fails_the_run_before_predicting(stack, small_file_sy
         predict_rasters(model, stack, str(folder / "soc.tif"), DEPTHS, LABELS)
     assert model.block_shapes == []
     assert os.listdir(folder) == ["soc.tif"] and (folder / "soc.tif").read_bytes() == b"an earlier map"
+
+
+#: a mask polygon north-west of the covariates
+OUTSIDE_TRIANGLE = {
+    "type": "Polygon",
+    "coordinates": [[(X0 - 50, Y0 + 50), (X0 - 10, Y0 + 50), (X0 - 10, Y0 + 10), (X0 - 50, Y0 + 50)]],
+}
+
+
+class NoValueModel(LinearModel):
+    """A model that predicts nothing (NaN everywhere), as one fed values it cannot use might."""
+
+    def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
+        return np.full_like(super().predict_block(block, depth_indices), np.nan)
+
+
+@pytest.mark.parametrize(
+    ("model", "arguments", "counts"),
+    [
+        pytest.param(
+            LinearModel(),
+            {"mask_geometries": [OUTSIDE_TRIANGLE]},
+            "of the 12,000 cells in the extent, 12,000 lie outside the mask, 0 have nodata in a covariate and 0 got",
+            id="mask outside the covariates",
+        ),
+        pytest.param(
+            LinearModel(),
+            {"extent": (X0 + 255 * CELL, Y0 - 21 * CELL, X0 + 257 * CELL, Y0 - 20 * CELL)},
+            "of the 2 cells in the extent, 0 lie outside the mask, 2 have nodata in a covariate and 0 got",
+            id="extent on nodata cells",
+        ),
+        pytest.param(
+            NoValueModel(),
+            {},
+            "of the 12,000 cells in the extent, 0 lie outside the mask, 5 have nodata in a covariate and 11,995 got",
+            id="model gives no value",
+        ),
+    ],
+)
+def test_nothing_predicted_is_an_error_that_counts_why_and_writes_nothing(tmp_path, stack, model, arguments, counts):
+    earlier = tmp_path / "soc.tif"
+    earlier.write_bytes(b"an earlier map")
+    with pytest.raises(predict.NothingPredictedError) as error:
+        predict_rasters(model, stack, str(earlier), DEPTHS, LABELS, depth_folder=str(tmp_path / "maps"), **arguments)
+    assert str(error.value) == (
+        f"Nothing was predicted, so no file was written: {counts} no value from the model. Check that the extent "
+        "and the mask cover cells where every covariate holds data."
+    )
+    assert os.listdir(tmp_path) == ["soc.tif"] and earlier.read_bytes() == b"an earlier map"
