@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -171,25 +173,29 @@ def predict_rasters(
     sizer = BlockSizer(_block_cells(block_budget, per_cell, stack.count, halo))
 
     state = _RunState(ranges)
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
-            writers = destinations.open(stack.crs_wkt or None, transform, height, width, interval)
-            try:
-                run = _BlockRun(
-                    predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries, state
-                )
-                run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
-                if state.n_predicted == 0:
-                    raise NothingPredictedError(state.nothing_predicted(height * width))
-                check_progress(progress, BLOCKS_DONE, "Building overviews")
-                writers.build_overviews(height, width)
-            finally:
-                writers.close()
-        destinations.check_complete()
-        destinations.commit()
-    except BaseException:
-        destinations.discard()
-        raise
+    with _signals_stop_the_run():
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
+                writers = destinations.open(stack.crs_wkt or None, transform, height, width, interval)
+                try:
+                    run = _BlockRun(
+                        predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries,
+                        state,
+                    )  # fmt: skip
+                    run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
+                    if state.n_predicted == 0:
+                        raise NothingPredictedError(state.nothing_predicted(height * width))
+                    check_progress(progress, BLOCKS_DONE, "Building overviews")
+                    writers.build_overviews(height, width)
+                finally:
+                    writers.close()
+            destinations.check_complete()
+            with _signals_held():  # all outputs are moved into place, or none
+                destinations.commit()
+        except BaseException:
+            with _signals_held():  # a signal now must not cut the clean-up short
+                destinations.discard()
+            raise
     if progress is not None:
         progress(1.0, "Done")  # the files are in place: too late to cancel
     n_pixels = height * width
@@ -203,6 +209,59 @@ def predict_rasters(
         n_out_of_range=state.n_out_of_range,
         value_range=(state.value_min, state.value_max) if state.n_predicted else (math.nan, math.nan),
     )
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived during a run (a BaseException, so that no `except Exception` takes it)."""
+
+
+#: the signals that stop a run as a cancel does
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    """Makes SIGTERM and SIGINT stop the run as a cancel does, so the temporary files are removed, and then
+    take their usual course (the process ends, or Python raises KeyboardInterrupt). A signal is delivered to
+    the main thread only; elsewhere (QGIS runs algorithms in a task thread) nothing changes. A signal whose
+    handler was set outside Python, or that is ignored, keeps its handling."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum: int, frame) -> None:
+        if not received:  # a second signal must not interrupt the clean-up of the first
+            received.append(signum)
+            raise Interrupted(f"Stopped by {signal.Signals(signum).name}")
+
+    previous = {}
+    for signum in STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is not None and handler is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            # the run is cleaned up: the signal now does what it would have done (ends the process, or raises
+            # KeyboardInterrupt); where its handler returns, the Interrupted goes on
+            signal.raise_signal(received[0])
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Holds STOP_SIGNALS back (where the system can), so that they arrive after the block, not inside it."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 # --------------------------------------------------------------------------------------------- block layout

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import warnings
 
@@ -560,3 +563,60 @@ def test_nothing_predicted_is_an_error_that_counts_why_and_writes_nothing(tmp_pa
         "and the mask cover cells where every covariate holds data."
     )
     assert os.listdir(tmp_path) == ["soc.tif"] and earlier.read_bytes() == b"an earlier map"
+
+
+#: a run in a child process: a slow pixel model on the covariates in argv[1], mapped to argv[2]
+SLOW_RUN = """
+import sys
+import time
+
+import numpy as np
+
+from soc_depth_mapper.core.predict import predict_rasters
+from soc_depth_mapper.core.rasters import CovariateStack
+
+
+class SlowModel:
+    patch_size = 1
+
+    def predict_block(self, block, depth_indices):
+        print("block", flush=True)
+        time.sleep(0.1)
+        return np.stack([block[0].astype(np.float64) for _ in depth_indices])
+
+    def bytes_per_pixel(self):
+        return 64
+
+
+with CovariateStack([sys.argv[1]]) as stack:
+    predict_rasters(SlowModel(), stack, sys.argv[2], [0], ["SOC 0-5 cm"], memory_mb=0.02)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_run_removes_its_files_and_then_ends_the_process(tmp_path, data, signum):
+    covariate_file = tmp_path / "cov.tif"
+    profile = dict(driver="GTiff", width=COLS, height=ROWS, count=3, dtype="float32", crs=CRS, nodata=FILE_NODATA)
+    with rasterio.open(covariate_file, "w", transform=from_origin(X0, Y0, CELL, CELL), **profile) as dst:
+        dst.write(np.where(np.isnan(data), FILE_NODATA, data).astype(np.float32))
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "soc.tif").write_bytes(b"an earlier map")
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(covariate_file), str(folder / "soc.tif")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "block\n" and child.stdout.readline() == "block\n"
+        partial = [name for name in os.listdir(folder) if name.endswith(".partial.tif")]
+        assert len(partial) == 1  # the run is writing
+        child.send_signal(signum)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == -signum  # the signal ended the process, as it would have without the plugin
+    assert "finished" not in child.stdout.read()
+    assert os.listdir(folder) == ["soc.tif"] and (folder / "soc.tif").read_bytes() == b"an earlier map"
