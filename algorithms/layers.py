@@ -121,6 +121,19 @@ def report_skipped(feedback, skipped: list[tuple[object, str]], what: str, limit
     feedback.reportError(tr("Skipped {} {}s in all — {}").format(len(skipped), what, summary))
 
 
+def report_infinite(feedback, band_names: list[str], counts, where: str) -> None:
+    """Warns of ±infinite covariate values, band by band. A raster without a nodata value may hold them
+    instead; they are treated as nodata, and the user should know which band to fix."""
+    for name, count in zip(band_names, counts):
+        if count:
+            feedback.reportError(
+                tr(
+                    "Covariate band {} holds ±infinite values at {} {}; they were treated as nodata. Give the "
+                    "raster a nodata value, or correct those cells."
+                ).format(name, int(count), where)
+            )
+
+
 def progress_callback(feedback, start: float = 0.0, span: float = 100.0):
     """Engine progress (fraction, message) -> the feedback's bar and text; False when the user cancels."""
     last = {"message": None}

@@ -31,7 +31,7 @@ from qgis.core import (
 )
 
 from .base import SocAlgorithm
-from .layers import open_stack, progress_callback
+from .layers import open_stack, progress_callback, report_infinite
 
 #: colour ramp shared by the per-depth maps, so depths compare at a glance
 RAMP = "YlOrBr"
@@ -228,6 +228,8 @@ class PredictAlgorithm(SocAlgorithm):
                 raise QgsProcessingException(self.tr("Prediction cancelled; no output was written.")) from cancelled
             except (ValueError, OSError) as error:  # OSError: an output that could not be written
                 raise QgsProcessingException(str(error)) from error
+            finally:  # also when nothing could be predicted: the infinite values may be why
+                report_infinite(feedback, stack.band_names, stack.infinite_cells, self.tr("cells of the map"))
 
         feedback.pushInfo(
             self.tr("Predicted {} of {} pixels ({} nodata or masked).").format(

@@ -19,7 +19,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
-from .layers import open_sink, open_stack, read_points, report_skipped
+from .layers import open_sink, open_stack, read_points, report_infinite, report_skipped
 
 
 class SampleAlgorithm(SocAlgorithm):
@@ -115,6 +115,7 @@ class SampleAlgorithm(SocAlgorithm):
 
         # Every check that can fail comes before the sinks, so a failed run leaves no empty output behind.
         usable = sample.status == 0
+        report_infinite(feedback, band_names, sample.infinite.sum(axis=0), self.tr("points"))
         skipped = list(points.skipped)
         skipped += [(fid, reason) for fid, ok, reason in zip(points.feature_ids, usable, sample.reasons) if not ok]
         if not usable.any():

@@ -24,7 +24,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
-from .layers import open_sink, open_stack, progress_callback, read_points, report_skipped
+from .layers import open_sink, open_stack, progress_callback, read_points, report_infinite, report_skipped
 from .values import to_float
 
 MODEL_KINDS = ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
@@ -400,6 +400,7 @@ class TrainAlgorithm(SocAlgorithm):
             }
             band_names = stack.band_names
 
+        report_infinite(feedback, band_names, sample.infinite.sum(axis=0), self.tr("sites"))
         skipped = list(points.skipped)
         targets = np.full((len(points.feature_ids), len(target_fields)), np.nan)
         unreadable = 0
