@@ -16,7 +16,9 @@ Why it is built this way:
   compression is not used: it adds nothing while the model keeps the cores busy, and GDAL 3.6 reports errors
   when it decodes band-interleaved tiles in threads (while building overviews).
 - Every file is written under a temporary name next to its destination and moved into place only when the whole
-  run succeeded, so a failed or cancelled run leaves nothing behind and never half-overwrites an earlier map.
+  run succeeded and every tile is found in the file (GDAL only logs a failed write, e.g. on a full disk), so a
+  failed, cancelled or signalled (SIGTERM, SIGINT) run leaves nothing behind and never half-overwrites an
+  earlier map.
 """
 
 from __future__ import annotations
