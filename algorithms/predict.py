@@ -236,6 +236,13 @@ class PredictAlgorithm(SocAlgorithm):
                 result.n_predicted, result.n_pixels, result.n_nodata
             )
         )
+        if result.n_nodata:
+            feedback.pushInfo(
+                self.tr(
+                    "Not predicted: {} pixels outside the mask, {} with nodata in a covariate, {} without a value "
+                    "from the model."
+                ).format(result.n_masked, result.n_covariate_nodata, result.n_model_nodata)
+            )
         if result.n_out_of_range:
             share = 100.0 * result.n_out_of_range / max(result.n_predicted, 1)
             feedback.reportError(

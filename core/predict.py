@@ -91,8 +91,10 @@ class BlockPredictor(Protocol):
 
 @dataclass
 class PredictionResult:
-    """What was written and what it holds. `n_out_of_range`: predicted cells where at least one covariate lies
-    outside the range seen in training (the model extrapolates there)."""
+    """What was written and what it holds. `n_nodata` cells were not predicted: `n_masked` lie outside the mask,
+    `n_covariate_nodata` have nodata in a covariate and `n_model_nodata` got no value from the model.
+    `n_out_of_range`: predicted cells where at least one covariate lies outside the range seen in training (the
+    model extrapolates there)."""
 
     output: str
     uncertainty: str | None
@@ -100,6 +102,9 @@ class PredictionResult:
     n_pixels: int
     n_predicted: int
     n_nodata: int
+    n_masked: int
+    n_covariate_nodata: int
+    n_model_nodata: int
     n_out_of_range: int
     value_range: tuple[float, float]
 
@@ -208,6 +213,9 @@ def predict_rasters(
         n_pixels=n_pixels,
         n_predicted=state.n_predicted,
         n_nodata=n_pixels - state.n_predicted,
+        n_masked=state.n_masked,
+        n_covariate_nodata=state.n_covariate_nodata,
+        n_model_nodata=state.n_model_nodata,
         n_out_of_range=state.n_out_of_range,
         value_range=(state.value_min, state.value_max) if state.n_predicted else (math.nan, math.nan),
     )

@@ -245,7 +245,7 @@ def test_covariate_mismatch_says_what_differs(qgis_processing, model, tmp_path, 
     assert not (tmp_path / "soc.tif").exists()
 
 
-def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, tmp_path):
+def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, tmp_path, context_and_feedback):
     from qgis.core import (
         QgsCoordinateReferenceSystem,
         QgsCoordinateTransform,
@@ -275,9 +275,13 @@ def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, t
 
     common = {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)]}
     whole = qgis_processing.run("socdepth:predict", {**common, "OUTPUT": str(tmp_path / "whole.tif")})["OUTPUT"]
-    masked = qgis_processing.run("socdepth:predict", {**common, "MASK": mask, "OUTPUT": str(tmp_path / "masked.tif")})[
-        "OUTPUT"
-    ]
+    context, feedback = context_and_feedback
+    masked = qgis_processing.run(
+        "socdepth:predict",
+        {**common, "MASK": mask, "OUTPUT": str(tmp_path / "masked.tif")},
+        context=context,
+        feedback=feedback,
+    )["OUTPUT"]
     with rasterio.open(whole) as a, rasterio.open(masked) as b:
         assert b.count == 6 and b.transform == a.transform
         unmasked_values, masked_values = a.read(), b.read()
@@ -286,6 +290,10 @@ def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, t
     y = top - 250 * (np.arange(height)[:, None] + 0.5)
     inside = ((x0 < x) & (x < x2) & (y0 < y) & (y < y1)) | ((x0 < x) & (x < x1) & (y0 < y) & (y < y3))
     assert np.all(masked_values[:, ~inside] == NODATA)
+    assert (
+        f"Not predicted: {(~inside).sum()} pixels outside the mask, 0 with nodata in a covariate, 0 without a value "
+        "from the model."
+    ) in feedback.infos
     np.testing.assert_array_equal(masked_values[:, inside], unmasked_values[:, inside])
     # both halves hold predictions in the unmasked map, so neither assertion holds trivially
     assert (unmasked_values[:, inside] != NODATA).all(axis=0).sum() > 1000

@@ -173,7 +173,8 @@ def test_nodata_in_one_band_is_nodata_in_every_output(tmp_path, stack, data):
         missing = np.isnan(read(path))
         assert (missing == expected[None]).all(), path
     assert result.n_pixels == ROWS * COLS
-    assert result.n_nodata == len(NODATA_CELLS)
+    assert result.n_nodata == result.n_covariate_nodata == len(NODATA_CELLS)
+    assert result.n_masked == result.n_model_nodata == 0
     assert result.n_predicted == ROWS * COLS - len(NODATA_CELLS)
     truth = expected_maps(data, linear_oracle)
     assert result.value_range == pytest.approx((np.nanmin(truth), np.nanmax(truth)), rel=1e-6)
@@ -227,6 +228,9 @@ def test_mask_keeps_cells_whose_centre_is_inside(tmp_path, stack, data, model_cl
     expected = np.where(inside, expected_maps(data, oracle), np.nan)  # cells inside keep their unmasked value
     np.testing.assert_allclose(read(result.output), expected, rtol=1e-6, atol=1e-4)
     assert result.n_predicted == int(np.isfinite(expected[0]).sum())
+    nodata_inside = sum(inside[cell] for cell in NODATA_CELLS)
+    assert (result.n_masked, result.n_covariate_nodata, result.n_model_nodata) == ((~inside).sum(), nodata_inside, 0)
+    assert nodata_inside == 2  # (0, 0) and (5, 17)
 
 
 def test_file_format(tmp_path, stack):
