@@ -7,7 +7,6 @@ from collections import Counter
 from qgis.core import (
     QgsFeature,
     QgsFeatureRequest,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsGeometry,
@@ -24,6 +23,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
+from .layers import open_sink
 from .values import MISSING, to_float
 
 #: how many individual skipped records are printed before only counts are given
@@ -62,11 +62,15 @@ class HarmoniseAlgorithm(SocAlgorithm):
         "e.g. ORCDRC_2p5_10) and PROPERTY_rmse, the fit's root mean square error. An interval the horizons "
         "do not reach is NULL: nothing is extrapolated; a partly covered interval is averaged over its covered "
         "part.<br>"
-        "<b>Skipped</b>: horizons with a missing value, a negative depth or top not above bottom; profiles "
-        "whose horizons overlap. Each is listed in the optional 'Rejected horizons and profiles' table.<br><br>"
+        "<b>Skipped</b>: horizons with a missing value, a negative depth or top not above bottom; text that is "
+        "not a plain number ('high', a detection limit such as '<0.5', or '1,000', which may mean 1000 or 1.0); "
+        "profiles whose horizons overlap. Each is listed in the optional 'Rejected horizons and profiles' table, "
+        "by input feature id.<br><br>"
         "Method: Bishop, McBratney and Laslett (1999), Geoderma 91:27-45, as in R's mpspline2 (Malone et al. "
         "2009). 'Exact' integrates the spline analytically over each interval; 'mpspline2' reproduces R "
-        "mpspline2's 1-cm averaging for results that must match R."
+        "mpspline2's 1-cm averaging for results that must match R. Both clamp the spline to the lowest and "
+        "highest allowed values point by point before averaging, so where it crosses a limit the interval means "
+        "no longer preserve the horizons' mass."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API name
@@ -113,14 +117,18 @@ class HarmoniseAlgorithm(SocAlgorithm):
             QgsProcessingParameterNumber(
                 self.VLOW, self.tr("Lowest allowed value"), QgsProcessingParameterNumber.Double, 0
             ),
-            "Interval values below this are set to it (e.g. 0 for a concentration).",
+            "The spline is raised to this value wherever it falls below it, before interval means are taken "
+            "(e.g. 0 for a concentration). Where the spline crosses a limit, the interval means no longer "
+            "preserve the horizons' mass.",
             advanced=True,
         )
         self.add_parameter(
             QgsProcessingParameterNumber(
                 self.VHIGH, self.tr("Highest allowed value"), QgsProcessingParameterNumber.Double, 1000
             ),
-            "Interval values above this are set to it (e.g. 1000 g/kg for organic carbon, 100 for clay %).",
+            "The spline is lowered to this value wherever it rises above it, before interval means are taken "
+            "(e.g. 1000 g/kg for organic carbon, 100 for clay %). Where the spline crosses a limit, the interval "
+            "means no longer preserve the horizons' mass.",
             advanced=True,
         )
         self.add_parameter(
@@ -133,9 +141,11 @@ class HarmoniseAlgorithm(SocAlgorithm):
                 ],
                 defaultValue=0,
             ),
-            "Exact integrates the fitted spline analytically, so interval means preserve the horizon mass and "
-            "fractional depths are handled exactly. mpspline2 averages the spline at 1-cm steps like R's "
-            "mpspline2, for results that must match ones made in R.",
+            "Exact integrates the fitted spline, clamped to the lowest and highest allowed values point by point, "
+            "analytically: interval means preserve the horizon mass (except where the spline crosses a limit) "
+            "and fractional depths are handled exactly; it is what mpspline2's 1-cm averaging approaches for "
+            "ever thinner slices. mpspline2 averages the clamped spline at 1-cm steps like R's mpspline2, for "
+            "results that must match ones made in R.",
             advanced=True,
         )
         self.add_parameter(
@@ -199,6 +209,8 @@ class HarmoniseAlgorithm(SocAlgorithm):
         ids, tops, bottoms, feature_ids, geometries = [], [], [], [], {}
         values = [[] for _ in value_fields]
         unreadable = []  # (profile id, feature id, reason, cause) for rows that never reach the spline
+        # per property, row -> the reading of a value that is present but not a number (the spline sees NaN)
+        value_problems = [{} for _ in value_fields]
         for n, feature in enumerate(source.getFeatures(request)):
             if feedback.isCanceled():
                 return {}
@@ -207,11 +219,12 @@ class HarmoniseAlgorithm(SocAlgorithm):
             if profile is None or (isinstance(profile, QVariant) and profile.isNull()) or str(profile).strip() == "":
                 unreadable.append(("", feature.id(), self.tr("no profile id"), self.tr("no profile id")))
                 continue
-            top, top_problem = to_float(attributes[indices[1]])
-            bottom, bottom_problem = to_float(attributes[indices[2]])
+            top, top_problem, top_cause = to_float(attributes[indices[1]])
+            bottom, bottom_problem, bottom_cause = to_float(attributes[indices[2]])
             if top_problem or bottom_problem:
-                side, problem = ("top", top_problem) if top_problem else ("bottom", bottom_problem)
-                cause = problem if problem == MISSING else self.tr("is not a number")
+                side, problem, cause = (
+                    ("top", top_problem, top_cause) if top_problem else ("bottom", bottom_problem, bottom_cause)
+                )
                 unreadable.append(
                     (
                         profile,
@@ -227,9 +240,12 @@ class HarmoniseAlgorithm(SocAlgorithm):
             tops.append(top)
             bottoms.append(bottom)
             feature_ids.append(feature.id())
-            for column, index in zip(values, indices[3:]):
-                # an unreadable value is a missing value: the spline drops and reports that horizon
-                column.append(to_float(attributes[index])[0])
+            for column, problems, index in zip(values, value_problems, indices[3:]):
+                # the spline drops a NaN as a missing value; the reading says why when it was text
+                reading = to_float(attributes[index])
+                if reading.problem is not None and reading.cause != MISSING:
+                    problems[len(column)] = reading
+                column.append(reading.value)
             if n % 1000 == 0:
                 feedback.setProgress(40.0 * n / total)
         if not ids:
@@ -259,6 +275,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
                     vlow=vlow,
                     vhigh=vhigh,
                     method=method,
+                    row_names=[self.tr("feature {}").format(fid) for fid in feature_ids],
                 )
             )
             feedback.setProgress(40.0 + 30.0 * (k + 1) / len(value_fields))
@@ -273,7 +290,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
                 out_fields.append(QgsField(interval_field(name, top, bottom), QVariant.Double))
             out_fields.append(QgsField(f"{name}_rmse", QVariant.Double))
         wkb_type = source.wkbType() if has_geometry else QgsWkbTypes.NoGeometry
-        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, out_fields, wkb_type, source.sourceCrs())
+        sink = open_sink(self, parameters, self.OUTPUT, context, out_fields, wkb_type, source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
 
@@ -300,18 +317,17 @@ class HarmoniseAlgorithm(SocAlgorithm):
             feature.setAttributes([profile, *rows[profile]])
             if has_geometry and profile in geometries:
                 feature.setGeometry(geometries[profile])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.add(feature)
             written += 1
             if n % 1000 == 0:
                 feedback.setProgress(70.0 + 30.0 * n / len(profile_order))
 
-        rejections = [(p, "", fid, reason, cause) for p, fid, reason, cause in unreadable]
-        for name, result in zip(value_fields, results):
+        rejections = [(p, "", fid, True, reason, cause) for p, fid, reason, cause in unreadable]
+        for name, result, problems in zip(value_fields, results, value_problems):
             for rejection in result.rejections:
-                fid = None if rejection.horizon_index is None else feature_ids[rejection.horizon_index]
-                rejections.append((rejection.profile_id, name, fid, rejection.reason, rejection.kind))
+                rejections.append(self._rejection(rejection, name, feature_ids, problems, tops_array, bottoms_array))
         self._report(rejections, feedback)
-        outputs = {self.OUTPUT: dest_id}
+        outputs = {self.OUTPUT: sink.close()}
         rejected_dest = self._write_rejections(parameters, context, rejections)
         if rejected_dest is not None:
             outputs[self.REJECTED] = rejected_dest
@@ -321,6 +337,26 @@ class HarmoniseAlgorithm(SocAlgorithm):
             )
         )
         return outputs
+
+    def _rejection(self, rejection, prop: str, feature_ids: list, problems: dict, tops, bottoms) -> tuple:
+        """A spline rejection as (profile, property, feature id, about one horizon?, reason, cause).
+
+        A whole profile is listed under the feature that caused it (the lower of two overlapping horizons),
+        and a value the spline saw as missing gets the reason its text was not read.
+        """
+        from ..core.spline import VALUE_MISSING
+
+        row = rejection.horizon_index
+        if row is None:
+            fid = feature_ids[rejection.rows[-1]] if rejection.rows else None
+            return rejection.profile_id, prop, fid, False, rejection.reason, rejection.kind
+        reading = problems.get(row) if rejection.kind == VALUE_MISSING else None
+        if reading is None:
+            return rejection.profile_id, prop, feature_ids[row], True, rejection.reason, rejection.kind
+        reason = self.tr("horizon {}-{} cm: value {}; the horizon is left out").format(
+            f"{tops[row]:g}", f"{bottoms[row]:g}", reading.problem
+        )
+        return rejection.profile_id, prop, feature_ids[row], True, reason, self.tr("value {}").format(reading.cause)
 
     def _check_location(self, profile, geometry: QgsGeometry, geometries: dict) -> None:
         """Every horizon of a profile must sit at one location; otherwise the ids are ambiguous."""
@@ -340,8 +376,8 @@ class HarmoniseAlgorithm(SocAlgorithm):
     def _report(self, rejections, feedback) -> None:
         if not rejections:
             return
-        for profile, prop, fid, reason, _cause in rejections[:MAX_REPORTED]:
-            where = self.tr("feature {}").format(fid) if fid is not None else self.tr("whole profile")
+        for profile, prop, fid, one_horizon, reason, _cause in rejections[:MAX_REPORTED]:
+            where = self.tr("feature {}").format(fid) if one_horizon else self.tr("whole profile")
             label = f" [{prop}]" if prop else ""
             feedback.reportError(self.tr("Skipped profile '{}'{} ({}): {}").format(profile, label, where, reason))
         if len(rejections) > MAX_REPORTED:
@@ -360,11 +396,11 @@ class HarmoniseAlgorithm(SocAlgorithm):
         fields.append(QgsField("property", QVariant.String))
         fields.append(QgsField("feature_id", QVariant.LongLong))
         fields.append(QgsField("reason", QVariant.String))
-        sink, dest_id = self.parameterAsSink(parameters, self.REJECTED, context, fields, QgsWkbTypes.NoGeometry)
+        sink = open_sink(self, parameters, self.REJECTED, context, fields)
         if sink is None:
             return None
-        for profile, prop, fid, reason, _cause in rejections:
+        for profile, prop, fid, _one_horizon, reason, _cause in rejections:
             feature = QgsFeature(fields)
             feature.setAttributes([str(profile), prop, fid, reason])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        return dest_id
+            sink.add(feature)
+        return sink.close()

@@ -10,9 +10,15 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
+    QgsFeature,
     QgsFeatureRequest,
+    QgsFeatureSink,
+    QgsFields,
     QgsProcessingException,
+    QgsProcessingUtils,
     QgsRasterLayer,
+    QgsVectorLayer,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
@@ -150,6 +156,19 @@ def report_skipped(feedback, skipped: list[tuple[object, str]], what: str, limit
     feedback.reportError(tr("Skipped {} {}s in all — {}").format(len(skipped), what, summary))
 
 
+def report_infinite(feedback, band_names: list[str], counts, where: str) -> None:
+    """Warns of ±infinite covariate values, band by band. A raster without a nodata value may hold them
+    instead; they are treated as nodata, and the user should know which band to fix."""
+    for name, count in zip(band_names, counts):
+        if count:
+            feedback.reportError(
+                tr(
+                    "Covariate band {} holds ±infinite values at {} {}; they were treated as nodata. Give the "
+                    "raster a nodata value, or correct those cells."
+                ).format(name, int(count), where)
+            )
+
+
 def progress_callback(feedback, start: float = 0.0, span: float = 100.0):
     """Engine progress (fraction, message) -> the feedback's bar and text; False when the user cancels."""
     last = {"message": None}
@@ -162,3 +181,56 @@ def progress_callback(feedback, start: float = 0.0, span: float = 100.0):
         return not feedback.isCanceled()
 
     return report
+
+
+class CheckedSink:
+    """A feature sink whose writes are checked. QGIS only logs a feature it could not write (a full disk, a
+    read-only folder) and a GeoPackage commit that fails as the sink closes, so without these checks a run would
+    succeed and list an output that is missing, empty or short."""
+
+    def __init__(self, sink, dest_id: str, label: str, context) -> None:
+        self.sink = sink
+        self.dest_id = dest_id
+        self.label = label
+        self.context = context
+        self.written = 0
+
+    def add(self, feature: QgsFeature) -> None:
+        if not self.sink.addFeature(feature, QgsFeatureSink.FastInsert):
+            self._fail(self.sink.lastError())
+        self.written += 1
+
+    def close(self) -> str:
+        """Closes the sink (the last reference to it goes, so QGIS commits the file), then checks that the
+        output opens and holds every feature; returns its id for the algorithm's results."""
+        if not self.sink.flushBuffer():
+            self._fail(self.sink.lastError())
+        self.sink = None
+        layer = QgsProcessingUtils.mapLayerFromString(self.dest_id, self.context, False)
+        if layer is None:  # a file: opened here and released at once
+            layer = QgsVectorLayer(self.dest_id, "written", "ogr")
+        if not layer.isValid():
+            self._fail(tr("it cannot be opened after writing"))
+        if layer.featureCount() != self.written:
+            self._fail(tr("it holds {} of the {} features written").format(layer.featureCount(), self.written))
+        return self.dest_id
+
+    def _fail(self, problem: str) -> None:
+        self.sink = None  # closes the file now, not when the failed run is garbage-collected
+        raise QgsProcessingException(
+            tr(
+                "The output '{}' could not be written to '{}' ({}): the disk may be full, or the folder not "
+                "writable. Free some space or choose another destination."
+            ).format(self.label, self.dest_id, problem)
+        )
+
+
+def open_sink(
+    algorithm, parameters, name: str, context, fields: QgsFields, geometry_type=QgsWkbTypes.NoGeometry, crs=None
+) -> CheckedSink | None:
+    """The checked sink for the output parameter `name`; None when an optional output is not wanted."""
+    arguments = (parameters, name, context, fields, geometry_type) + (() if crs is None else (crs,))
+    sink, dest_id = algorithm.parameterAsSink(*arguments)
+    if sink is None:
+        return None
+    return CheckedSink(sink, dest_id, algorithm.parameterDefinition(name).description(), context)

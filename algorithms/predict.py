@@ -29,7 +29,7 @@ from qgis.core import (
 )
 
 from .base import CovariateAlgorithm
-from .layers import open_stack, progress_callback
+from .layers import open_stack, progress_callback, report_infinite
 
 #: colour ramp shared by the per-depth maps, so depths compare at a glance
 RAMP = "YlOrBr"
@@ -71,8 +71,11 @@ class PredictAlgorithm(CovariateAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_parameter(
-            QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="socmodel"),
-            "A model file written by 'Train SOC model'.",
+            # a file filter, not `extension=`: that would refuse a model file saved under another name
+            QgsProcessingParameterFile(
+                self.MODEL, self.tr("Model file"), fileFilter=self.tr("SOC model (*.socmodel);;All files (*)")
+            ),
+            "A model file written by 'Train SOC model', under any name: it is recognised by its content.",
         )
         self.add_covariates(
             "The rasters the model was trained with, in the same order (they may cover another extent on the same "
@@ -216,14 +219,23 @@ class PredictAlgorithm(CovariateAlgorithm):
             except Cancelled as cancelled:
                 # stop as a failed run: QGIS must not load outputs that were never written
                 raise QgsProcessingException(self.tr("Prediction cancelled; no output was written.")) from cancelled
-            except ValueError as error:
+            except (ValueError, OSError) as error:  # OSError: an output that could not be written
                 raise QgsProcessingException(str(error)) from error
+            finally:  # also when nothing could be predicted: the infinite values may be why
+                report_infinite(feedback, stack.band_names, stack.infinite_cells, self.tr("cells of the map"))
 
         feedback.pushInfo(
             self.tr("Predicted {} of {} pixels ({} nodata or masked).").format(
                 result.n_predicted, result.n_pixels, result.n_nodata
             )
         )
+        if result.n_nodata:
+            feedback.pushInfo(
+                self.tr(
+                    "Not predicted: {} pixels outside the mask, {} with nodata in a covariate, {} without a value "
+                    "from the model."
+                ).format(result.n_masked, result.n_covariate_nodata, result.n_model_nodata)
+            )
         if result.n_out_of_range:
             share = 100.0 * result.n_out_of_range / max(result.n_predicted, 1)
             feedback.reportError(

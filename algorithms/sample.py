@@ -6,7 +6,6 @@ import warnings
 
 from qgis.core import (
     QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsProcessing,
@@ -14,12 +13,11 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
-    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
 from .base import CovariateAlgorithm
-from .layers import report_skipped, sample_points
+from .layers import open_sink, report_infinite, report_skipped, sample_points
 
 
 class SampleAlgorithm(CovariateAlgorithm):
@@ -111,6 +109,7 @@ class SampleAlgorithm(CovariateAlgorithm):
 
         # Every check that can fail comes before the sinks, so a failed run leaves no empty output behind.
         usable = sample.status == 0
+        report_infinite(feedback, sampled.band_names, sample.infinite.sum(axis=0), self.tr("points"))
         skipped = list(points.skipped) + sampling_skips(points.feature_ids, sample)
         if not usable.any():
             raise QgsProcessingException(
@@ -131,18 +130,13 @@ class SampleAlgorithm(CovariateAlgorithm):
                 field_name += "_cov"
             existing.add(field_name.lower())
             fields.append(QgsField(field_name, QVariant.Double))
-        sink, dest_id = self.parameterAsSink(
-            parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()
-        )
+        sink = open_sink(self, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        outputs = {self.OUTPUT: dest_id}
         rejected_fields = QgsFields()
         rejected_fields.append(QgsField("feature_id", QVariant.LongLong))
         rejected_fields.append(QgsField("reason", QVariant.String))
-        rejected_sink, rejected_id = self.parameterAsSink(
-            parameters, self.REJECTED, context, rejected_fields, QgsWkbTypes.NoGeometry
-        )
+        rejected_sink = open_sink(self, parameters, self.REJECTED, context, rejected_fields)
 
         for i in np.flatnonzero(usable):
             if feedback.isCanceled():
@@ -150,14 +144,15 @@ class SampleAlgorithm(CovariateAlgorithm):
             feature = QgsFeature(fields)
             feature.setGeometry(points.geometries[i])
             feature.setAttributes([*points.attributes[i], *(float(v) for v in values[i])])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.add(feature)
+        outputs = {self.OUTPUT: sink.close()}
         report_skipped(feedback, skipped, self.tr("point"))
         if rejected_sink is not None:
             for fid, reason in skipped:
                 feature = QgsFeature(rejected_fields)
                 feature.setAttributes([fid, reason])
-                rejected_sink.addFeature(feature, QgsFeatureSink.FastInsert)
-            outputs[self.REJECTED] = rejected_id
+                rejected_sink.add(feature)
+            outputs[self.REJECTED] = rejected_sink.close()
         feedback.pushInfo(
             self.tr("Sampled {} of {} points ({} skipped).").format(int(usable.sum()), len(points.x), len(skipped))
         )

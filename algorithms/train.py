@@ -6,7 +6,6 @@ import os
 
 from qgis.core import (
     QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsProcessing,
@@ -25,7 +24,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..core import registry
 from .base import CovariateAlgorithm
-from .layers import progress_callback, report_skipped, sample_points
+from .layers import open_sink, progress_callback, report_infinite, report_skipped, sample_points
 from .values import MISSING, to_float
 
 #: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
@@ -283,6 +282,7 @@ class TrainAlgorithm(CovariateAlgorithm):
             categorical,
             groups=[a[-1] for a in points.attributes] if group_field else None,
         )
+        report_infinite(feedback, sampled.band_names, sampled.sample.infinite.sum(axis=0), self.tr("sites"))
         report_skipped(feedback, points.skipped + skipped_sites, self.tr("site"))
         if not len(data.site_ids):
             raise QgsProcessingException(
@@ -351,7 +351,7 @@ class TrainAlgorithm(CovariateAlgorithm):
         unreadable = 0
         for i, attributes in enumerate(points.attributes):
             for j, name in enumerate(target_fields):
-                value, problem = to_float(attributes[j])
+                value, problem, _cause = to_float(attributes[j])
                 if problem and problem != MISSING:
                     unreadable += 1
                     if unreadable <= 20:
@@ -388,7 +388,7 @@ class TrainAlgorithm(CovariateAlgorithm):
             fields.append(QgsField(name, QVariant.String))
         for name in METRIC_NAMES:
             fields.append(QgsField(name, QVariant.Int if name == "n" else QVariant.Double))
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT_METRICS, context, fields, QgsWkbTypes.NoGeometry)
+        sink = open_sink(self, parameters, self.OUTPUT_METRICS, context, fields)
         if sink is not None:
             for row in [] if cv is None else cv.metrics:
                 feature = QgsFeature(fields)
@@ -396,16 +396,16 @@ class TrainAlgorithm(CovariateAlgorithm):
                     [row["model"], row["depth"], str(row["group"])]
                     + [None if _is_nan(row[name]) else row[name] for name in METRIC_NAMES]
                 )
-                sink.addFeature(feature, QgsFeatureSink.FastInsert)
-            outputs[self.OUTPUT_METRICS] = dest
+                sink.add(feature)
+            outputs[self.OUTPUT_METRICS] = sink.close()
 
         if cv is not None:
             fields = QgsFields()
             for name, kind in OUT_OF_FOLD_FIELDS:
                 fields.append(QgsField(name, kind))
             source = self.parameterAsSource(parameters, self.INPUT, context)
-            sink, dest = self.parameterAsSink(
-                parameters, self.OUTPUT_PREDICTIONS, context, fields, QgsWkbTypes.Point, source.sourceCrs()
+            sink = open_sink(
+                self, parameters, self.OUTPUT_PREDICTIONS, context, fields, QgsWkbTypes.Point, source.sourceCrs()
             )
             if sink is not None:
                 geometry_of = dict(zip(sampled.points.feature_ids, sampled.points.geometries))
@@ -413,8 +413,8 @@ class TrainAlgorithm(CovariateAlgorithm):
                     feature = QgsFeature(fields)
                     feature.setGeometry(geometry_of[data.site_ids[s]])
                     feature.setAttributes(row)
-                    sink.addFeature(feature, QgsFeatureSink.FastInsert)
-                outputs[self.OUTPUT_PREDICTIONS] = dest
+                    sink.add(feature)
+                outputs[self.OUTPUT_PREDICTIONS] = sink.close()
 
         if report_path:
             from ..core.report import write_training_report

@@ -150,7 +150,7 @@ class SocModel:
                 res=tuple(float(v) for v in grid["res"]),
             ),
             target=TargetScale(result.transform, None if floor is None else float(floor)),
-            settings=TrainingSettings.of_run(settings, result.seconds),
+            settings=TrainingSettings.of_run(settings),
             n_sites=len(data.site_ids),
             n_observations_per_depth=tuple(int(n) for n in np.sum(~np.isnan(data.targets), axis=0)),
             metrics=() if result.validation is None else tuple(result.validation.metrics),
@@ -218,8 +218,15 @@ class SocModel:
         def part(prefix: str) -> dict[str, np.ndarray]:
             return {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
 
-        model = cls_model.from_state(metadata["model_config"], part("model."))
-        fold_models = [cls_model.from_state(c, part(f"fold{i}.")) for i, c in enumerate(metadata["fold_configs"])]
+        try:
+            model = cls_model.from_state(metadata["model_config"], part("model."))
+            configs = metadata["fold_configs"]
+            fold_models = [cls_model.from_state(c, part(f"fold{i}.")) for i, c in enumerate(configs)]
+        except (KeyError, TypeError, ValueError) as error:  # e.g. an edited kind: settings and arrays disagree
+            raise ModelFileError(
+                f"'{path}' does not hold a usable {card.kind} model ({error}); it was damaged or edited "
+                "after saving. Use an intact copy, or train and save the model again."
+            ) from None
         scores = [arrays[f"conformal.{d}"] for d in range(len(part("conformal.")))]
         return cls(model, card, fold_models, scores)
 

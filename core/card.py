@@ -53,10 +53,9 @@ class TrainingSettings:
     folds: int | None = None
     block_size: float | None = None
     seed: int = 0
-    seconds: float = 0.0
 
     @classmethod
-    def of_run(cls, settings: dict[str, Any], seconds: float) -> TrainingSettings:
+    def of_run(cls, settings: dict[str, Any]) -> TrainingSettings:
         """From `training.TrainingResult.settings` (also the first release's `settings` entry)."""
         return cls(
             params=settings["params"],
@@ -64,7 +63,6 @@ class TrainingSettings:
             folds=settings["folds"],
             block_size=settings["block_size"],
             seed=settings["random_state"],
-            seconds=seconds,
         )
 
 
@@ -135,7 +133,7 @@ class ModelCard:
             ),
             grid=Grid(crs_wkt=grid["crs_wkt"], transform=tuple(grid["transform"]), res=tuple(grid["res"])),
             target=TargetScale(metadata["target_transform"], metadata["prediction_floor"]),
-            settings=TrainingSettings.of_run(metadata["settings"], metadata["training_seconds"]),
+            settings=TrainingSettings.of_run(metadata["settings"]),
             n_sites=metadata["n_sites"],
             n_observations_per_depth=tuple(metadata["n_observations_per_depth"]),
             metrics=tuple(metadata["metrics"]),

@@ -5,10 +5,21 @@ would execute whatever the file says. The file is a zip holding
 
 - `manifest.json`: `format`, `format_version`, the caller's `metadata` (plain JSON) and, for every array, its
   member name, dtype, shape and SHA-256;
+- `digest.sha256`: the SHA-256 of `manifest.json`, which lists the SHA-256 of every array, so this one value
+  covers the whole model: an edited interval or model kind is caught as surely as a changed array value;
 - one `.npy` member per array, written and read with `allow_pickle=False`.
 
-Loading checks everything the manifest claims (member list, checksums, dtypes, shapes) before handing anything
-back, so a damaged, altered or foreign file fails with a `ModelFileError` that says what to do.
+Loading bounds the size of every member from the zip's directory before reading any of it (a padded manifest
+or a "zip bomb" array is refused without being decompressed), then checks the digest and everything the
+manifest claims (member list, checksums, dtypes, shapes) before handing anything back, so a damaged, altered,
+oversized or foreign file fails with a `ModelFileError` that says what to do.
+
+The digest guards against damage and edits, not forgery: anyone who means to forge a model can recompute it.
+That is also why format 1 files (written before the digest existed) are still read with their arrays checked:
+turning an edited format 2 file into one takes as deliberate a step as recomputing the digest.
+
+Writing is reproducible: the same metadata and arrays give the same bytes (members in a fixed order with a
+fixed time stamp), so two trainings with the same seed give identical files.
 """
 
 from __future__ import annotations
@@ -27,14 +38,23 @@ from typing import Any
 import numpy as np
 
 FORMAT = "socdepth-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the digest; format 1 files are still read
 MANIFEST = "manifest.json"
+DIGEST = "digest.sha256"
 
 # Array names become zip member names: keep them to characters that are safe in any path.
 _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
-# An .npy header is a few hundred bytes; a member claiming to be much larger than its array is refused
-# before it is decompressed (a "zip bomb" would otherwise fill the memory).
+# An .npy header is a few hundred bytes (the format allows up to 64 KiB); a member whose size differs from its
+# array's by more is refused before it is decompressed.
 _NPY_HEADER_ALLOWANCE = 65536
+# A model's manifest is a few kB of metadata; a larger one is not a model's.
+_MAX_MANIFEST_BYTES = 16 * 2**20
+# Model arrays (tree nodes, network weights) compress less than 10 times. A large member that claims to
+# decompress to far more than that is a "zip bomb": a few MB on disk that would fill the memory.
+_MAX_COMPRESSION_RATIO = 200
+_COMPRESSION_CHECK_FROM = 64 * 2**20
+# Every member gets this time stamp (the earliest a zip can hold), so that the bytes depend on the model only.
+_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 
 
 class ModelFileError(ValueError):
@@ -81,8 +101,9 @@ def load_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         )
     try:
         with zipfile.ZipFile(path) as archive:
+            _check_member_sizes(archive, name)
             manifest = _read_manifest(archive, name)
-            return manifest["metadata"], _read_arrays(archive, manifest["arrays"], name)
+            return manifest["metadata"], _read_arrays(archive, manifest, name)
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise ModelFileError(
             f"'{name}' is a damaged zip archive ({error}); save or train the model again."
@@ -149,6 +170,14 @@ class _HashingWriter:
         return self.target.write(data)
 
 
+def _member_info(member: str) -> zipfile.ZipInfo:
+    """A zip entry that depends on the name only: fixed time stamp and permissions (rw-r--r--)."""
+    info = zipfile.ZipInfo(member, date_time=_TIMESTAMP)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
+
+
 def _write_zip(stream, metadata_text: str, arrays: dict[str, np.ndarray]) -> None:
     entries = {}
     with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -160,7 +189,7 @@ def _write_zip(stream, metadata_text: str, arrays: dict[str, np.ndarray]) -> Non
                     "fixed-width string arrays can be stored safely."
                 )
             member = f"{name}.npy"
-            with archive.open(member, "w", force_zip64=True) as target:
+            with archive.open(_member_info(member), "w", force_zip64=True) as target:
                 writer = _HashingWriter(target)
                 np.lib.format.write_array(writer, array, allow_pickle=False)
             entries[name] = {
@@ -175,7 +204,42 @@ def _write_zip(stream, metadata_text: str, arrays: dict[str, np.ndarray]) -> Non
             "metadata": json.loads(metadata_text),
             "arrays": entries,
         }
-        archive.writestr(MANIFEST, json.dumps(manifest, allow_nan=False, indent=1, sort_keys=True))
+        manifest_bytes = json.dumps(manifest, allow_nan=False, indent=1, sort_keys=True).encode("utf-8")
+        archive.writestr(_member_info(MANIFEST), manifest_bytes)
+        archive.writestr(_member_info(DIGEST), hashlib.sha256(manifest_bytes).hexdigest())
+
+
+def _size(n_bytes: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("kiB", 2**10)):
+        if n_bytes >= factor:
+            return f"{n_bytes / factor:.1f} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _check_member_sizes(archive: zipfile.ZipFile, name: str) -> None:
+    """Refuses, from the zip's directory alone, members that appear twice or would decompress to more than a
+    model holds; `archive.read` never returns more than the size checked here."""
+    damaged = f"'{name}' is damaged or was altered after saving"
+    retrain = "Use an intact copy, or train and save the model again."
+    members = archive.namelist()
+    if len(members) != len(set(members)):
+        raise ModelFileError(f"{damaged}: a member appears twice in the archive. {retrain}")
+    for info in archive.infolist():
+        if info.filename == MANIFEST and info.file_size > _MAX_MANIFEST_BYTES:
+            raise ModelFileError(
+                f"{damaged}: its {MANIFEST} would take {_size(info.file_size)}, where a model's takes a few kB "
+                f"(at most {_size(_MAX_MANIFEST_BYTES)}); refusing to read it. {retrain}"
+            )
+        if info.filename == DIGEST and info.file_size != 64:
+            raise ModelFileError(f"{damaged}: {DIGEST} is not a SHA-256 digest. {retrain}")
+        if (
+            info.file_size > _COMPRESSION_CHECK_FROM
+            and info.file_size > _MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
+        ):
+            raise ModelFileError(
+                f"{damaged}: member '{info.filename}' would decompress from {_size(info.compress_size)} to "
+                f"{_size(info.file_size)}, far more than a model's arrays do; refusing to read it. {retrain}"
+            )
 
 
 def _refuse_constant(constant: str) -> None:
@@ -183,6 +247,7 @@ def _refuse_constant(constant: str) -> None:
 
 
 def _read_manifest(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
+    """The parsed manifest, after checking its format, version and (from format 2) digest."""
     retrain = "Save or train the model again with this version of the plugin."
     try:
         text = archive.read(MANIFEST)
@@ -204,18 +269,33 @@ def _read_manifest(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
             f"'{name}' was written by a newer SOC Depth Mapper (model file format {version}; this version "
             f"reads format {FORMAT_VERSION}). Update the plugin to use this model."
         )
+    if version >= 2:
+        _check_digest(archive, text, name)
     if not isinstance(manifest.get("metadata"), dict) or not isinstance(manifest.get("arrays"), dict):
         raise ModelFileError(f"'{name}': {MANIFEST} lacks its metadata or array list. {retrain}")
     return manifest
 
 
-def _read_arrays(archive: zipfile.ZipFile, entries: dict[str, Any], name: str) -> dict[str, np.ndarray]:
+def _check_digest(archive: zipfile.ZipFile, manifest_bytes: bytes, name: str) -> None:
+    damaged = f"'{name}' is damaged or was altered after saving"
+    retrain = "Use an intact copy, or train and save the model again."
+    try:
+        recorded = archive.read(DIGEST)
+    except KeyError:
+        raise ModelFileError(f"{damaged}: its digest ({DIGEST}) is missing. {retrain}") from None
+    if recorded != hashlib.sha256(manifest_bytes).hexdigest().encode("ascii"):
+        raise ModelFileError(
+            f"{damaged}: its {MANIFEST} (the model's settings, depth intervals and array list) does not match "
+            f"its digest. {retrain}"
+        )
+
+
+def _read_arrays(archive: zipfile.ZipFile, manifest: dict[str, Any], name: str) -> dict[str, np.ndarray]:
     damaged = f"'{name}' is damaged or was altered after saving"
     retrain = "Use an intact copy, or train and save the model again."
     members = archive.namelist()
-    if len(members) != len(set(members)):
-        raise ModelFileError(f"{damaged}: a member appears twice in the archive. {retrain}")
-    expected = {MANIFEST}
+    entries = manifest["arrays"]
+    expected = {MANIFEST, DIGEST} if manifest["format_version"] >= 2 else {MANIFEST}
     for array_name, entry in entries.items():
         if not isinstance(entry, dict) or not _ARRAY_NAME.match(array_name):
             raise ModelFileError(f"{damaged}: the manifest entry for {array_name!r} is malformed. {retrain}")
@@ -229,15 +309,18 @@ def _read_arrays(archive: zipfile.ZipFile, entries: dict[str, Any], name: str) -
             details.append(f"missing member(s) {sorted(str(m) for m in missing)}")
         raise ModelFileError(f"{damaged}: {'; '.join(details)}. {retrain}")
 
-    arrays = {}
-    for array_name, entry in entries.items():
-        arrays[array_name] = _read_array(archive, array_name, entry, damaged, retrain)
-    return arrays
+    # every claim is checked against the zip's directory before any array is read
+    claims = {array: _array_claim(archive, array, entry, damaged, retrain) for array, entry in entries.items()}
+    return {
+        array_name: _read_array(archive, entries[array_name]["member"], *claim, damaged, retrain)
+        for array_name, claim in claims.items()
+    }
 
 
-def _read_array(
+def _array_claim(
     archive: zipfile.ZipFile, array_name: str, entry: dict[str, Any], damaged: str, retrain: str
-) -> np.ndarray:
+) -> tuple[np.dtype, tuple[int, ...], str]:
+    """(dtype, shape, checksum) the manifest gives for an array, once they agree with its member's size."""
     try:
         dtype = np.dtype(entry["dtype"])
         shape = tuple(int(n) for n in entry["shape"])
@@ -251,9 +334,28 @@ def _read_array(
             f"{damaged}: array '{array_name}' claims to hold Python objects, which would need pickle; "
             "refusing to load it. Only use model files from the plugin's own training tools."
         )
+    if any(n < 0 for n in shape):
+        raise ModelFileError(f"{damaged}: array '{array_name}' has a negative shape {shape}. {retrain}")
     info = archive.getinfo(entry["member"])
-    if info.file_size > math.prod(shape) * dtype.itemsize + _NPY_HEADER_ALLOWANCE:
-        raise ModelFileError(f"{damaged}: member '{info.filename}' is larger than its array. {retrain}")
+    claimed = math.prod(shape) * dtype.itemsize
+    if not claimed < info.file_size <= claimed + _NPY_HEADER_ALLOWANCE:
+        raise ModelFileError(
+            f"{damaged}: the manifest says array '{array_name}' takes {_size(claimed)}, but its member "
+            f"'{info.filename}' holds {_size(info.file_size)}; refusing to read it. {retrain}"
+        )
+    return dtype, shape, checksum
+
+
+def _read_array(
+    archive: zipfile.ZipFile,
+    member: str,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    checksum: str,
+    damaged: str,
+    retrain: str,
+) -> np.ndarray:
+    info = archive.getinfo(member)
     data = archive.read(info)
     if hashlib.sha256(data).hexdigest() != checksum:
         raise ModelFileError(f"{damaged}: the checksum of '{info.filename}' does not match. {retrain}")

@@ -16,7 +16,9 @@ Why it is built this way:
   compression is not used: it adds nothing while the model keeps the cores busy, and GDAL 3.6 reports errors
   when it decodes band-interleaved tiles in threads (while building overviews).
 - Every file is written under a temporary name next to its destination and moved into place only when the whole
-  run succeeded, so a failed or cancelled run leaves nothing behind and never half-overwrites an earlier map.
+  run succeeded and every tile is found in the file (GDAL only logs a failed write, e.g. on a full disk), so a
+  failed, cancelled or signalled (SIGTERM, SIGINT) run leaves nothing behind and never half-overwrites an
+  earlier map.
 """
 
 from __future__ import annotations
@@ -24,14 +26,18 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import numpy as np
 import rasterio
+import rasterio.errors
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
@@ -85,8 +91,10 @@ class BlockPredictor(Protocol):
 
 @dataclass
 class PredictionResult:
-    """What was written and what it holds. `n_out_of_range`: predicted cells where at least one covariate lies
-    outside the range seen in training (the model extrapolates there)."""
+    """What was written and what it holds. `n_nodata` cells were not predicted: `n_masked` lie outside the mask,
+    `n_covariate_nodata` have nodata in a covariate and `n_model_nodata` got no value from the model.
+    `n_out_of_range`: predicted cells where at least one covariate lies outside the range seen in training (the
+    model extrapolates there)."""
 
     output: str
     uncertainty: str | None
@@ -94,6 +102,9 @@ class PredictionResult:
     n_pixels: int
     n_predicted: int
     n_nodata: int
+    n_masked: int
+    n_covariate_nodata: int
+    n_model_nodata: int
     n_out_of_range: int
     value_range: tuple[float, float]
 
@@ -169,22 +180,29 @@ def predict_rasters(
     sizer = BlockSizer(_block_cells(block_budget, per_cell, stack.count, halo))
 
     state = _RunState(ranges)
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
-            writers = destinations.open(stack.crs_wkt or None, transform, height, width, interval)
-            try:
-                run = _BlockRun(
-                    predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries, state
-                )
-                run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
-                check_progress(progress, BLOCKS_DONE, "Building overviews")
-                writers.build_overviews(height, width)
-            finally:
-                writers.close()
-        destinations.commit()
-    except BaseException:
-        destinations.discard()
-        raise
+    with _signals_stop_the_run():
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
+                writers = destinations.open(stack.crs_wkt or None, transform, height, width, interval)
+                try:
+                    run = _BlockRun(
+                        predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries,
+                        state,
+                    )  # fmt: skip
+                    run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
+                    if state.n_predicted == 0:
+                        raise NothingPredictedError(state.nothing_predicted(height * width))
+                    check_progress(progress, BLOCKS_DONE, "Building overviews")
+                    writers.build_overviews(height, width)
+                finally:
+                    writers.close()
+            destinations.check_complete()
+            with _signals_held():  # all outputs are moved into place, or none
+                destinations.commit()
+        except BaseException:
+            with _signals_held():  # a signal now must not cut the clean-up short
+                destinations.discard()
+            raise
     if progress is not None:
         progress(1.0, "Done")  # the files are in place: too late to cancel
     n_pixels = height * width
@@ -195,9 +213,65 @@ def predict_rasters(
         n_pixels=n_pixels,
         n_predicted=state.n_predicted,
         n_nodata=n_pixels - state.n_predicted,
+        n_masked=state.n_masked,
+        n_covariate_nodata=state.n_covariate_nodata,
+        n_model_nodata=state.n_model_nodata,
         n_out_of_range=state.n_out_of_range,
         value_range=(state.value_min, state.value_max) if state.n_predicted else (math.nan, math.nan),
     )
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived during a run (a BaseException, so that no `except Exception` takes it)."""
+
+
+#: the signals that stop a run as a cancel does
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    """Makes SIGTERM and SIGINT stop the run as a cancel does, so the temporary files are removed, and then
+    take their usual course (the process ends, or Python raises KeyboardInterrupt). A signal is delivered to
+    the main thread only; elsewhere (QGIS runs algorithms in a task thread) nothing changes. A signal whose
+    handler was set outside Python, or that is ignored, keeps its handling."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum: int, frame) -> None:
+        if not received:  # a second signal must not interrupt the clean-up of the first
+            received.append(signum)
+            raise Interrupted(f"Stopped by {signal.Signals(signum).name}")
+
+    previous = {}
+    for signum in STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is not None and handler is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            # the run is cleaned up: the signal now does what it would have done (ends the process, or raises
+            # KeyboardInterrupt); where its handler returns, the Interrupted goes on
+            signal.raise_signal(received[0])
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Holds STOP_SIGNALS back (where the system can), so that they arrive after the block, not inside it."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 # --------------------------------------------------------------------------------------------- block layout
@@ -288,8 +362,25 @@ class _RunState:
         self.training_ranges = training_ranges
         self.n_predicted = 0
         self.n_out_of_range = 0
+        # why cells were not predicted: outside the mask, nodata in a covariate, no value from the model
+        self.n_masked = 0
+        self.n_covariate_nodata = 0
+        self.n_model_nodata = 0
         self.value_min = math.inf
         self.value_max = -math.inf
+
+    def count_unpredicted(self, inside: np.ndarray, complete: np.ndarray, predicted: np.ndarray) -> None:
+        self.n_masked += int((~inside).sum())
+        self.n_covariate_nodata += int((inside & ~complete).sum())
+        self.n_model_nodata += int((inside & complete & ~predicted).sum())
+
+    def nothing_predicted(self, n_cells: int) -> str:
+        return (
+            f"Nothing was predicted, so no file was written: of the {n_cells:,} cells in the extent, "
+            f"{self.n_masked:,} lie outside the mask, {self.n_covariate_nodata:,} have nodata in a covariate "
+            f"and {self.n_model_nodata:,} got no value from the model. Check that the extent and the mask cover "
+            "cells where every covariate holds data."
+        )
 
     def add(self, predicted: np.ndarray, values: np.ndarray, centre: np.ndarray) -> None:
         count = int(predicted.sum())
@@ -372,14 +463,16 @@ class _BlockRun:
     def predict(self, data: np.ndarray, block: Block) -> _Outputs:
         h, w, halo = block.height, block.width, self.halo
         centre = data[:, halo : halo + h, halo : halo + w]
-        wanted = np.isfinite(centre).all(axis=0)
+        complete = np.isfinite(centre).all(axis=0)
+        inside = np.ones((h, w), dtype=bool)
         if self.mask_geometries is not None:
             block_transform = self.transform * Affine.translation(block.col, block.row)
-            wanted &= geometry_mask(self.mask_geometries, (h, w), block_transform, invert=True)
-            if halo == 0:
-                # a pixel model reads nothing around a cell, so cells outside the mask are skipped (NaN);
-                # a patch model keeps them, as they are the neighbourhood of cells inside
-                data[:, ~wanted] = np.nan
+            inside = geometry_mask(self.mask_geometries, (h, w), block_transform, invert=True)
+        wanted = complete & inside
+        if self.mask_geometries is not None and halo == 0:
+            # a pixel model reads nothing around a cell, so cells outside the mask are skipped (NaN);
+            # a patch model keeps them, as they are the neighbourhood of cells inside
+            data[:, ~wanted] = np.nan
         shape = (len(self.depth_indices), h, w)
         values = np.full(shape, np.nan, dtype=np.float32)
         bounds = None if self.interval is None else np.full((3 * shape[0], h, w), np.nan, dtype=np.float32)
@@ -394,6 +487,7 @@ class _BlockRun:
         if bounds is not None:
             predicted &= np.isfinite(bounds).all(axis=0)
         self.state.add(predicted, values, centre)
+        self.state.count_unpredicted(inside, complete, predicted)
         values[:, ~predicted] = NODATA
         if bounds is not None:
             bounds[:, ~predicted] = NODATA
@@ -414,9 +508,11 @@ def _checked(values: np.ndarray, shape: tuple[int, int, int], method: str) -> np
 
 
 class _Writers:
-    """The open temporary GeoTIFFs of one run."""
+    """The open temporary GeoTIFFs of one run. Any failure of GDAL on them means a file is incomplete: it is
+    raised as an `IncompleteOutputError` that names the file the user asked for."""
 
-    def __init__(self) -> None:
+    def __init__(self, final_of: dict[str, str]) -> None:
+        self.final_of = final_of  # temporary path -> final path
         self.output = None
         self.uncertainty = None
         self.depth_files: list = []
@@ -425,25 +521,37 @@ class _Writers:
     def all(self) -> list:
         return [d for d in (self.output, self.uncertainty, *self.depth_files) if d is not None]
 
+    @contextmanager
+    def writing(self, temporary: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:  # GDAL's errors come as several unrelated classes
+            raise IncompleteOutputError(_not_written(self.final_of[temporary], str(error))) from error
+
     def write(self, block: Block, outputs: _Outputs) -> None:
         window = block.window
-        self.output.write(outputs.values, window=window)
+        with self.writing(self.output.name):
+            self.output.write(outputs.values, window=window)
         if self.uncertainty is not None:
-            self.uncertainty.write(outputs.uncertainty, window=window)
+            with self.writing(self.uncertainty.name):
+                self.uncertainty.write(outputs.uncertainty, window=window)
         for band, dataset in enumerate(self.depth_files):
-            dataset.write(outputs.values[band], 1, window=window)
+            with self.writing(dataset.name):
+                dataset.write(outputs.values[band], 1, window=window)
 
     def build_overviews(self, height: int, width: int) -> None:
         factors = overview_factors(height, width)
         if not factors:
             return
         for dataset in self.all:
-            dataset.build_overviews(factors, Resampling.average)
-            dataset.update_tags(ns="rio_overview", resampling="average")
+            with self.writing(dataset.name):
+                dataset.build_overviews(factors, Resampling.average)
+                dataset.update_tags(ns="rio_overview", resampling="average")
 
     def close(self) -> None:
         for dataset in self.all:
-            dataset.close()
+            with self.writing(dataset.name):
+                dataset.close()
 
 
 def overview_factors(height: int, width: int) -> list[int]:
@@ -491,20 +599,34 @@ class _Destinations:
             if not os.path.isdir(folder):
                 os.makedirs(folder)
                 self.created_folder = folder
-        writers = _Writers()
+        writers = _Writers({temporary: final for final, temporary in self.temporary.items()})
         try:
-            writers.output = _create(self.temporary[self.output], crs_wkt, transform, height, width, self.band_labels)
+            with writers.writing(self.temporary[self.output]):
+                writers.output = _create(
+                    self.temporary[self.output], crs_wkt, transform, height, width, self.band_labels
+                )
             if self.uncertainty is not None:
                 labels = _uncertainty_labels(self.band_labels, interval)
-                writers.uncertainty = _create(
-                    self.temporary[self.uncertainty], crs_wkt, transform, height, width, labels
-                )
+                with writers.writing(self.temporary[self.uncertainty]):
+                    writers.uncertainty = _create(
+                        self.temporary[self.uncertainty], crs_wkt, transform, height, width, labels
+                    )
             for path, label in zip(self.depth_files, self.band_labels):
-                writers.depth_files.append(_create(self.temporary[path], crs_wkt, transform, height, width, [label]))
+                with writers.writing(self.temporary[path]):
+                    writers.depth_files.append(
+                        _create(self.temporary[path], crs_wkt, transform, height, width, [label])
+                    )
         except BaseException:
             writers.close()
             raise
         return writers
+
+    def check_complete(self) -> None:
+        """Raises `IncompleteOutputError` unless every closed temporary file reached the disk whole."""
+        for final, temporary in self.temporary.items():
+            problem = _incomplete(temporary)
+            if problem is not None:
+                raise IncompleteOutputError(_not_written(final, problem))
 
     def commit(self) -> None:
         for final, temporary in self.temporary.items():
@@ -516,6 +638,50 @@ class _Destinations:
                 os.remove(temporary)
         if self.created_folder is not None and not os.listdir(self.created_folder):
             os.rmdir(self.created_folder)
+
+
+class NothingPredictedError(ValueError):
+    """No cell of the extent could be predicted; the message counts why."""
+
+
+class IncompleteOutputError(OSError):
+    """An output file that GDAL failed to write in full; the message says what to do."""
+
+
+def _not_written(final: str, problem: str) -> str:
+    return (
+        f"'{os.path.basename(final)}' could not be written to '{os.path.dirname(final)}' ({problem}): the disk may "
+        "be full, or the folder not writable. Nothing was replaced: an earlier file of that name is unchanged. "
+        "Free some space or choose another folder."
+    )
+
+
+def _incomplete(path: str) -> str | None:
+    """What is missing from a closed GeoTIFF, or None when it is whole and synced to the disk.
+
+    GDAL reports a failed write (a full disk, an I/O error) only to its error log, and rasterio does not raise
+    when such a file is closed, so a truncated map would otherwise replace the user's earlier one. Every tile of
+    every band and overview must lie inside the file: libtiff records a tile only once its bytes are written.
+    """
+    try:
+        with open(path, "rb") as stream:
+            os.fsync(stream.fileno())  # a write error the system reports only now (e.g. a network drive)
+            size = os.fstat(stream.fileno()).st_size
+        with rasterio.open(path) as dataset:
+            levels = [{}, *({"overview_level": i} for i in range(len(dataset.overviews(1))))]
+        for level in levels:
+            with rasterio.open(path, **level) as dataset:
+                for band, (tile_h, tile_w) in zip(dataset.indexes, dataset.block_shapes):
+                    for y in range(math.ceil(dataset.height / tile_h)):
+                        for x in range(math.ceil(dataset.width / tile_w)):
+                            offset = dataset.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
+                            length = dataset.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band)
+                            if not offset or not length or int(offset) + int(length) > size:
+                                where = f"overview {level['overview_level'] + 1}" if level else "the map"
+                                return f"tile {x},{y} of band {band} of {where} is missing"
+    except (OSError, rasterio.errors.RasterioError) as error:
+        return f"it cannot be read back: {error}"
+    return None
 
 
 def _temporary_name(path: str) -> str:

@@ -1,7 +1,9 @@
 """A stack of covariate rasters read as one array of bands: sampling at points and block reads for prediction.
 
-Every band comes back as float32 with NaN where the file says nodata (or holds NaN) and where a request runs
-off the raster, so that models see one missing-value convention whatever the source data type. Class codes
+Every band comes back as float32 with NaN where the file says nodata (or holds NaN or ±infinity, which a raster
+without a nodata value may use instead) and where a request runs off the raster, so that models see one
+missing-value convention whatever the source data type. Infinite cells are counted, so that callers can say
+which band holds them. Class codes
 (integers below 2**24) are exact in float32.
 
 All rasters must lie on the same grid (CRS, transform, size) as the first one. Otherwise either the caller
@@ -45,11 +47,13 @@ class RasterMismatchError(ValueError):
 class PointSample:
     """Covariates at points. `patches` (N, B, p, p) float32 with NaN for nodata or off the raster (all NaN
     for points outside); `status` (N,) int8: 0 ok, 1 outside the rasters, 2 centre cell is nodata in some
-    band; `reasons` (N,) '' for ok, else a readable reason."""
+    band; `reasons` (N,) '' for ok, else a readable reason; `infinite` (N, B) bool: the centre cell held ±inf
+    (counted as nodata)."""
 
     patches: np.ndarray
     status: np.ndarray
     reasons: list[str]
+    infinite: np.ndarray
 
 
 def _unique_names(names: Sequence[str]) -> list[str]:
@@ -191,6 +195,8 @@ class CovariateStack:
         self.band_names: list[str] = _unique_names(band_names)
         #: nodata value of each band in its source file (None when the file declares none)
         self.nodata: list[float | None] = nodata
+        #: per band, the cells read by `read_block` (halos left out) that held ±inf and came back as NaN
+        self.infinite_cells = np.zeros(len(self.band_names), dtype=np.int64)
 
     @property
     def count(self) -> int:
@@ -210,8 +216,9 @@ class CovariateStack:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _read_inside(self, row_off: int, col_off: int, height: int, width: int) -> np.ndarray:
-        """All bands of a window that lies inside the raster, float32 with NaN for nodata."""
+    def _read_inside(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """All bands of a window that lies inside the raster, float32 with NaN for nodata and ±inf, and where
+        ±inf was (bool, same shape)."""
         window = Window(col_off, row_off, width, height)
         out = np.empty((self.count, height, width), dtype=np.float32)
         band = 0
@@ -224,22 +231,34 @@ class CovariateStack:
                     # -3.4e38 would not match after widening the data to float64
                     out[band][values == nodata] = np.nan
                 band += 1
-        return out
+        infinite = np.isinf(out)
+        out[infinite] = np.nan
+        return out, infinite
 
     def read_block(self, row_off: int, col_off: int, height: int, width: int, halo: int = 0) -> np.ndarray:
         """(B, height + 2*halo, width + 2*halo) float32 for the window at (row_off, col_off) grown by `halo`
-        cells on every side; NaN for nodata and for cells off the raster, so blocks at the edge need no
-        special case in the caller."""
+        cells on every side; NaN for nodata, ±inf and cells off the raster, so blocks at the edge need no
+        special case in the caller. Adds the window's ±inf cells to `infinite_cells`."""
+        out, infinite = self._read_block(row_off, col_off, height, width, halo)
+        self.infinite_cells += infinite[:, halo : halo + height, halo : halo + width].sum(axis=(1, 2))
+        return out
+
+    def _read_block(
+        self, row_off: int, col_off: int, height: int, width: int, halo: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`read_block`'s values and where they were ±inf, without counting."""
         if height < 1 or width < 1 or halo < 0:
             raise ValueError(f"Block of {height} x {width} cells with halo {halo}: sizes must be >= 1, halo >= 0.")
         top, left = row_off - halo, col_off - halo
         rows, cols = height + 2 * halo, width + 2 * halo
         out = np.full((self.count, rows, cols), np.nan, dtype=np.float32)
+        infinite = np.zeros((self.count, rows, cols), dtype=bool)
         r0, r1 = max(top, 0), min(top + rows, self.height)
         c0, c1 = max(left, 0), min(left + cols, self.width)
         if r0 < r1 and c0 < c1:
-            out[:, r0 - top : r1 - top, c0 - left : c1 - left] = self._read_inside(r0, c0, r1 - r0, c1 - c0)
-        return out
+            inside = (slice(None), slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+            out[inside], infinite[inside] = self._read_inside(r0, c0, r1 - r0, c1 - c0)
+        return out, infinite
 
     def cell_of(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row and column of the cell containing each point (cells are half-open: a point on the boundary
@@ -263,6 +282,7 @@ class CovariateStack:
         patch_size = int(patch_size)
         n, r = len(x), patch_size // 2
         patches = np.full((n, self.count, patch_size, patch_size), np.nan, dtype=np.float32)
+        infinite = np.zeros((n, self.count), dtype=bool)
         rows, cols = self.cell_of(x, y)
         inside = (rows >= 0) & (rows < self.height) & (cols >= 0) & (cols < self.width)
         index = np.flatnonzero(inside)
@@ -273,11 +293,14 @@ class CovariateStack:
             members = tiles == tile
             tile_rows, tile_cols = rows_in[members], cols_in[members]
             top, left = tile_rows.min(), tile_cols.min()
-            block = self.read_block(top, left, tile_rows.max() - top + 1, tile_cols.max() - left + 1, halo=r)
+            block, block_infinite = self._read_block(
+                top, left, tile_rows.max() - top + 1, tile_cols.max() - left + 1, halo=r
+            )
             # block row 0 is raster row `top - r`, so a cell's block row is its raster row - top + r
             local_r = (tile_rows - top + r)[:, None, None] + offsets[None, :, None]
             local_c = (tile_cols - left + r)[:, None, None] + offsets[None, None, :]
             patches[index[members]] = block[:, local_r, local_c].transpose(1, 0, 2, 3)
+            infinite[index[members]] = block_infinite[:, tile_rows - top + r, tile_cols - left + r].T
 
         status = np.zeros(n, dtype=np.int8)
         reasons = [""] * n
@@ -291,9 +314,12 @@ class CovariateStack:
                     f"({x[i]:.1f}, {y[i]:.1f}) lies outside the rasters (x {xmin:.10g} to {xmax:.10g}, "
                     f"y {ymin:.10g} to {ymax:.10g}); check that points and rasters use the same CRS"
                 )
-        centre_missing = np.isnan(patches[:, :, r, r])
-        for i in np.flatnonzero(inside & centre_missing.any(axis=1)):
+        centre_missing = np.isnan(patches[:, :, r, r]) & ~infinite
+        for i in np.flatnonzero(inside & (centre_missing | infinite).any(axis=1)):
             status[i] = STATUS_NODATA
-            bands = ", ".join(self.band_names[b] for b in np.flatnonzero(centre_missing[i]))
-            reasons[i] = f"nodata in band(s) {bands}"
-        return PointSample(patches=patches, status=status, reasons=reasons)
+            parts = []
+            for kind, bands in (("nodata", centre_missing[i]), ("an infinite value", infinite[i])):
+                if bands.any():
+                    parts.append(f"{kind} in band(s) {', '.join(self.band_names[b] for b in np.flatnonzero(bands))}")
+            reasons[i] = "; ".join(parts)
+        return PointSample(patches=patches, status=status, reasons=reasons, infinite=infinite)

@@ -26,6 +26,9 @@ from .depths import STANDARD_DEPTHS, parse_depth_list
 
 METHODS: tuple[str, ...] = ("exact", "mpspline2")
 
+#: the `Rejection.kind` of a horizon whose value is NaN (a caller that read the value from text may know why)
+VALUE_MISSING = "value is missing"
+
 #: profiles x 1-cm slices evaluated at a time by the mpspline2 method, to bound memory
 _SLICES_PER_CHUNK = 1_000_000
 
@@ -38,6 +41,7 @@ class Rejection:
     reason: str
     horizon_index: int | None  # row index into the input arrays; None when the whole profile is rejected
     kind: str = ""  # the cause alone, e.g. "value is missing", for counting records per cause
+    rows: tuple[int, ...] = ()  # the rows a whole-profile reason is about: the upper and lower overlapping horizon
 
 
 @dataclass
@@ -131,27 +135,50 @@ class EqualAreaSplines:
     def integral(self, upper: np.ndarray | float, lower: np.ndarray | float) -> np.ndarray:
         """∫ spline over [upper, lower] ∩ [first top, last bottom] for each profile (G,), analytically.
         `upper`/`lower` are scalars or (G,) arrays of depths in cm with upper <= lower."""
+        total = np.zeros(self.tops.shape[0])
+        for c0, c1, c2, u, v in self._pieces(upper, lower):
+            total += _quadratic_integral(c0, c1, c2, u, v)
+        return total
+
+    def clamped_integral(
+        self, upper: np.ndarray | float, lower: np.ndarray | float, vlow: float, vhigh: float
+    ) -> np.ndarray:
+        """∫ clip(spline, vlow, vhigh) over [upper, lower] ∩ [first top, last bottom] (G,), analytically: each
+        piece is split where it crosses a limit, and between those points it lies wholly below, within or above
+        the limits. This is the limit of mpspline2's clamped 1-cm slices as the slices get thinner."""
+        total = np.zeros(self.tops.shape[0])
+        for c0, c1, c2, u, v in self._pieces(upper, lower):
+            cuts = [u, v, *_crossings(c0 - vlow, c1, c2), *_crossings(c0 - vhigh, c1, c2)]
+            points = np.sort(np.stack([np.clip(np.where(np.isnan(c), u, c), u, v) for c in cuts], axis=1), axis=1)
+            for a, b in zip(points[:, :-1].T, points[:, 1:].T):
+                middle = (a + b) / 2
+                value = c0 + (c1 + c2 * middle) * middle
+                total += np.where(
+                    value < vlow,
+                    vlow * (b - a),
+                    np.where(value > vhigh, vhigh * (b - a), _quadratic_integral(c0, c1, c2, a, b)),
+                )
+        return total
+
+    def _pieces(self, upper: np.ndarray | float, lower: np.ndarray | float):
+        """Per piece of the curve (the quadratic on each horizon, the line across each gap below it), its
+        coefficients c0 + c1 x + c2 x² in x = depth - piece top and the part [u, v] of [upper, lower] on it
+        (all (G,); zero width where the piece lies outside or a gap is absent)."""
         upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), self.tops.shape[:1])
         lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), self.tops.shape[:1])
-        total = np.zeros(self.tops.shape[0])
         n = self.tops.shape[1]
         for j in range(n):
             top, bottom = self.tops[:, j], self.bottoms[:, j]
             u = np.clip(upper, top, bottom) - top
             v = np.clip(lower, top, bottom) - top
-            total += (
-                self.level[:, j] * (v - u)
-                + self.slope_top[:, j] * (v * v - u * u) / 2
-                + self.curvature[:, j] * (v * v * v - u * u * u) / 3
-            )
-            if j < n - 1:  # the straight line across the gap below horizon j (zero width when none)
+            yield self.level[:, j], self.slope_top[:, j], self.curvature[:, j], u, v
+            if j < n - 1:
                 gap_end = self.tops[:, j + 1]
                 u = np.clip(upper, bottom, gap_end) - bottom
                 v = np.clip(lower, bottom, gap_end) - bottom
                 slope = self.slope_bottom[:, j]
                 start = self.level[:, j + 1] - slope * (gap_end - bottom)
-                total += start * (v - u) + slope * (v * v - u * u) / 2
-        return total
+                yield start, slope, np.zeros_like(slope), u, v
 
 
 def fit_equal_area(tops: np.ndarray, bottoms: np.ndarray, values: np.ndarray, lam: float) -> EqualAreaSplines:
@@ -209,13 +236,15 @@ def harmonise(
     vlow: float = 0.0,
     vhigh: float = 1000.0,
     method: str = "exact",
+    row_names: Sequence[str] | None = None,
 ) -> HarmonisedProfiles:
     """Fits an equal-area spline to each profile and returns its means over the intervals between `depths`.
 
     One row per horizon in the inputs; rows of a profile may come in any order. Horizons with a missing value
     or depth, a negative depth or top >= bottom are dropped, and a profile with overlapping horizons is skipped;
     each case is listed in `rejections`. λ (`lam`) >= 0 sets the smoothness: 0 reproduces the horizon values,
-    larger values give a smoother curve. Interval means are clamped to [vlow, vhigh].
+    larger values give a smoother curve. The spline is clamped to [vlow, vhigh] point by point before it is
+    averaged, as in mpspline2, so where it crosses a limit the interval means no longer preserve the horizon mass.
 
     Coverage: an interval is averaged over the part that lies between the top of the first and the bottom of
     the last horizon (gaps between horizons count as covered: the spline crosses them as a straight line, as
@@ -223,7 +252,8 @@ def harmonise(
     every interval it covers.
 
     `method`:
-    - "exact": the spline is integrated analytically over the covered part of each interval (any depths).
+    - "exact": the clamped spline is integrated analytically over the covered part of each interval (any
+      depths): the limit of mpspline2's 1-cm averaging for ever thinner slices.
     - "mpspline2": the spline is evaluated at each whole cm d and taken as the value of the slice [d, d+1),
       slices are clamped, then averaged per interval, as R mpspline2 0.1.x and the `mpspline` 0.2.0 package
       do (depths must be whole cm). A slice counts as covered when d itself is, so a profile starting at
@@ -233,6 +263,9 @@ def harmonise(
       bottom of the last row (its top + 10 cm) where we drop the horizon.
 
     `rmse` is what mpspline2 reports: the root mean square of y - s̄ over the horizons (0 for one horizon).
+
+    `row_names` name the rows in messages the way the caller's user knows them (e.g. "feature 17"); by default
+    "row i", the index into the inputs.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown spline method '{method}'; choose one of {', '.join(METHODS)}.")
@@ -257,6 +290,8 @@ def harmonise(
             f"{len(tops_cm)}, {len(bottoms_cm)} and {len(measured)}."
         )
 
+    if row_names is not None and len(row_names) != len(ids):
+        raise ValueError(f"Give one row name per horizon; got {len(row_names)} for {len(ids)} horizons.")
     codes, first_rows = _number_profiles(ids)
     n_profiles = first_rows.size
     rejections, usable = _screen_horizons(ids, tops_cm, bottoms_cm, measured)
@@ -271,18 +306,20 @@ def harmonise(
     horizon_counts = np.bincount(profile_of_row, minlength=n_profiles)
     for profile in np.flatnonzero(overlapping | (horizon_counts == 0)):
         if overlapping[profile]:
-            upper, lower = clash_upper[profile], clash_lower[profile]
+            upper, lower = int(clash_upper[profile]), int(clash_lower[profile])
             kind = "horizons overlap"
             reason = (
-                f"{_describe(tops_cm[upper], bottoms_cm[upper])} (row {upper}) and "
-                f"{_describe(tops_cm[lower], bottoms_cm[lower])} (row {lower}) overlap, so the profile is not "
-                "harmonised; correct the depths so that each horizon starts at or below the bottom of the one "
-                "above"
+                f"{_describe(tops_cm[upper], bottoms_cm[upper])} ({_row_name(row_names, upper)}) and "
+                f"{_describe(tops_cm[lower], bottoms_cm[lower])} ({_row_name(row_names, lower)}) overlap, so the "
+                "profile is not harmonised; correct the depths so that each horizon starts at or below the bottom "
+                "of the one above"
             )
+            rows_named = (upper, lower)
         else:
             kind = "no usable horizons"
             reason = f"{kind}: every horizon of this profile was dropped (see the messages above)"
-        rejections.append(Rejection(ids[first_rows[profile]], reason, None, kind))
+            rows_named = ()
+        rejections.append(Rejection(ids[first_rows[profile]], reason, None, kind, rows_named))
 
     interval_values = np.full((n_profiles, boundaries.size - 1), np.nan)
     rmse = np.full(n_profiles, np.nan)
@@ -305,8 +342,11 @@ def harmonise(
 def _interval_means_exact(
     splines: EqualAreaSplines, boundaries: np.ndarray, vlow: float, vhigh: float
 ) -> np.ndarray:
-    """Mean of the spline over the covered part of each interval, clamped to [vlow, vhigh]."""
+    """Mean of the spline clamped pointwise to [vlow, vhigh] over the covered part of each interval. Clamping
+    changes nothing for a spline that stays within the limits; only the others are split at the crossings."""
     profile_top, profile_bottom = splines.tops[:, 0], splines.bottoms[:, -1]
+    low, high = splines.value_range()
+    within = (low >= vlow) & (high <= vhigh)
     means = np.full((profile_top.size, boundaries.size - 1), np.nan)
     for i, (upper, lower) in enumerate(zip(boundaries[:-1], boundaries[1:])):
         covered_upper = np.maximum(upper, profile_top)
@@ -314,8 +354,15 @@ def _interval_means_exact(
         covered = covered_lower > covered_upper
         if covered.any():
             width = np.where(covered, covered_lower - covered_upper, 1.0)
-            mean = splines.integral(covered_upper, np.maximum(covered_lower, covered_upper)) / width
-            means[covered, i] = np.clip(mean[covered], vlow, vhigh)
+            end = np.maximum(covered_lower, covered_upper)
+            integral = splines.integral(covered_upper, end)
+            clamped = np.flatnonzero(~within & covered)
+            if clamped.size:
+                integral[clamped] = _subset(splines, clamped).clamped_integral(
+                    covered_upper[clamped], end[clamped], vlow, vhigh
+                )
+            # a mean of clamped values can stray from the limits by rounding
+            means[covered, i] = np.clip(integral[covered] / width[covered], vlow, vhigh)
     return means
 
 
@@ -343,6 +390,25 @@ def _interval_means_1cm(splines: EqualAreaSplines, boundaries: np.ndarray, vlow:
             counts = np.add.reduceat(covered, starts, axis=1, dtype=np.intp)
             means[part] = np.where(counts > 0, totals / counts, np.nan)
     return np.clip(means, vlow, vhigh)  # a mean of clamped slices can stray from the limits by rounding
+
+
+def _quadratic_integral(
+    c0: np.ndarray, c1: np.ndarray, c2: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> np.ndarray:
+    """∫_u^v c0 + c1 x + c2 x² dx."""
+    return c0 * (v - u) + c1 * (v * v - u * u) / 2 + c2 * (v * v * v - u * u * u) / 3
+
+
+def _crossings(c0: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The real roots of c0 + c1 x + c2 x² (NaN where there are fewer than two), by the formula that does not
+    lose digits to cancellation."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        root = np.sqrt(c1 * c1 - 4 * c2 * c0)  # NaN where the roots are complex
+        q = -(c1 + np.where(c1 < 0, -root, root)) / 2
+        quadratic = c2 != 0
+        first = np.where(quadratic, q / np.where(quadratic, c2, 1.0), np.where(c1 != 0, -c0 / c1, np.nan))
+        second = np.where(quadratic & (q != 0), c0 / q, np.nan)
+    return first, second
 
 
 def _power_sums(
@@ -413,6 +479,10 @@ def _number_profiles(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, first_rows
 
 
+def _row_name(row_names: Sequence[str] | None, row: int) -> str:
+    return f"row {row}" if row_names is None else row_names[row]
+
+
 def _describe(top: float, bottom: float) -> str:
     def depth(d: float) -> str:
         return "?" if np.isnan(d) else f"{d:g}"
@@ -437,7 +507,7 @@ def _screen_horizons(
         ),
         (tops == bottoms, "zero thickness (top equals bottom)", "correct the depths or delete the row"),
         (tops > bottoms, "top is not above bottom", "the top and bottom depths may be swapped"),
-        (~np.isfinite(values), "value is missing", "the horizon is left out"),
+        (~np.isfinite(values), VALUE_MISSING, "the horizon is left out"),
     )
     usable = np.ones(ids.size, dtype=bool)
     rejections = []

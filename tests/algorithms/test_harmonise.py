@@ -224,8 +224,86 @@ def test_skip_summary_counts_by_cause_not_by_horizon_depth(qgis_processing, cont
     # the rejected table keeps each record's full reason, depths and all
     reasons = sorted(f["reason"] for f in result["REJECTED"].getFeatures())
     assert reasons[0] == "bottom depth 'x' is not a number"
-    assert reasons[1].startswith("horizon 0-10 cm (row 3) and horizon 5-20 cm (row 4) overlap")
+    assert reasons[1].startswith("horizon 0-10 cm (feature 4) and horizon 5-20 cm (feature 5) overlap")
     assert reasons[2:] == [
         "horizon 0-10 cm: value is missing; the horizon is left out",
         "horizon 10-20 cm: value is missing; the horizon is left out",
     ]
+
+
+def test_text_that_is_not_a_plain_number_is_skipped_with_its_own_reason(
+    qgis_processing, context_and_feedback, tmp_path
+):
+    path = tmp_path / "text.csv"
+    # feature ids 1..8: OGR numbers CSV rows from 1
+    path.write_text(
+        'pid,top,bottom,ORCDRC\nA,0,10,"1,000"\nA,10,20,high\nA,20,30,<0.5\nA,30,40,5\n'
+        'B,0,10,4\nB,5,20,3\nC,"1,000",1200,3\nC,0,10,"12,5"\n'
+    )
+    result = run(
+        qgis_processing, context_and_feedback, INPUT=table_layer(path), PROFILE_FIELD="pid", REJECTED="memory:"
+    )
+    rejected = sorted(
+        (f["feature_id"], f["profile_id"], f["property"], f["reason"]) for f in result["REJECTED"].getFeatures()
+    )
+    assert rejected == [
+        (1, "A", "ORCDRC", "horizon 0-10 cm: value '1,000' is ambiguous (thousands separator or decimal comma); "
+         "write 1000 or 1.000 instead; the horizon is left out"),
+        (2, "A", "ORCDRC", "horizon 10-20 cm: value 'high' is not a number; the horizon is left out"),
+        (3, "A", "ORCDRC", "horizon 20-30 cm: value '<0.5' is a detection limit, not a measured value; enter the "
+         "number to use for it, or leave it empty; the horizon is left out"),
+        (6, "B", "ORCDRC", "horizon 0-10 cm (feature 5) and horizon 5-20 cm (feature 6) overlap, so the profile "
+         "is not harmonised; correct the depths so that each horizon starts at or below the bottom of the one "
+         "above"),
+        (7, "C", "", "top depth '1,000' is ambiguous (thousands separator or decimal comma); write 1000 or 1.000 "
+         "instead"),
+    ]
+    _, feedback = context_and_feedback
+    (summary,) = [e for e in feedback.errors if e.startswith("Skipped records by reason — ")]
+    counts = dict(part.rsplit(": ", 1) for part in summary.split(" — ", 1)[1].split("; "))
+    assert counts == {
+        "value is ambiguous (thousands separator or decimal comma)": "1",
+        "value is not a number": "1",
+        "value is a detection limit, not a measured value": "1",
+        "horizons overlap": "1",
+        "top depth is ambiguous (thousands separator or decimal comma)": "1",
+    }
+    assert "Skipped profile 'B' [ORCDRC] (whole profile): horizon 0-10 cm (feature 5)" in "\n".join(feedback.errors)
+    # A keeps its one readable horizon; C's decimal comma "12,5" is read as 12.5
+    got = {f["pid"]: f for f in result["OUTPUT"].getFeatures()}
+    assert sorted(got) == ["A", "C"]
+    assert value(got["A"], "ORCDRC_30_60") == pytest.approx(5.0) and value(got["A"], "ORCDRC_0_5") is None
+    assert value(got["C"], "ORCDRC_0_5") == pytest.approx(12.5)
+
+
+def test_a_read_only_rejected_table_fails_the_run_naming_it(qgis_processing, messy_csv, small_file_system):
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system("64k", read_only=True)
+    with pytest.raises(QgsProcessingException) as error:
+        run(
+            qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", REJECTED=str(folder / "rejected.csv")
+        )
+    assert str(error.value).startswith(
+        f"The output 'Rejected horizons and profiles' could not be written to '{folder / 'rejected.csv'}' (Feature "
+        "creation error (OGR error: Failed to create"
+    )
+    assert str(error.value).endswith(
+        "Read-only file system)): the disk may be full, or the folder not writable. Free some space or choose "
+        "another destination."
+    )
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", ["80k", "140k"])
+def test_a_geopackage_on_a_full_disk_fails_the_run(qgis_processing, small_file_system, size):
+    """GDAL may refuse the table (80k) or only the commit as the file closes (140k): both fail the run."""
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system(size)
+    with pytest.raises(
+        QgsProcessingException,
+        match=rf"^The output 'Harmonised profiles' could not be written to '{folder / 'h.gpkg'}' \(.*\): the disk may "
+        "be full, or the folder not writable. Free some space or choose another destination.$",
+    ):
+        run(qgis_processing, INPUT=point_layer(EDGEROI), OUTPUT=str(folder / "h.gpkg"))

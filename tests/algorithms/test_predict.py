@@ -84,6 +84,83 @@ def test_cancel_stops_the_run_and_leaves_nothing_behind(qgis_processing, model, 
     assert list(tmp_path.iterdir()) == []  # no temporary files either
 
 
+def test_a_model_file_is_recognised_by_its_content_not_its_name(qgis_processing, harmonised, tmp_path):
+    trained = qgis_processing.run(
+        "socdepth:train",
+        {
+            "INPUT": harmonised,
+            "TARGET_FIELDS": ["ORCDRC_0_5"],
+            "COVARIATES": [covariate_layer(COVARIATES)],
+            "MODEL": 0,
+            "VALIDATION": 0,
+            "N_TREES": 10,
+            "OUTPUT_MODEL": str(tmp_path / "rf.model"),
+        },
+    )
+    assert trained["OUTPUT_MODEL"] == str(tmp_path / "rf.model") and (tmp_path / "rf.model").is_file()
+    shutil.copy(tmp_path / "rf.model", tmp_path / "rf")
+    for name in ("rf.model", "rf"):
+        result = qgis_processing.run(
+            "socdepth:predict",
+            {
+                "MODEL": str(tmp_path / name),
+                "COVARIATES": [covariate_layer(COVARIATES)],
+                "EXTENT": "745000,750000,6650000,6655000 [EPSG:28355]",
+                "OUTPUT": str(tmp_path / f"{name}.tif"),
+            },
+        )
+        with rasterio.open(result["OUTPUT"]) as maps:
+            assert maps.count == 1 and maps.read(1, masked=True).count() > 0
+
+
+def test_a_full_disk_fails_the_run_and_keeps_the_earlier_map(qgis_processing, model, tmp_path, small_file_system):
+    from qgis.core import QgsProcessingException
+
+    earlier = tmp_path / "earlier.tif"
+    qgis_processing.run(
+        "socdepth:predict", {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)], "OUTPUT": str(earlier)}
+    )
+    folder = small_file_system(
+        "1m", prepare=lambda folder: shutil.copy(earlier, folder / "soc.tif"), leave_free=earlier.stat().st_size // 2
+    )
+    with pytest.raises(QgsProcessingException, match=r"'soc.tif' could not be written to '.*mount0' \(.*\): the disk "
+                       "may be full, or the folder not writable. Nothing was replaced"):
+        qgis_processing.run(
+            "socdepth:predict",
+            {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)], "OUTPUT": str(folder / "soc.tif")},
+        )
+    assert sorted(p.name for p in folder.iterdir()) == ["filler", "soc.tif"]
+    assert (folder / "soc.tif").read_bytes() == earlier.read_bytes()
+
+
+def test_a_mask_that_covers_no_cell_fails_the_run_saying_why(qgis_processing, model, tmp_path):
+    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingException, QgsRectangle, QgsVectorLayer
+
+    with rasterio.open(COVARIATES) as dataset:
+        left, top, n_cells = dataset.bounds.left, dataset.bounds.top, dataset.width * dataset.height
+    mask = QgsVectorLayer("Polygon?crs=EPSG:28355", "mask", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(left - 5000, top + 1000, left - 1000, top + 5000)))
+    assert mask.dataProvider().addFeatures([feature])[0]
+    with pytest.raises(QgsProcessingException) as error:
+        qgis_processing.run(
+            "socdepth:predict",
+            {
+                "MODEL": model,
+                "COVARIATES": [covariate_layer(COVARIATES)],
+                "MASK": mask,
+                "OUTPUT": str(tmp_path / "soc.tif"),
+                "OUTPUT_FOLDER": str(tmp_path / "maps"),
+            },
+        )
+    assert str(error.value) == (
+        f"Nothing was predicted, so no file was written: of the {n_cells:,} cells in the extent, {n_cells:,} lie "
+        "outside the mask, 0 have nodata in a covariate and 0 got no value from the model. Check that the extent "
+        "and the mask cover cells where every covariate holds data."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_run_creates_no_depth_folder(qgis_processing, model, tmp_path):
     from qgis.core import QgsProcessingException
 
@@ -168,7 +245,7 @@ def test_covariate_mismatch_says_what_differs(qgis_processing, model, tmp_path, 
     assert not (tmp_path / "soc.tif").exists()
 
 
-def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, tmp_path):
+def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, tmp_path, context_and_feedback):
     from qgis.core import (
         QgsCoordinateReferenceSystem,
         QgsCoordinateTransform,
@@ -198,9 +275,13 @@ def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, t
 
     common = {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)]}
     whole = qgis_processing.run("socdepth:predict", {**common, "OUTPUT": str(tmp_path / "whole.tif")})["OUTPUT"]
-    masked = qgis_processing.run("socdepth:predict", {**common, "MASK": mask, "OUTPUT": str(tmp_path / "masked.tif")})[
-        "OUTPUT"
-    ]
+    context, feedback = context_and_feedback
+    masked = qgis_processing.run(
+        "socdepth:predict",
+        {**common, "MASK": mask, "OUTPUT": str(tmp_path / "masked.tif")},
+        context=context,
+        feedback=feedback,
+    )["OUTPUT"]
     with rasterio.open(whole) as a, rasterio.open(masked) as b:
         assert b.count == 6 and b.transform == a.transform
         unmasked_values, masked_values = a.read(), b.read()
@@ -209,6 +290,10 @@ def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, t
     y = top - 250 * (np.arange(height)[:, None] + 0.5)
     inside = ((x0 < x) & (x < x2) & (y0 < y) & (y < y1)) | ((x0 < x) & (x < x1) & (y0 < y) & (y < y3))
     assert np.all(masked_values[:, ~inside] == NODATA)
+    assert (
+        f"Not predicted: {(~inside).sum()} pixels outside the mask, 0 with nodata in a covariate, 0 without a value "
+        "from the model."
+    ) in feedback.infos
     np.testing.assert_array_equal(masked_values[:, inside], unmasked_values[:, inside])
     # both halves hold predictions in the unmasked map, so neither assertion holds trivially
     assert (unmasked_values[:, inside] != NODATA).all(axis=0).sum() > 1000

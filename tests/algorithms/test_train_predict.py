@@ -109,6 +109,8 @@ def test_train_is_reproducible_with_the_same_seed(qgis_processing, harmonised, c
     second = qgis_processing.run("socdepth:train", train_params(harmonised, covariates, tmp_path / "b", SEED=7))
     metrics = [[f.attributes() for f in r["OUTPUT_METRICS"].getFeatures()] for r in (first, second)]
     assert metrics[0] == metrics[1]
+    # the model files are identical byte for byte: no timing or time stamp in them
+    assert Path(first["OUTPUT_MODEL"]).read_bytes() == Path(second["OUTPUT_MODEL"]).read_bytes()
 
 
 def test_points_in_another_crs_are_transformed(qgis_processing, harmonised, covariates, tmp_path):
@@ -310,3 +312,90 @@ def test_transfer_cnn_freezes_the_convolution_block_by_default(qgis_processing):
     train = QgsApplication.processingRegistry().algorithmById("socdepth:train")
     default = train.parameterDefinition("FREEZE_LAYERS").defaultValue()
     assert default == len(TransferCNNDepthModel().conv_channels) == TransferCNNDepthModel()._n_frozen()
+
+
+def test_a_read_only_metrics_table_fails_the_run_naming_it(qgis_processing, harmonised, covariates, tmp_path,
+                                                           small_file_system):
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system("64k", read_only=True)
+    parameters = train_params(
+        harmonised, covariates, tmp_path, VALIDATION=1, FOLDS=3, N_TREES=10, OUTPUT_METRICS=str(folder / "m.csv")
+    )
+    with pytest.raises(QgsProcessingException, match=rf"(?s)^The output 'Validation metrics' could not be written to "
+                       rf"'{folder / 'm.csv'}' \(Feature creation error .*Read-only file system\)\): the disk may be "
+                       "full, or the folder not writable"):
+        qgis_processing.run("socdepth:train", parameters)
+    assert list(folder.iterdir()) == []
+
+
+def test_a_read_only_sampled_layer_fails_the_run_naming_it(qgis_processing, harmonised, covariates,
+                                                           small_file_system):
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system("64k", read_only=True)
+    with pytest.raises(QgsProcessingException, match=rf"(?s)^The output 'Sampled points' could not be written to "
+                       rf"'{folder / 's.csv'}' \(.*\): the disk may be full, or the folder not writable"):
+        qgis_processing.run(
+            "socdepth:sample", {"INPUT": harmonised, "COVARIATES": [covariates], "OUTPUT": str(folder / "s.csv")}
+        )
+    assert list(folder.iterdir()) == []
+
+
+def test_infinite_covariate_values_are_nodata_everywhere_and_named(
+    qgis_processing, harmonised, tmp_path, context_and_feedback
+):
+    """A covariate raster without a nodata value holding ±inf at three sites and at one other cell."""
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    sites = [f.geometry().asPoint() for f in QgsVectorLayer(harmonised, "h", "ogr").getFeatures()][:3]
+    infinite = tmp_path / "cov.tif"
+    with rasterio.open(DATA / "covariates_250m.tif") as source:
+        profile, values, descriptions = source.profile | {"nodata": None}, source.read(), source.descriptions
+        cells = [source.index(point.x(), point.y()) for point in sites]
+    for row, col in cells:
+        values[3, row, col] = np.inf
+    values[0, 0, 0] = -np.inf
+    with rasterio.open(infinite, "w", **profile) as target:
+        target.write(values)
+        target.descriptions = descriptions
+    covariates = QgsRasterLayer(str(infinite), "cov")
+    context, feedback = context_and_feedback
+
+    sampled = qgis_processing.run(
+        "socdepth:sample",
+        {"INPUT": harmonised, "COVARIATES": [covariates], "OUTPUT": "memory:", "REJECTED": "memory:"},
+        context=context,
+        feedback=feedback,
+    )
+    band = "cov_EV1MOD5"
+    assert all(np.isfinite(f[band]) for f in sampled["OUTPUT"].getFeatures())
+    reasons = [f["reason"] for f in sampled["REJECTED"].getFeatures()]
+    assert reasons.count(f"an infinite value in band(s) {band}") == 3
+    warning = (
+        "Covariate band {} holds ±infinite values at {} {}; they were treated as nodata. Give the raster a nodata "
+        "value, or correct those cells."
+    )
+    assert warning.format(band, 3, "points") in feedback.errors
+
+    feedback.errors.clear()
+    trained = qgis_processing.run(
+        "socdepth:train",
+        train_params(harmonised, covariates, tmp_path, VALIDATION=0, N_TREES=10),
+        context=context,
+        feedback=feedback,
+    )
+    assert warning.format(band, 3, "sites") in feedback.errors
+
+    feedback.errors.clear()
+    qgis_processing.run(
+        "socdepth:predict",
+        {"MODEL": trained["OUTPUT_MODEL"], "COVARIATES": [covariates], "OUTPUT": str(tmp_path / "soc.tif")},
+        context=context,
+        feedback=feedback,
+    )
+    for name, count in (("cov_DEMSRT5", 1), (band, 3)):
+        assert warning.format(name, count, "cells of the map") in feedback.errors
+    with rasterio.open(tmp_path / "soc.tif") as maps:
+        predicted = maps.read(1, masked=True)
+    assert all(predicted.mask[row, col] for row, col in [(0, 0), *cells]) and predicted.count() == predicted.size - 4

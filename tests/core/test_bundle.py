@@ -188,3 +188,33 @@ def test_cnn_without_validation_has_no_intervals_and_says_why():
     assert not ok and "Retrain it with validation" in reason
     with pytest.raises(ValueError, match="cross-validation"):
         bundle.predict_block_interval(raster, [0], 0.9)
+
+
+def test_a_model_file_whose_kind_was_edited_is_refused_with_a_message(tmp_path):
+    """An edited kind fails the digest; one whose digest was recomputed too is refused when the model is built."""
+    import hashlib
+    import json
+    import zipfile
+
+    from soc_depth_mapper.core.modelfile import ModelFileError
+
+    raster = synthetic_raster(16)
+    data = sites(raster, 40, (0, 16), 1, seed=1)
+    result = train(data, "random_forest", {"n_trees": 5}, validation="none", random_state=3)
+    path = tmp_path / "rf.socmodel"
+    SocModel.from_training(result, data, GRID).save(str(path))
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    manifest["metadata"]["card"]["kind"] = "cnn"
+    members["manifest.json"] = json.dumps(manifest).encode()
+    members["digest.sha256"] = hashlib.sha256(members["manifest.json"]).hexdigest().encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(ModelFileError) as error:
+        SocModel.load(str(path))
+    assert str(error.value) == (
+        f"'{path}' does not hold a usable cnn model (This model file holds a 'random_forest' model, not 'cnn'.); "
+        "it was damaged or edited after saving. Use an intact copy, or train and save the model again."
+    )

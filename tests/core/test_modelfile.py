@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import time
 import zipfile
 
 import numpy as np
@@ -10,8 +11,10 @@ import pytest
 
 from soc_depth_mapper.core import modelfile
 from soc_depth_mapper.core.modelfile import (
+    DIGEST,
     FORMAT,
     FORMAT_VERSION,
+    MANIFEST,
     ModelFileError,
     load_model_file,
     save_model_file,
@@ -23,10 +26,15 @@ def _members(path) -> dict[str, bytes]:
         return {name: archive.read(name) for name in archive.namelist()}
 
 
-def _write_members(path, members: dict[str, bytes]) -> None:
-    with zipfile.ZipFile(path, "w") as archive:
+def _write_members(path, members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
+
+
+def _with_digest(members: dict[str, bytes]) -> dict[str, bytes]:
+    """The members with the digest of their (edited) manifest, as someone who recomputes it would write them."""
+    return {**members, DIGEST: hashlib.sha256(members[MANIFEST]).hexdigest().encode()}
 
 
 def _npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:
@@ -35,11 +43,14 @@ def _npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def _one_array_file(path, member_bytes: bytes, dtype: str = "<f8", shape=(3,)) -> None:
-    """A hand-made model file whose manifest is consistent with `member_bytes` (a correct checksum)."""
+def _one_array_file(
+    path, member_bytes: bytes, dtype: str = "<f8", shape=(3,), version: int = FORMAT_VERSION, **write
+) -> None:
+    """A hand-made model file whose manifest is consistent with `member_bytes` (a correct checksum and, from
+    format 2, digest)."""
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "metadata": {},
         "arrays": {
             "values": {
@@ -50,7 +61,23 @@ def _one_array_file(path, member_bytes: bytes, dtype: str = "<f8", shape=(3,)) -
             }
         },
     }
-    _write_members(path, {"manifest.json": json.dumps(manifest).encode(), "values.npy": member_bytes})
+    members = {MANIFEST: json.dumps(manifest).encode(), "values.npy": member_bytes}
+    _write_members(path, _with_digest(members) if version >= 2 else members, **write)
+
+
+@pytest.fixture
+def members_read(monkeypatch) -> list[str]:
+    """The names of the members opened for reading from now on, to show what a refusal read first."""
+    real_open = zipfile.ZipFile.open
+    names = []
+
+    def recording_open(self, name, mode="r", *args, **kwargs):
+        if mode == "r":
+            names.append(getattr(name, "filename", name))
+        return real_open(self, name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", recording_open)
+    return names
 
 
 @pytest.fixture
@@ -96,9 +123,10 @@ def test_round_trip_is_bit_exact_for_every_dtype_and_shape(tmp_path):
 
 def test_file_is_a_zip_with_manifest_and_one_npy_per_array(saved):
     members = _members(saved)
-    assert set(members) == {"manifest.json", "values.npy", "ids.npy"}
+    assert set(members) == {"manifest.json", "digest.sha256", "values.npy", "ids.npy"}
     manifest = json.loads(members["manifest.json"])
-    assert manifest["format"] == "socdepth-model" and manifest["format_version"] == 1
+    assert manifest["format"] == "socdepth-model" and manifest["format_version"] == 2
+    assert members["digest.sha256"] == hashlib.sha256(members["manifest.json"]).hexdigest().encode()
     assert manifest["arrays"]["ids"] == {
         "member": "ids.npy",
         "dtype": "<i4",
@@ -285,9 +313,123 @@ def test_a_failed_save_leaves_no_file_and_keeps_the_previous_one(tmp_path, monke
     assert os.listdir(tmp_path) == ["model.socmodel"]
 
 
-def test_a_huge_declared_member_is_refused_before_reading(tmp_path):
+def test_a_member_larger_than_its_array_is_refused_before_reading(tmp_path, members_read):
     path = tmp_path / "bomb.socmodel"
-    member = _npy_bytes(np.zeros(300_000))  # compresses to a few hundred bytes
-    _one_array_file(path, member, dtype="<f8", shape=(3,))
-    with pytest.raises(ModelFileError, match="larger than its array"):
+    member = _npy_bytes(np.zeros(300_000))  # compresses to a few kB
+    _one_array_file(path, member, dtype="<f8", shape=(3,), compression=zipfile.ZIP_DEFLATED)
+    with pytest.raises(ModelFileError) as error:
         load_model_file(path)
+    assert str(error.value) == (
+        "'bomb.socmodel' is damaged or was altered after saving: the manifest says array 'values' takes 24 bytes, "
+        "but its member 'values.npy' holds 2.3 MiB; refusing to read it. Use an intact copy, or train and save "
+        "the model again."
+    )
+    assert members_read == [MANIFEST, DIGEST]
+
+
+def _edit_manifest(path, edit) -> dict[str, bytes]:
+    """Rewrites the file with `edit` applied to its parsed manifest, the digest left as it was."""
+    members = _members(path)
+    manifest = json.loads(members[MANIFEST])
+    edit(manifest)
+    members[MANIFEST] = json.dumps(manifest).encode()
+    _write_members(path, members)
+    return members
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda m: m["metadata"].update(intervals=[[0, 10], [10, 15]]), id="intervals"),
+        pytest.param(lambda m: m["metadata"].update(kind="cnn"), id="kind"),
+        pytest.param(lambda m: m["arrays"]["values"].update(shape=[1, 3]), id="shape"),
+    ],
+)
+def test_an_edited_manifest_fails_the_digest(tmp_path, edit):
+    path = tmp_path / "model.socmodel"
+    save_model_file(path, {"kind": "random_forest", "intervals": [[0, 5], [5, 15]]}, {"values": np.arange(3.0)})
+    _edit_manifest(path, edit)
+    with pytest.raises(ModelFileError) as error:
+        load_model_file(path)
+    assert str(error.value) == (
+        "'model.socmodel' is damaged or was altered after saving: its manifest.json (the model's settings, depth "
+        "intervals and array list) does not match its digest. Use an intact copy, or train and save the model "
+        "again."
+    )
+
+
+def test_a_missing_or_malformed_digest_is_refused(saved):
+    members = _members(saved)
+    _write_members(saved, {k: v for k, v in members.items() if k != DIGEST})
+    with pytest.raises(ModelFileError, match=r"its digest \(digest.sha256\) is missing"):
+        load_model_file(saved)
+    _write_members(saved, {**members, DIGEST: members[DIGEST] + b"\n"})
+    with pytest.raises(ModelFileError, match="digest.sha256 is not a SHA-256 digest"):
+        load_model_file(saved)
+
+
+def test_a_padded_manifest_is_refused_before_reading(saved, members_read):
+    members = _members(saved)
+    # 17 MiB of spaces after the JSON deflate to about 17 kB; the digest matches, as a forger would make it
+    members[MANIFEST] += b" " * (17 * 2**20)
+    _write_members(saved, _with_digest(members), compression=zipfile.ZIP_DEFLATED)
+    assert saved.stat().st_size < 100_000
+    members_read.clear()
+    with pytest.raises(ModelFileError) as error:
+        load_model_file(saved)
+    assert str(error.value) == (
+        "'model.socmodel' is damaged or was altered after saving: its manifest.json would take 17.0 MiB, where a "
+        "model's takes a few kB (at most 16.0 MiB); refusing to read it. Use an intact copy, or train and save the "
+        "model again."
+    )
+    assert members_read == []
+
+
+def test_an_oversized_claimed_array_is_refused_before_reading(tmp_path, members_read):
+    path = tmp_path / "claim.socmodel"
+    # the manifest claims 2 GiB for an array whose member holds 24 values
+    _one_array_file(path, _npy_bytes(np.arange(3.0)), dtype="<f8", shape=(2**28,))
+    with pytest.raises(ModelFileError, match=r"says array 'values' takes 2\.0 GiB, but its member 'values.npy' holds "
+                       r"152 bytes; refusing to read it"):
+        load_model_file(path)
+    assert members_read == [MANIFEST, DIGEST]
+
+
+def test_a_zip_bomb_array_is_refused_before_reading(tmp_path, members_read):
+    path = tmp_path / "bomb.socmodel"
+    # a consistent file (checksum, digest, shape) whose 80 MiB array of zeros deflates to about 80 kB
+    zeros = np.zeros(10 * 2**20)
+    _one_array_file(path, _npy_bytes(zeros), shape=zeros.shape, compression=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(ModelFileError, match=r"member 'values.npy' would decompress from \d+\.\d kiB to 80\.0 MiB, "
+                       "far more than a model's arrays do; refusing to read it"):
+        load_model_file(path)
+    assert members_read == []
+
+
+def test_format_1_files_without_a_digest_still_load_with_their_arrays_checked(tmp_path):
+    path = tmp_path / "old.socmodel"
+    member = _npy_bytes(np.arange(3.0))
+    _one_array_file(path, member, version=1)
+    metadata, arrays = load_model_file(path)
+    assert metadata == {} and np.array_equal(arrays["values"], [0.0, 1.0, 2.0])
+    _one_array_file(path, member, version=1)
+    members = _members(path)
+    members["values.npy"] = _npy_bytes(np.arange(1.0, 4.0))
+    _write_members(path, members)
+    with pytest.raises(ModelFileError, match="checksum of 'values.npy' does not match"):
+        load_model_file(path)
+    # a format 1 file has no digest member, so one is unexpected there
+    _write_members(path, _with_digest(_members(path)))
+    with pytest.raises(ModelFileError, match=r"unexpected member\(s\) \['digest.sha256'\]"):
+        load_model_file(path)
+
+
+def test_the_same_model_saved_at_another_time_gives_the_same_bytes(tmp_path, monkeypatch):
+    arrays = {"values": np.arange(3.0), "ids": np.array([4, 5], np.int32)}
+    save_model_file(tmp_path / "now.socmodel", {"kind": "test"}, arrays)
+    monkeypatch.setattr(time, "time", lambda: 1_000_000_000.0)  # zip time stamps would say 2001
+    save_model_file(tmp_path / "then.socmodel", {"kind": "test"}, arrays)
+    assert (tmp_path / "now.socmodel").read_bytes() == (tmp_path / "then.socmodel").read_bytes()
+    with zipfile.ZipFile(tmp_path / "now.socmodel") as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}

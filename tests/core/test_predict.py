@@ -5,6 +5,10 @@ computed from the arrays written to disk, with plain loops, never through the en
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 import time
 import warnings
 
@@ -169,7 +173,8 @@ def test_nodata_in_one_band_is_nodata_in_every_output(tmp_path, stack, data):
         missing = np.isnan(read(path))
         assert (missing == expected[None]).all(), path
     assert result.n_pixels == ROWS * COLS
-    assert result.n_nodata == len(NODATA_CELLS)
+    assert result.n_nodata == result.n_covariate_nodata == len(NODATA_CELLS)
+    assert result.n_masked == result.n_model_nodata == 0
     assert result.n_predicted == ROWS * COLS - len(NODATA_CELLS)
     truth = expected_maps(data, linear_oracle)
     assert result.value_range == pytest.approx((np.nanmin(truth), np.nanmax(truth)), rel=1e-6)
@@ -223,6 +228,9 @@ def test_mask_keeps_cells_whose_centre_is_inside(tmp_path, stack, data, model_cl
     expected = np.where(inside, expected_maps(data, oracle), np.nan)  # cells inside keep their unmasked value
     np.testing.assert_allclose(read(result.output), expected, rtol=1e-6, atol=1e-4)
     assert result.n_predicted == int(np.isfinite(expected[0]).sum())
+    nodata_inside = sum(inside[cell] for cell in NODATA_CELLS)
+    assert (result.n_masked, result.n_covariate_nodata, result.n_model_nodata) == ((~inside).sum(), nodata_inside, 0)
+    assert nodata_inside == 2  # (0, 0) and (5, 17)
 
 
 def test_file_format(tmp_path, stack):
@@ -453,3 +461,166 @@ def _tile_cells(height: int, width: int) -> np.ndarray:
     rows = np.minimum(TILE, height - np.arange(0, height, TILE))
     cols = np.minimum(TILE, width - np.arange(0, width, TILE))
     return rows[:, None] * cols[None, :]
+
+
+@pytest.mark.parametrize(
+    "extent",
+    [
+        pytest.param(None, id="with overviews, which read the map back"),
+        pytest.param((X0, Y0 - ROWS * CELL, X0 + 200 * CELL, Y0), id="one tile, no overviews"),
+    ],
+)
+@pytest.mark.parametrize("leave_free", [4096, 40_000, 100_000])
+def test_a_full_disk_fails_the_run_and_keeps_the_earlier_map(stack, small_file_system, extent, leave_free):
+    """GDAL only logs a failed write; the engine must notice, remove its files and leave the old map."""
+
+    def earlier_map(folder):
+        (folder / "soc.tif").write_bytes(b"an earlier map")
+
+    folder = small_file_system("256k", prepare=earlier_map, leave_free=leave_free)
+    with pytest.raises(predict.IncompleteOutputError) as error:
+        predict_rasters(
+            LinearModel(), stack, str(folder / "soc.tif"), DEPTHS, LABELS, extent=extent,
+            depth_folder=str(folder / "maps"),
+        )  # fmt: skip
+    message = str(error.value)
+    written = rf"'soc(_SOC_0-5_cm|_SOC_15-30_cm)?\.tif' could not be written to '{folder}(/maps)?' \("
+    assert re.match(written, message), message
+    assert message.endswith(
+        "): the disk may be full, or the folder not writable. Nothing was replaced: an earlier file of that name "
+        "is unchanged. Free some space or choose another folder."
+    )
+    assert sorted(os.listdir(folder)) == ["filler", "soc.tif"]
+    assert (folder / "soc.tif").read_bytes() == b"an earlier map"
+
+
+def test_a_truncated_or_tile_less_file_is_found_incomplete(tmp_path, stack):
+    result = predict_rasters(LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS)
+    assert predict._incomplete(result.output) is None
+    whole = (tmp_path / "soc.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(whole[: len(whole) // 2])
+    assert predict._incomplete(str(tmp_path / "cut.tif")).startswith("it cannot be read back: ")
+    # a tile libtiff never recorded, as when its write failed: a sparse file leaves it out on purpose
+    profile = dict(driver="GTiff", width=2 * TILE, height=TILE, count=1, dtype="float32", tiled=True, crs=CRS)
+    profile["transform"] = from_origin(X0, Y0, CELL, CELL)
+    with rasterio.open(tmp_path / "sparse.tif", "w", sparse_ok=True, **profile) as dataset:
+        dataset.write(np.ones((1, TILE, TILE), np.float32), window=((0, TILE), (0, TILE)))
+    assert predict._incomplete(str(tmp_path / "sparse.tif")) == "tile 1,0 of band 1 of the map is missing"
+
+
+def test_a_read_only_folder_fails_the_run_before_predicting(stack, small_file_system):
+    folder = small_file_system(
+        "256k", prepare=lambda folder: (folder / "soc.tif").write_bytes(b"an earlier map"), read_only=True
+    )
+    model = LinearModel()
+    with pytest.raises(predict.IncompleteOutputError, match=r"^'soc.tif' could not be written to '.*mount0' "
+                       r"\(Attempt to create new tiff file '.*' failed: Read-only file system\): the disk may be full"):
+        predict_rasters(model, stack, str(folder / "soc.tif"), DEPTHS, LABELS)
+    assert model.block_shapes == []
+    assert os.listdir(folder) == ["soc.tif"] and (folder / "soc.tif").read_bytes() == b"an earlier map"
+
+
+#: a mask polygon north-west of the covariates
+OUTSIDE_TRIANGLE = {
+    "type": "Polygon",
+    "coordinates": [[(X0 - 50, Y0 + 50), (X0 - 10, Y0 + 50), (X0 - 10, Y0 + 10), (X0 - 50, Y0 + 50)]],
+}
+
+
+class NoValueModel(LinearModel):
+    """A model that predicts nothing (NaN everywhere), as one fed values it cannot use might."""
+
+    def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
+        return np.full_like(super().predict_block(block, depth_indices), np.nan)
+
+
+@pytest.mark.parametrize(
+    ("model", "arguments", "counts"),
+    [
+        pytest.param(
+            LinearModel(),
+            {"mask_geometries": [OUTSIDE_TRIANGLE]},
+            "of the 12,000 cells in the extent, 12,000 lie outside the mask, 0 have nodata in a covariate and 0 got",
+            id="mask outside the covariates",
+        ),
+        pytest.param(
+            LinearModel(),
+            {"extent": (X0 + 255 * CELL, Y0 - 21 * CELL, X0 + 257 * CELL, Y0 - 20 * CELL)},
+            "of the 2 cells in the extent, 0 lie outside the mask, 2 have nodata in a covariate and 0 got",
+            id="extent on nodata cells",
+        ),
+        pytest.param(
+            NoValueModel(),
+            {},
+            "of the 12,000 cells in the extent, 0 lie outside the mask, 5 have nodata in a covariate and 11,995 got",
+            id="model gives no value",
+        ),
+    ],
+)
+def test_nothing_predicted_is_an_error_that_counts_why_and_writes_nothing(tmp_path, stack, model, arguments, counts):
+    earlier = tmp_path / "soc.tif"
+    earlier.write_bytes(b"an earlier map")
+    with pytest.raises(predict.NothingPredictedError) as error:
+        predict_rasters(model, stack, str(earlier), DEPTHS, LABELS, depth_folder=str(tmp_path / "maps"), **arguments)
+    assert str(error.value) == (
+        f"Nothing was predicted, so no file was written: {counts} no value from the model. Check that the extent "
+        "and the mask cover cells where every covariate holds data."
+    )
+    assert os.listdir(tmp_path) == ["soc.tif"] and earlier.read_bytes() == b"an earlier map"
+
+
+#: a run in a child process: a slow pixel model on the covariates in argv[1], mapped to argv[2]
+SLOW_RUN = """
+import sys
+import time
+
+import numpy as np
+
+from soc_depth_mapper.core.predict import predict_rasters
+from soc_depth_mapper.core.rasters import CovariateStack
+
+
+class SlowModel:
+    patch_size = 1
+
+    def predict_block(self, block, depth_indices):
+        print("block", flush=True)
+        time.sleep(0.1)
+        return np.stack([block[0].astype(np.float64) for _ in depth_indices])
+
+    def bytes_per_pixel(self):
+        return 64
+
+
+with CovariateStack([sys.argv[1]]) as stack:
+    predict_rasters(SlowModel(), stack, sys.argv[2], [0], ["SOC 0-5 cm"], memory_mb=0.02)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_run_removes_its_files_and_then_ends_the_process(tmp_path, data, signum):
+    covariate_file = tmp_path / "cov.tif"
+    profile = dict(driver="GTiff", width=COLS, height=ROWS, count=3, dtype="float32", crs=CRS, nodata=FILE_NODATA)
+    with rasterio.open(covariate_file, "w", transform=from_origin(X0, Y0, CELL, CELL), **profile) as dst:
+        dst.write(np.where(np.isnan(data), FILE_NODATA, data).astype(np.float32))
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "soc.tif").write_bytes(b"an earlier map")
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(covariate_file), str(folder / "soc.tif")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "block\n" and child.stdout.readline() == "block\n"
+        partial = [name for name in os.listdir(folder) if name.endswith(".partial.tif")]
+        assert len(partial) == 1  # the run is writing
+        child.send_signal(signum)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == -signum  # the signal ended the process, as it would have without the plugin
+    assert "finished" not in child.stdout.read()
+    assert os.listdir(folder) == ["soc.tif"] and (folder / "soc.tif").read_bytes() == b"an earlier map"

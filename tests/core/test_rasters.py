@@ -312,3 +312,36 @@ def test_real_edgeroi_values_match_r_sp_over():
     assert round(values["cov_DEMSRT5"]) == 198
     assert round(values["cov_TWISRT5"], 1) == 19.5
     assert [round(values[f"cov_EV{i}MOD5"], 2) for i in (1, 2, 3)] == [1.14, 1.62, -5.74]
+
+
+def test_infinite_values_are_nodata_counted_by_band(tmp_path):
+    """A raster without a nodata value may hold ±inf instead: it must never reach a model or a field."""
+    data = grid(3)
+    data[1, 2, 3] = np.inf
+    data[0, 5, 6] = -np.inf
+    data[2, 5, 6] = np.inf
+    data[2, 0, 0] = np.inf  # outside the blocks read below
+    with CovariateStack([write(tmp_path / "cov.tif", data, descriptions=("a", "b", "c"))], ["r"]) as stack:
+        sample = stack.sample(*centre(np.array([2, 5, 7]), np.array([3, 6, 7])))
+        assert list(sample.status) == [2, 2, 0]
+        assert sample.reasons == ["an infinite value in band(s) r_b", "an infinite value in band(s) r_a, r_c", ""]
+        np.testing.assert_array_equal(sample.infinite, [[False, True, False], [True, False, True], [False] * 3])
+        assert np.isnan(sample.patches[:2]).any(axis=(2, 3)).sum() == 3 and np.isfinite(sample.patches[2]).all()
+        assert list(stack.infinite_cells) == [0, 0, 0]  # sampling is counted by point, in `infinite`
+        block = stack.read_block(2, 3, 4, 4, halo=1)  # rows 2-5, cols 3-6, read with a halo
+        assert np.isnan(block[1, 1, 1]) and np.isnan(block[0, 4, 4]) and np.isnan(block[2, 4, 4])
+        assert np.isfinite(block[:, 1:-1, 1:-1]).sum() == 3 * 16 - 3
+        assert list(stack.infinite_cells) == [1, 1, 1]
+        stack.read_block(3, 3, 2, 2, halo=1)  # (2, 3) lies in the halo only: not counted again
+        assert list(stack.infinite_cells) == [1, 1, 1]
+        stack.read_block(0, 0, 1, 1)
+        assert list(stack.infinite_cells) == [1, 1, 2]
+
+
+def test_nodata_and_infinite_values_at_one_point_are_both_named(tmp_path):
+    data = grid(2)
+    data[0, 4, 4] = -1.0
+    data[1, 4, 4] = -np.inf
+    with CovariateStack([write(tmp_path / "cov.tif", data, nodata=-1.0)], ["r"]) as stack:
+        sample = stack.sample(*centre(np.array([4]), np.array([4])))
+    assert sample.reasons == ["nodata in band(s) r_1; an infinite value in band(s) r_2"]

@@ -29,7 +29,8 @@ def test_categorical_bands_by_band_or_by_whole_layer():
 
 def test_sites_without_covariates_or_targets_are_skipped_with_the_reason_in_site_order():
     patches = np.arange(4 * 2, dtype=np.float32).reshape(4, 2, 1, 1)
-    sample = PointSample(patches, np.array([0, 1, 0, 2], dtype=np.int8), ["", "outside", "", "nodata centre"])
+    status = np.array([0, 1, 0, 2], dtype=np.int8)
+    sample = PointSample(patches, status, ["", "outside", "", "nodata centre"], np.zeros((4, 2), dtype=bool))
     targets = np.array([[1.0, np.nan], [2.0, 3.0], [np.nan, np.nan], [4.0, 5.0]])
     data, skipped = training_data(
         sample, [10, 11, 12, 13], [0.0, 1.0, 2.0, 3.0], [5.0, 6.0, 7.0, 8.0], targets, [[0, 5], [5, 15]], "SOC",
@@ -44,6 +45,7 @@ def test_sites_without_covariates_or_targets_are_skipped_with_the_reason_in_site
 
 
 def test_a_table_without_usable_sites_is_empty_for_the_caller_to_report():
-    sample = PointSample(np.zeros((2, 1, 1, 1), np.float32), np.array([1, 1], np.int8), ["outside", "outside"])
+    outside = np.array([1, 1], np.int8)
+    sample = PointSample(np.zeros((2, 1, 1, 1), np.float32), outside, ["outside"] * 2, np.zeros((2, 1), bool))
     data, skipped = training_data(sample, [1, 2], [0, 0], [0, 0], np.ones((2, 1)), [[0, 5]], "SOC", ["a"])
     assert len(data.site_ids) == 0 and data.patches.shape == (0, 1, 1, 1) and len(skipped) == 2

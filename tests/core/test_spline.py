@@ -137,14 +137,59 @@ def test_integral_agrees_with_numerical_integration_across_a_gap():
 DIP = {"profile_ids": ["a", "a"], "tops": [0, 10], "bottoms": [10, 20], "values": [10.0, 0.0], "lam": 0.0}
 
 
-def test_exact_means_are_analytic_integrals_then_clamped():
+def test_exact_means_are_analytic_integrals_of_the_pointwise_clamped_spline():
     depths = [0, 5, 15, 20]
     loose = harmonise(**DIP, depths=depths, vlow=-5)
     # 0-5: (62.5 - 3.125) / 5; 5-15: 1/10 of ∫ both pieces; 15-20: ∫_5^10 (5 - 1.5u + 0.075u²) du / 5
     upper = (12.5 * 5 - 0.025 * (1000 - 125)) + (5 * 5 - 0.75 * 25 + 0.025 * 125)
     np.testing.assert_allclose(loose.values[0], [11.875, upper / 10, -1.875], atol=1e-12)
     clamped = harmonise(**DIP, depths=depths, vlow=-1, vhigh=11)
-    np.testing.assert_allclose(clamped.values[0], [11, upper / 10, -1], atol=1e-12)
+    # 12.5 - 0.075 x² falls to 11 at x = √20; 5 - 1.5u + 0.075u² falls to -1 at u = 10 - √20; 5-15 stays within
+    root = math.sqrt(20)
+    top = (11 * root + 12.5 * (5 - root) - 0.025 * (125 - root**3)) / 5
+    end = 10 - root
+    bottom = (5 * (end - 5) - 0.75 * (end**2 - 25) + 0.025 * (end**3 - 125) - root) / 5
+    np.testing.assert_allclose(clamped.values[0], [top, upper / 10, bottom], rtol=0, atol=1e-12)
+
+
+def scaled_mpspline_means(ids, tops, bottoms, values, depths, lam, vlow, vhigh, scale):
+    """mpspline's 1-cm slices on the profile stretched `scale` times, i.e. slices 1/scale cm thick on the
+    original one: stretching depths by k and λ by k leaves the fitted curve's shape unchanged (the roughness
+    ∫ f'² shrinks by 1/k), so as `scale` grows the means approach the exact integrals of the clamped curve."""
+    return mpspline_means(
+        ids,
+        np.round(np.asarray(tops) * scale),
+        np.round(np.asarray(bottoms) * scale),
+        values,
+        [d * scale for d in depths],
+        lam * scale,
+        vlow=vlow,
+        vhigh=vhigh,
+    )[0]
+
+
+def test_exact_method_is_the_thin_slice_limit_of_mpspline2_where_the_spline_crosses_a_limit():
+    # 30-60 cm: the spline rises from about 3 to above 100 and crosses VHIGH = 14 inside the interval, where
+    # a clamped mean would be 14.0; mpspline2's 1-cm slices give 7.96
+    profile = (["p"] * 4, [0, 20, 30, 50], [20, 30, 50, 70], [6.0, 4.0, 3.0, 100.0])
+    depths = (0, 5, 15, 30, 60, 100, 200)
+    exact = harmonise(*profile, depths, vhigh=14).values[0]
+    assert exact[3] == pytest.approx(8.19102, abs=1e-5) and exact[4] == 14
+    assert harmonise(*profile, depths, vhigh=14, method="mpspline2").values[0, 3] == pytest.approx(7.961712, abs=1e-6)
+    for scale in (1, 10, 100, 1000):  # the slices' error shrinks as their thickness, towards the exact means
+        thin = scaled_mpspline_means(*profile, depths, 0.1, 0.0, 14.0, scale)[0]
+        np.testing.assert_allclose(thin[:5], exact[:5], rtol=0, atol=0.25 / scale)
+
+
+@pytest.mark.parametrize(("vlow", "vhigh"), [(0.0, 20.0), (2.0, 1000.0)])
+def test_exact_method_matches_thin_mpspline_slices_on_clamped_random_profiles(vlow, vhigh):
+    ids, tops, bottoms, values = random_horizon_table(60, seed=27)
+    tops, bottoms = np.round(tops, 2), np.round(bottoms, 2)  # depths the stretched copy holds exactly
+    depths = (0, 5, 15, 30, 60, 100, 200)
+    ours = harmonise(ids, tops, bottoms, values, depths, lam=2.0, vlow=vlow, vhigh=vhigh)
+    thin = scaled_mpspline_means(ids, tops, bottoms, values, depths, 2.0, vlow, vhigh, scale=1000)
+    np.testing.assert_array_equal(np.isfinite(ours.values), np.isfinite(thin))
+    np.testing.assert_allclose(ours.values, thin, rtol=0, atol=1e-3)
 
 
 def test_mpspline2_method_clamps_each_cm_before_averaging():
@@ -434,3 +479,12 @@ def test_every_core_rejection_names_its_cause_apart_from_the_details():
     # the full reason still says where and what to do
     details = [r for r in result.rejections if r.horizon_index is not None]
     assert all(r.reason.startswith("horizon ") and r.kind in r.reason for r in details)
+
+
+def test_an_overlap_names_both_rows_by_the_callers_names():
+    result = harmonise(["p", "p", "q"], [0, 5, 0], [10, 20, 10], [1.0, 2.0, 3.0], row_names=["f7", "f8", "f9"])
+    (rejection,) = result.rejections
+    assert rejection.horizon_index is None and rejection.rows == (0, 1) and rejection.kind == "horizons overlap"
+    assert rejection.reason.startswith("horizon 0-10 cm (f7) and horizon 5-20 cm (f8) overlap")
+    with pytest.raises(ValueError, match="one row name per horizon"):
+        harmonise(["p"], [0], [10], [1.0], row_names=[])

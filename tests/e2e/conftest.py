@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def qgis_process(tmp_path_factory):
-    """A function running `qgis_process.bin ARGS --json` with the plugin installed and enabled, as a user has it."""
+def qgis_process_command(tmp_path_factory) -> tuple[str, dict[str, str]]:
+    """`qgis_process.bin` and the environment in which it has the plugin installed and enabled."""
     executable = shutil.which("qgis_process.bin")
     assert executable, "qgis_process.bin not found: run `make setup` (installs QGIS from Debian's packages)"
     config = tmp_path_factory.mktemp("qgis_config")
@@ -24,6 +24,13 @@ def qgis_process(tmp_path_factory):
     (plugins / "soc_depth_mapper").symlink_to(REPO, target_is_directory=True)
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QGIS_CUSTOM_CONFIG_PATH": str(config)}
     subprocess.run([executable, "plugins", "enable", "soc_depth_mapper"], env=env, check=True, capture_output=True)
+    return executable, env
+
+
+@pytest.fixture(scope="session")
+def qgis_process(qgis_process_command):
+    """A function running `qgis_process.bin ARGS --json` with the plugin installed and enabled, as a user has it."""
+    executable, env = qgis_process_command
 
     def run(*args: str, cwd: Path | None = None, check: bool = True) -> dict | subprocess.CompletedProcess:
         result = subprocess.run(
