@@ -176,7 +176,13 @@ class PredictAlgorithm(CovariateAlgorithm):
         if with_uncertainty:
             ok, reason = bundle.supports_intervals()
             if not ok:
-                raise QgsProcessingException(reason)
+                raise QgsProcessingException(
+                    reason
+                    + self.tr(
+                        " Retrain it with Validation 'Random k-fold' or 'Spatial block k-fold', or predict with "
+                        "Uncertainty 'None'."
+                    )
+                )
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         uncertainty_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_UNCERTAINTY, context) or None
         if uncertainty_path and not with_uncertainty:

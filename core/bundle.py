@@ -247,9 +247,8 @@ class SocModel:
             return True, ""
         if not self.fold_models:
             return False, (
-                "This CNN model was trained without cross-validation, so it has no fold models to estimate "
-                "prediction intervals from. Retrain it with validation 'Random k-fold' or 'Spatial k-fold', "
-                "or predict without uncertainty."
+                "This model was trained without cross-validation, so it has no fold models to estimate "
+                "prediction intervals from."
             )
         return True, ""
 

@@ -185,7 +185,10 @@ def test_cnn_without_validation_has_no_intervals_and_says_why():
     params = {"patch_size": 7, "epochs": 2, "conv_channels": (2, 2), "dense_units": (4,)}
     bundle = SocModel.from_training(train(data, "cnn", params, validation="none"), data, GRID)
     ok, reason = bundle.supports_intervals()
-    assert not ok and "Retrain it with validation" in reason
+    assert not ok and reason == (
+        "This model was trained without cross-validation, so it has no fold models to estimate prediction intervals "
+        "from."
+    )
     with pytest.raises(ValueError, match="cross-validation"):
         bundle.predict_block_interval(raster, [0], 0.9)
 
