@@ -21,10 +21,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 
-class DepthModel(ABC):
-    """scikit-learn style: `__init__` stores parameters, `fit` returns self, fitted state ends in `_`."""
+class DepthModel(BaseEstimator, ABC):
+    """scikit-learn style: `__init__` stores its parameters under their own names, `fit` returns self, fitted
+    state ends in `_`; `BaseEstimator` reads the parameters from `__init__`'s signature, so `get_params`,
+    `set_params` and `sklearn.base.clone` work for every model without a list kept by hand."""
 
     #: key written to the model file; `core.modelfile` maps it back to the class
     kind: str = ""

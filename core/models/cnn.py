@@ -209,23 +209,6 @@ class _PatchNet(nn.Module):
 class _CNNBase(DepthModel):
     """Parameters, training loop, prediction and state shared by the three CNN models."""
 
-    _PARAMS: tuple[str, ...] = (
-        "patch_size",
-        "epochs",
-        "batch_size",
-        "learning_rate",
-        "patience",
-        "conv_channels",
-        "dense_units",
-        "dropout",
-        "weight_decay",
-        "validation_fraction",
-        "augment",
-        "random_state",
-        "device",
-        "n_threads",
-        "covariate_scaling",
-    )
     _uses_depth_input = True
 
     def __init__(
@@ -267,8 +250,9 @@ class _CNNBase(DepthModel):
     def patch_size(self) -> int:
         return self._patch_size
 
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._PARAMS}
+    @patch_size.setter
+    def patch_size(self, value: int) -> None:  # for `set_params`
+        self._patch_size = value
 
     # ----------------------------------------------------------------------------------------------- fitting
 
@@ -610,7 +594,6 @@ class TransferCNNDepthModel(_CNNBase):
     """
 
     kind = "transfer_cnn"
-    _PARAMS = (*_CNNBase._PARAMS, "freeze_layers", "finetune_epochs", "finetune_learning_rate")
 
     def __init__(
         self,

@@ -422,7 +422,6 @@ class RandomForestDepthModel(DepthModel):
     """
 
     kind = "random_forest"
-    _PARAMS = ("n_trees", "max_features", "min_samples_leaf", "per_depth", "tune", "random_state", "n_jobs")
 
     def __init__(
         self,
@@ -446,9 +445,6 @@ class RandomForestDepthModel(DepthModel):
     def patch_size(self) -> int:
         """1: the forest only reads the cell itself; larger patches are accepted and their centre is used."""
         return 1
-
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._PARAMS}
 
     # ----------------------------------------------------------------------------------------------- fitting
 
