@@ -26,11 +26,19 @@ GROUPS = {
 }
 
 
+#: words every algorithm is found by in the Toolbox search
+COMMON_TAGS = ("soil", "soil organic carbon", "SOC", "carbon", "digital soil mapping", "DSM", "depth")
+
+
 class SocAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses set NAME, DISPLAY_NAME, GROUP, HELP, HELP_ANCHOR, ICON and REQUIRES."""
+    """Subclasses set NAME, DISPLAY_NAME, SHORT_DESCRIPTION, TAGS, GROUP, HELP, HELP_ANCHOR, ICON and REQUIRES."""
 
     NAME = ""
     DISPLAY_NAME = ""
+    #: one line for the Toolbox tooltip
+    SHORT_DESCRIPTION = ""
+    #: search words of this algorithm, beside COMMON_TAGS
+    TAGS: tuple[str, ...] = ()
     GROUP = "prepare"
     HELP = ""
     HELP_ANCHOR = ""
@@ -54,6 +62,12 @@ class SocAlgorithm(QgsProcessingAlgorithm):
 
     def groupId(self) -> str:  # noqa: N802
         return self.GROUP
+
+    def shortDescription(self) -> str:  # noqa: N802
+        return self.tr(self.SHORT_DESCRIPTION)
+
+    def tags(self) -> list[str]:
+        return [self.tr(tag) for tag in (*COMMON_TAGS, *self.TAGS)]
 
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(self.HELP)

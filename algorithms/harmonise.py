@@ -47,6 +47,8 @@ class HarmoniseAlgorithm(SocAlgorithm):
 
     NAME = "harmonise"
     DISPLAY_NAME = "Harmonise horizons to standard depths"
+    SHORT_DESCRIPTION = "Soil horizons to GlobalSoilMap depths (0–5 … 100–200 cm) with equal-area quadratic splines."
+    TAGS = ("horizon", "profile", "spline", "equal-area spline", "mpspline", "GlobalSoilMap", "standard depths")
     GROUP = "prepare"
     ICON = "harmonise.svg"
     HELP_ANCHOR = "harmonise-horizons-to-standard-depths"

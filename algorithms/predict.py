@@ -49,6 +49,8 @@ class PredictAlgorithm(CovariateAlgorithm):
 
     NAME = "predict"
     DISPLAY_NAME = "Predict SOC maps"
+    SHORT_DESCRIPTION = "SOC maps at each depth from a trained model and the covariates, with prediction intervals."
+    TAGS = ("map", "prediction", "raster", "uncertainty", "prediction interval", "random forest", "CNN")
     GROUP = "map"
     ICON = "predict.svg"
     HELP_ANCHOR = "predict-soc-maps"

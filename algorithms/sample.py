@@ -28,6 +28,8 @@ class SampleAlgorithm(CovariateAlgorithm):
 
     NAME = "sample"
     DISPLAY_NAME = "Sample covariates at points"
+    SHORT_DESCRIPTION = "Adds the covariate rasters' values (or patch means) at each point as fields."
+    TAGS = ("covariate", "raster", "extract", "sample", "point values")
     GROUP = "prepare"
     ICON = "sample.svg"
     HELP_ANCHOR = "sample-covariates-at-points"

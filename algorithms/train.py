@@ -59,6 +59,11 @@ class TrainAlgorithm(CovariateAlgorithm):
 
     NAME = "train"
     DISPLAY_NAME = "Train SOC model"
+    SHORT_DESCRIPTION = "Random forest or CNN of a soil property by depth, cross-validated over whole sites."
+    TAGS = (
+        "random forest", "quantile regression forest", "CNN", "convolutional neural network", "deep learning",
+        "transfer learning", "multi-task", "machine learning", "cross-validation", "spatial cross-validation",
+    )  # fmt: skip
     GROUP = "model"
     ICON = "train.svg"
     HELP_ANCHOR = "train-soc-model"

@@ -163,3 +163,25 @@ def test_the_model_offers_the_same_defaults_as_its_steps(by_name):
         assert ours.toVariantMap() | {"name": step_id, "help": ""} == theirs.toVariantMap() | {"help": ""}, model_id
     assert model.parameterDefinition("MODEL_TYPE").options()[0] == "Random forest"
     assert model.parameterDefinition("MODEL_TYPE").defaultValue() == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("soil", {"harmonise", "sample", "train", "predict"}),
+        ("carbon", {"harmonise", "sample", "train", "predict"}),
+        ("spline", {"harmonise"}),
+        ("random forest", {"train", "predict"}),
+        ("cnn", {"train", "predict"}),
+    ],
+)
+def test_toolbox_search_words_find_the_algorithms(by_name, query, expected):
+    """The Toolbox search matches a query against the name, the tags and the short description."""
+
+    def found(algorithm) -> bool:
+        texts = [algorithm.displayName(), algorithm.shortDescription(), *algorithm.tags()]
+        return any(query.lower() in text.lower() for text in texts)
+
+    assert {name for name, algorithm in by_name.items() if name in expected and found(algorithm)} == expected
+    for name in ("harmonise", "sample", "train", "predict"):
+        assert len(by_name[name].shortDescription()) > 30, name
