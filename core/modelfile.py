@@ -30,12 +30,13 @@ import json
 import math
 import os
 import re
-import secrets
 import zipfile
 import zlib
 from typing import Any
 
 import numpy as np
+
+from .files import write_atomically
 
 FORMAT = "socdepth-model"
 FORMAT_VERSION = 2  # 2 added the digest; format 1 files are still read
@@ -69,23 +70,9 @@ def save_model_file(path: str | os.PathLike, metadata: dict[str, Any], arrays: d
     (or a stray temporary file) behind, and an existing file at `path` survives a failed save.
     Metadata must be plain JSON; tuples come back as lists.
     """
-    path = os.fspath(path)
     metadata_text = _metadata_to_json(metadata)
     _check_array_names(arrays)
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.partial")
-    # O_EXCL: never clobber someone else's file; mode 0o666 lets the umask decide, as for any new file.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            _write_zip(stream, metadata_text, arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    write_atomically(path, lambda stream: _write_zip(stream, metadata_text, arrays))
 
 
 def load_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .depths import interval_label
+from .files import write_atomically
 from .metrics import METRIC_NAMES
 from .registry import entry
 from .training import TrainingData, TrainingResult
@@ -283,13 +282,5 @@ def write_training_report(path: str, bundle, data: TrainingData, result: Trainin
 
 
 def _write_atomic(path: str, text: str) -> None:
-    folder = Path(path).resolve().parent
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".html.part")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
