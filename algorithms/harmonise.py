@@ -381,16 +381,16 @@ class HarmoniseAlgorithm(SocAlgorithm):
         for profile, prop, fid, one_horizon, reason, _cause in rejections[:MAX_REPORTED]:
             where = self.tr("feature {}").format(fid) if one_horizon else self.tr("whole profile")
             label = f" [{prop}]" if prop else ""
-            feedback.reportError(self.tr("Skipped profile '{}'{} ({}): {}").format(profile, label, where, reason))
+            feedback.pushWarning(self.tr("Skipped profile '{}'{} ({}): {}").format(profile, label, where, reason))
         if len(rejections) > MAX_REPORTED:
-            feedback.reportError(
+            feedback.pushWarning(
                 self.tr("… and {} more; see the 'Rejected horizons and profiles' output.").format(
                     len(rejections) - MAX_REPORTED
                 )
             )
         counts = Counter(cause for *_, cause in rejections)
         summary = "; ".join(f"{cause}: {count}" for cause, count in counts.most_common())
-        feedback.reportError(self.tr("Skipped records by reason — {}").format(summary))
+        feedback.pushWarning(self.tr("Skipped records by reason — {}").format(summary))
 
     def _write_rejections(self, parameters, context, rejections):
         fields = QgsFields()

@@ -188,7 +188,7 @@ class PredictAlgorithm(CovariateAlgorithm):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         uncertainty_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_UNCERTAINTY, context) or None
         if uncertainty_path and not with_uncertainty:
-            feedback.reportError(self.tr("Prediction intervals were not asked for (Uncertainty = None): no file."))
+            feedback.pushWarning(self.tr("Prediction intervals were not asked for (Uncertainty = None): no file."))
             uncertainty_path = None
         if with_uncertainty and not uncertainty_path:
             uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
@@ -246,14 +246,14 @@ class PredictAlgorithm(CovariateAlgorithm):
             )
         if result.n_out_of_range:
             share = 100.0 * result.n_out_of_range / max(result.n_predicted, 1)
-            feedback.reportError(
+            feedback.pushWarning(
                 self.tr(
                     "{} predicted pixels ({:.1f} %) have covariate values outside the range seen in training: "
                     "the model extrapolates there, so treat those predictions with care."
                 ).format(result.n_out_of_range, share)
             )
         if bundle.n_floored:
-            feedback.reportError(
+            feedback.pushWarning(
                 self.tr(
                     "{0} pixels were predicted below {1:g} (the model's output is unbounded) and set to {1:g}: "
                     "every training value of {2} is at least {1:g}."

@@ -360,12 +360,12 @@ class TrainAlgorithm(CovariateAlgorithm):
                 if problem and problem != MISSING:
                     unreadable += 1
                     if unreadable <= 20:
-                        feedback.reportError(
+                        feedback.pushWarning(
                             self.tr("Site {}: {} {} — treated as missing.").format(points.feature_ids[i], name, problem)
                         )
                 targets[i, j] = value
         if unreadable:
-            feedback.reportError(self.tr("{} target values were not numbers and count as missing.").format(unreadable))
+            feedback.pushWarning(self.tr("{} target values were not numbers and count as missing.").format(unreadable))
         return targets
 
     def _write_outputs(self, parameters, context, feedback, data, result, sampled, model_path, report_path):

@@ -66,10 +66,14 @@ def context_and_feedback(qgis_processing):
         def __init__(self):
             super().__init__()
             self.errors: list[str] = []
+            self.warnings: list[str] = []
             self.infos: list[str] = []
 
         def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS API
             self.errors.append(error)
+
+        def pushWarning(self, warning):  # noqa: N802 - QGIS API
+            self.warnings.append(warning)
 
         def pushInfo(self, info):  # noqa: N802 - QGIS API
             self.infos.append(info)

@@ -177,7 +177,8 @@ def test_messy_table_values_skips_and_reasons(qgis_processing, context_and_feedb
     assert any(prop == "" and "no profile id" in reason for prop, reason in by_profile[""])
     assert any(p == "G" for p, _, _ in reasons)
     _, feedback = context_and_feedback
-    assert any("Skipped records by reason" in e for e in feedback.errors)
+    assert any("Skipped records by reason" in e for e in feedback.warnings)
+    assert feedback.errors == []  # skipped horizons are notes for the user (warnings), not errors
     assert any("Harmonised" in i for i in feedback.infos)
 
 
@@ -218,7 +219,7 @@ def test_skip_summary_counts_by_cause_not_by_horizon_depth(qgis_processing, cont
         qgis_processing, context_and_feedback, INPUT=table_layer(path), PROFILE_FIELD="pid", REJECTED="memory:"
     )
     _, feedback = context_and_feedback
-    (summary,) = [e for e in feedback.errors if e.startswith("Skipped records by reason — ")]
+    (summary,) = [e for e in feedback.warnings if e.startswith("Skipped records by reason — ")]
     counts = dict(part.rsplit(": ", 1) for part in summary.split(" — ", 1)[1].split("; "))
     assert counts == {"value is missing": "2", "horizons overlap": "1", "bottom depth is not a number": "1"}
     # the rejected table keeps each record's full reason, depths and all
@@ -259,7 +260,7 @@ def test_text_that_is_not_a_plain_number_is_skipped_with_its_own_reason(
          "instead"),
     ]
     _, feedback = context_and_feedback
-    (summary,) = [e for e in feedback.errors if e.startswith("Skipped records by reason — ")]
+    (summary,) = [e for e in feedback.warnings if e.startswith("Skipped records by reason — ")]
     counts = dict(part.rsplit(": ", 1) for part in summary.split(" — ", 1)[1].split("; "))
     assert counts == {
         "value is ambiguous (thousands separator or decimal comma)": "1",
@@ -268,7 +269,7 @@ def test_text_that_is_not_a_plain_number_is_skipped_with_its_own_reason(
         "horizons overlap": "1",
         "top depth is ambiguous (thousands separator or decimal comma)": "1",
     }
-    assert "Skipped profile 'B' [ORCDRC] (whole profile): horizon 0-10 cm (feature 5)" in "\n".join(feedback.errors)
+    assert "Skipped profile 'B' [ORCDRC] (whole profile): horizon 0-10 cm (feature 5)" in "\n".join(feedback.warnings)
     # A keeps its one readable horizon; C's decimal comma "12,5" is read as 12.5
     got = {f["pid"]: f for f in result["OUTPUT"].getFeatures()}
     assert sorted(got) == ["A", "C"]
