@@ -38,6 +38,16 @@ def test_each_kinds_settings_are_keywords_of_its_class():
     assert "FREEZE_LAYERS" not in [h.parameter for h in registry.hyperparameters_of("cnn")]
 
 
+def test_the_dialog_shows_each_models_real_defaults():
+    """The dialog's default is the value the model class uses, not a 0 that stands for it (FREEZE_LAYERS
+    counts layers of the default architecture, whose class default None means the same 2)."""
+    for kind in registry.kinds():
+        defaults = registry.model_class(kind)().get_params()
+        for setting in registry.hyperparameters_of(kind):
+            expected = registry.CONV_BLOCK_LAYERS if setting.name == "freeze_layers" else defaults[setting.name]
+            assert setting.default == pytest.approx(expected), (kind, setting.name)
+
+
 def test_the_random_forest_class_loads_without_importing_torch():
     code = (
         "import sys\n"
