@@ -310,9 +310,9 @@ class CovariateStack:
             if np.isnan(x[i]) or np.isnan(y[i]):
                 reasons[i] = "the point has no coordinates"
             else:
-                reasons[i] = (
-                    f"({x[i]:.1f}, {y[i]:.1f}) lies outside the rasters (x {xmin:.10g} to {xmax:.10g}, "
-                    f"y {ymin:.10g} to {ymax:.10g}); check that points and rasters use the same CRS"
+                reasons[i] = (  # the cause before the colon: the log counts skips by it
+                    f"outside the rasters: ({x[i]:.1f}, {y[i]:.1f}) is beyond x {xmin:.10g} to {xmax:.10g}, "
+                    f"y {ymin:.10g} to {ymax:.10g}; check that points and rasters use the same CRS"
                 )
         centre_missing = np.isnan(patches[:, :, r, r]) & ~infinite
         for i in np.flatnonzero(inside & (centre_missing | infinite).any(axis=1)):

@@ -68,6 +68,8 @@ def test_sample_matches_raster_values_and_reports_skips(qgis_processing, harmoni
             assert feature["cov_DEMSRT5"] == pytest.approx(float(grid[row, col]))
     assert any("outside" in e for e in feedback.warnings)
     assert feedback.errors == []  # two sites just off the raster are a warning, not an error
+    # the summary counts skips by cause (the coordinates in each message would make every one its own reason)
+    assert "Skipped 2 points in all — outside the rasters: 2" in feedback.warnings
 
 
 def test_train_random_forest_on_edgeroi_writes_model_metrics_predictions_report(
