@@ -379,9 +379,13 @@ class HarmoniseAlgorithm(SocAlgorithm):
         if not rejections:
             return
         for profile, prop, fid, one_horizon, reason, _cause in rejections[:MAX_REPORTED]:
-            where = self.tr("feature {}").format(fid) if one_horizon else self.tr("whole profile")
             label = f" [{prop}]" if prop else ""
-            feedback.pushWarning(self.tr("Skipped profile '{}'{} ({}): {}").format(profile, label, where, reason))
+            if one_horizon:  # the profile goes on without this horizon
+                message = self.tr("Skipped a horizon (feature {}) of profile '{}'{}: {}")
+                message = message.format(fid, profile, label, reason)
+            else:
+                message = self.tr("Skipped profile '{}'{}: {}").format(profile, label, reason)
+            feedback.pushWarning(message)
         if len(rejections) > MAX_REPORTED:
             feedback.pushWarning(
                 self.tr("… and {} more; see the 'Rejected horizons and profiles' output.").format(

@@ -269,7 +269,10 @@ def test_text_that_is_not_a_plain_number_is_skipped_with_its_own_reason(
         "horizons overlap": "1",
         "top depth is ambiguous (thousands separator or decimal comma)": "1",
     }
-    assert "Skipped profile 'B' [ORCDRC] (whole profile): horizon 0-10 cm (feature 5)" in "\n".join(feedback.warnings)
+    log = "\n".join(feedback.warnings)
+    assert "Skipped profile 'B' [ORCDRC]: horizon 0-10 cm (feature 5)" in log
+    # one horizon skipped is not a profile skipped: A keeps its other horizons
+    assert "Skipped a horizon (feature 2) of profile 'A' [ORCDRC]: horizon 10-20 cm: value 'high'" in log
     # A keeps its one readable horizon; C's decimal comma "12,5" is read as 12.5
     got = {f["pid"]: f for f in result["OUTPUT"].getFeatures()}
     assert sorted(got) == ["A", "C"]
