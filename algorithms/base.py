@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
+    QgsProcessingException,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -84,6 +91,62 @@ class SocAlgorithm(QgsProcessingAlgorithm):
             return False, install_hint(missing)
         return True, ""
 
+    def check_destinations(self, parameters, context) -> None:
+        """Refuses, before any work, an output that would overwrite an input or that cannot be written: a sink
+        whose folder does not exist (QGIS does not create it), or a file or folder under no writable folder.
+        Otherwise the failure would come only after the whole run, or the user's input would be replaced."""
+        inputs = self._input_files(parameters, context)
+        for definition in self.destinationParameterDefinitions():
+            if isinstance(definition, (QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination)):
+                path = self.parameterAsFileOutput(parameters, definition.name(), context)
+            else:
+                path = self.parameterAsOutputLayer(parameters, definition.name(), context)
+            path = _file_of(path)
+            if not path:
+                continue  # not wanted, or not a file (a memory layer, a database)
+            label = self.tr("'{}' ({})").format(self.tr(definition.description()), definition.name())
+            if os.path.realpath(path) in inputs:
+                raise QgsProcessingException(
+                    self.tr("{} is {}, which is also an input of this run; the input would be overwritten. Choose "
+                            "another file name.").format(label, path)
+                )  # fmt: skip
+            folder = os.path.dirname(os.path.abspath(path))
+            if isinstance(definition, QgsProcessingParameterFeatureSink) and not os.path.isdir(folder):
+                raise QgsProcessingException(
+                    self.tr("{}: the folder {} does not exist. Create it or choose another folder.").format(
+                        label, folder
+                    )
+                )
+            while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+                folder = os.path.dirname(folder)  # the nearest existing folder: the run creates the rest
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise QgsProcessingException(
+                    self.tr("{}: the folder {} cannot be written to. Choose a folder where you may save files.").format(
+                        label, folder
+                    )
+                )
+
+    def _input_files(self, parameters, context) -> set[str]:
+        """The real paths of the files this run reads (layers, rasters, a model file)."""
+        paths = []
+        for definition in self.parameterDefinitions():
+            if definition.isDestination() or definition.name() not in parameters:
+                continue
+            kind = definition.type()
+            if kind in ("source", "vector"):
+                layers = [self.parameterAsVectorLayer(parameters, definition.name(), context)]
+            elif kind == "raster":
+                layers = [self.parameterAsRasterLayer(parameters, definition.name(), context)]
+            elif kind == "multilayer":
+                layers = self.parameterAsLayerList(parameters, definition.name(), context)
+            elif kind == "file":
+                paths.append(self.parameterAsFile(parameters, definition.name(), context))
+                continue
+            else:
+                continue
+            paths += [_file_of(layer.source()) for layer in layers if layer is not None]
+        return {os.path.realpath(path) for path in paths if path}
+
     def add_parameter(self, parameter, help_text: str, advanced: bool = False):
         """Adds a parameter with its help text (shown in the dialog's tooltip and the help panel)."""
         parameter.setHelp(self.tr(help_text))
@@ -91,6 +154,19 @@ class SocAlgorithm(QgsProcessingAlgorithm):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(parameter)
         return parameter
+
+
+def _file_of(source: str) -> str:
+    """The file behind a layer source or output: 'x.gpkg|layername=y' and 'ogr:x.gpkg' -> 'x.gpkg', a delimited
+    text URI 'file:///x.csv?delimiter=,' -> '/x.csv'; '' for what is no file (memory:, a database)."""
+    if not source or source.startswith(("memory:", "postgres:", "postgis:", "spatialite:")):
+        return ""
+    if source.startswith("file:"):
+        return unquote(urlparse(source).path)
+    if source.startswith("ogr:"):  # e.g. ogr:dbname='/data/x.gpkg' table="t" (geom)
+        database = re.search(r"dbname='([^']*)'", source)
+        return database.group(1) if database else source[len("ogr:") :].split("|")[0]
+    return source.split("|")[0]
 
 
 class CovariateAlgorithm(SocAlgorithm):

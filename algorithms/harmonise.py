@@ -173,6 +173,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
         from ..core.depths import interval_field, intervals_from_boundaries, parse_depth_list
         from ..core.spline import harmonise
 
+        self.check_destinations(parameters, context)
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))

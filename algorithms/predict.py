@@ -158,6 +158,7 @@ class PredictAlgorithm(CovariateAlgorithm):
         from ..core.models.base import Cancelled
         from ..core.predict import predict_rasters
 
+        self.check_destinations(parameters, context)
         model_path = self.parameterAsFile(parameters, self.MODEL, context)
         try:
             bundle = SocModel.load(model_path)

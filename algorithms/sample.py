@@ -85,6 +85,7 @@ class SampleAlgorithm(CovariateAlgorithm):
 
         from ..core.sites import sampling_skips
 
+        self.check_destinations(parameters, context)
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))

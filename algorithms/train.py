@@ -228,6 +228,7 @@ class TrainAlgorithm(CovariateAlgorithm):
         from ..core.sites import categorical_bands, target_intervals, training_data
         from ..core.training import TRANSFORMS, VALIDATIONS, train
 
+        self.check_destinations(parameters, context)
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))

@@ -288,13 +288,10 @@ def test_a_read_only_rejected_table_fails_the_run_naming_it(qgis_processing, mes
         run(
             qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", REJECTED=str(folder / "rejected.csv")
         )
-    assert str(error.value).startswith(
-        f"The output 'Rejected horizons and profiles' could not be written to '{folder / 'rejected.csv'}' (Feature "
-        "creation error (OGR error: Failed to create"
-    )
-    assert str(error.value).endswith(
-        "Read-only file system)): the disk may be full, or the folder not writable. Free some space or choose "
-        "another destination."
+    # refused before any work (a full disk, which only writing finds, is tested with the GeoPackage outputs)
+    assert str(error.value) == (
+        f"'Rejected horizons and profiles' (REJECTED): the folder {folder} cannot be written to. Choose a folder "
+        "where you may save files."
     )
     assert list(folder.iterdir()) == []
 
@@ -311,3 +308,18 @@ def test_a_geopackage_on_a_full_disk_fails_the_run(qgis_processing, small_file_s
         "be full, or the folder not writable. Free some space or choose another destination.$",
     ):
         run(qgis_processing, INPUT=point_layer(EDGEROI), OUTPUT=str(folder / "h.gpkg"))
+
+
+def test_writing_over_the_input_table_is_refused(qgis_processing, context_and_feedback, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    path = tmp_path / "horizons.csv"
+    path.write_text("pid,top,bottom,ORCDRC\nA,0,10,5\nA,10,20,3\n")
+    before = path.read_bytes()
+    with pytest.raises(QgsProcessingException) as error:
+        run(qgis_processing, context_and_feedback, INPUT=str(path), PROFILE_FIELD="pid", OUTPUT=str(path))
+    assert str(error.value) == (
+        f"'Harmonised profiles' (OUTPUT) is {path}, which is also an input of this run; the input would be "
+        "overwritten. Choose another file name."
+    )
+    assert path.read_bytes() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -325,11 +326,14 @@ def test_a_read_only_metrics_table_fails_the_run_naming_it(qgis_processing, harm
     parameters = train_params(
         harmonised, covariates, tmp_path, VALIDATION=1, FOLDS=3, N_TREES=10, OUTPUT_METRICS=str(folder / "m.csv")
     )
-    with pytest.raises(QgsProcessingException, match=rf"(?s)^The output 'Validation metrics' could not be written to "
-                       rf"'{folder / 'm.csv'}' \(Feature creation error .*Read-only file system\)\): the disk may be "
-                       "full, or the folder not writable"):
+    # refused before any training, so no model file is left behind either
+    with pytest.raises(QgsProcessingException) as error:
         qgis_processing.run("socdepth:train", parameters)
-    assert list(folder.iterdir()) == []
+    assert str(error.value) == (
+        f"'Validation metrics' (OUTPUT_METRICS): the folder {folder} cannot be written to. Choose a folder where "
+        "you may save files."
+    )
+    assert list(folder.iterdir()) == [] and not (tmp_path / "model.socmodel").exists()
 
 
 def test_a_read_only_sampled_layer_fails_the_run_naming_it(qgis_processing, harmonised, covariates,
@@ -337,12 +341,44 @@ def test_a_read_only_sampled_layer_fails_the_run_naming_it(qgis_processing, harm
     from qgis.core import QgsProcessingException
 
     folder = small_file_system("64k", read_only=True)
-    with pytest.raises(QgsProcessingException, match=rf"(?s)^The output 'Sampled points' could not be written to "
-                       rf"'{folder / 's.csv'}' \(.*\): the disk may be full, or the folder not writable"):
+    with pytest.raises(QgsProcessingException, match=rf"^'Sampled points' \(OUTPUT\): the folder {folder} cannot "):
         qgis_processing.run(
             "socdepth:sample", {"INPUT": harmonised, "COVARIATES": [covariates], "OUTPUT": str(folder / "s.csv")}
         )
     assert list(folder.iterdir()) == []
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(qgis_processing, harmonised, covariates, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    points = tmp_path / "points.gpkg"
+    shutil.copy(harmonised, points)
+    before = points.read_bytes()
+    with pytest.raises(QgsProcessingException) as error:
+        parameters = {"INPUT": str(points), "COVARIATES": [covariates], "OUTPUT": str(points)}
+        qgis_processing.run("socdepth:sample", parameters)
+    assert str(error.value) == (
+        f"'Sampled points' (OUTPUT) is {points}, which is also an input of this run; the input would be "
+        "overwritten. Choose another file name."
+    )
+    parameters = train_params(str(points), covariates, tmp_path, VALIDATION=1, FOLDS=3, OUTPUT_PREDICTIONS=str(points))
+    with pytest.raises(QgsProcessingException, match=r"^'Out-of-fold predictions' \(OUTPUT_PREDICTIONS\) is "):
+        qgis_processing.run("socdepth:train", parameters)
+    assert points.read_bytes() == before and not (tmp_path / "model.socmodel").exists()
+
+
+def test_a_table_in_a_missing_folder_is_refused_before_training(qgis_processing, harmonised, covariates, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    missing = tmp_path / "no such folder"
+    parameters = train_params(harmonised, covariates, tmp_path, OUTPUT_METRICS=str(missing / "metrics.gpkg"))
+    with pytest.raises(QgsProcessingException) as error:
+        qgis_processing.run("socdepth:train", parameters)
+    assert str(error.value) == (
+        f"'Validation metrics' (OUTPUT_METRICS): the folder {missing} does not exist. Create it or choose another "
+        "folder."
+    )
+    assert not (tmp_path / "model.socmodel").exists()
 
 
 def test_infinite_covariate_values_are_nodata_everywhere_and_named(
