@@ -35,8 +35,8 @@ pooled CNN mapped 40 % SOC at 60–100 cm, where no observation there exceeded 1
 gives each depth's variation equal weight in the loss and scales each output back by its own spread.
 
 Fits are reproducible: the same data and `random_state` give bit-identical weights on the CPU with the
-same `n_threads`. Global torch state (random generator, thread count, deterministic mode) is restored after
-each call.
+same `n_threads`; by default training runs on one thread (see `TRAINING_THREADS`), so on any machine. Global
+torch state (random generator, thread count, deterministic mode) is restored after each call.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ PREDICT_BATCH = 4096
 DENSE_TILE_CELLS = 1 << 18
 #: fewer sites than this train without an inner validation split (and so without early stopping)
 MIN_SITES_FOR_VALIDATION = 5
+#: threads for training when `n_threads` is not given. The networks are small and a batch of 64 patches is a
+#: few microseconds of work per operation, so a second thread gains little, while every operation ends at a
+#: barrier where threads spin until the slowest arrives: with another busy process on the same cores a
+#: descheduled thread stalls them all. Measured on 2 cores beside one CPU-bound process, 30 epochs of the
+#: test survey took 6 s on one thread and 136-159 s on two.
+TRAINING_THREADS = 1
 #: seconds between cancellation checks inside an epoch
 CHECK_INTERVAL_S = 0.5
 
@@ -271,7 +277,7 @@ class _CNNBase(DepthModel):
         self.target_mean_, self.target_std_ = _depth_scales(targets)
         self.history_: dict[str, dict[str, Any]] = {}
         self.device_ = self._resolve_device()
-        with self._torch_session(seed=self.random_state):
+        with self._torch_session(seed=self.random_state, threads=self.n_threads or TRAINING_THREADS):
             inputs = _Inputs(
                 self.encoder_.transform(patches),
                 (targets - self.target_mean_) / self.target_std_,
@@ -543,14 +549,15 @@ class _CNNBase(DepthModel):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     @contextmanager
-    def _torch_session(self, seed: int | None) -> Iterator[None]:
-        """All cores (or `n_threads`), and for fitting a seeded, deterministic RNG; global state restored after."""
+    def _torch_session(self, seed: int | None, threads: int | None = None) -> Iterator[None]:
+        """`threads` (default: `n_threads`, else all cores), and for fitting a seeded, deterministic RNG; global
+        torch state restored after. Prediction works on large blocks, where every core pays."""
         threads_before = torch.get_num_threads()
         deterministic_before = torch.are_deterministic_algorithms_enabled()
         warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
         device = self._resolve_device()
         cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        torch.set_num_threads(self.n_threads or _available_cores())
+        torch.set_num_threads(threads or self.n_threads or _available_cores())
         try:
             with torch.random.fork_rng(devices=cuda_devices, enabled=seed is not None):
                 if seed is not None:

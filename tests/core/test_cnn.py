@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, uniform_filter
 
+from soc_depth_mapper.core.models import cnn
 from soc_depth_mapper.core.models.base import Cancelled
 from soc_depth_mapper.core.models.cnn import CNNDepthModel, MultiTaskCNNDepthModel, TransferCNNDepthModel
 from soc_depth_mapper.core.models.forest import RandomForestDepthModel
@@ -168,6 +169,26 @@ def test_fit_restores_global_torch_state():
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == deterministic
     assert torch.equal(torch.get_rng_state(), rng_state)
+
+
+def test_training_runs_on_one_thread_unless_told_and_prediction_on_every_core(monkeypatch):
+    """Small batches on several threads stall whenever another process holds a core (see TRAINING_THREADS)."""
+    _, patches, targets = _training_set(40)
+    seen = []
+
+    def record(fraction, message):
+        seen.append(torch.get_num_threads())
+
+    settings = {**TINY, "n_threads": None}
+    model = CNNDepthModel(**settings).fit(patches, targets, INTERVALS, (2,), progress=record)
+    assert set(seen) == {1}
+    CNNDepthModel(**{**settings, "n_threads": 2}).fit(patches, targets, INTERVALS, (2,), progress=record)
+    assert set(seen[-3:]) == {2}
+    monkeypatch.setattr(cnn, "_available_cores", lambda: 2)
+    used = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n, set_threads=torch.set_num_threads: used.append(n))
+    model.predict(patches)
+    assert used[0] == 2
 
 
 def test_fine_tuning_leaves_frozen_layers_bit_identical_to_pretraining():
