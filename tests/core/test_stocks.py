@@ -369,3 +369,25 @@ def test_a_soc_band_without_an_interval_is_refused(tmp_path):
     soc = write_raster(tmp_path / "soc.tif", np.full((1, 3, 3), 10.0), ["carbon"])
     with pytest.raises(ValueError, match="names no depth interval"):
         open_inputs(soc)
+
+
+def test_memory_stays_within_the_budget_on_a_raster_far_larger_than_it(tmp_path):
+    """200 × 300 cells × 200 simulations would take ~ 1.3 GB of draws at once; the blocks' arrays (what numpy
+    allocates, traced) must stay within the 75 % of the 8 MB budget left after GDAL's cache."""
+    import tracemalloc
+
+    soc, width = random_map(9, 200, 300)
+    soc_path, pi_path = predict_like_inputs(tmp_path, soc, width, [(0, 30), (30, 100)])
+    stack, layout, intervals, level = open_inputs(soc_path, pi_path)
+    settings = StockSettings(intervals, [(0, 30), (0, 100)], bulk_density_ptf="saini1996", level=level)
+    del soc, width
+    tracemalloc.start()
+    try:
+        with stack:
+            stock_rasters(
+                stack, layout, settings, str(tmp_path / "s.tif"), uncertainty_path=str(tmp_path / "q.tif"), memory_mb=8
+            )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 1 << 20 < peak < 0.75 * 8 * (1 << 20)
