@@ -38,6 +38,9 @@ class StocksAlgorithm(SocAlgorithm):
     COARSE_FRAGMENTS = "COARSE_FRAGMENTS"
     COARSE_FRAGMENTS_VALUE = "COARSE_FRAGMENTS_VALUE"
     COARSE_FRAGMENTS_SD = "COARSE_FRAGMENTS_SD"
+    SOC_PROPERTY = "SOC_PROPERTY"
+    BULK_DENSITY_PROPERTY = "BULK_DENSITY_PROPERTY"
+    COARSE_FRAGMENTS_PROPERTY = "COARSE_FRAGMENTS_PROPERTY"
     RANGES = "RANGES"
     SIMULATIONS = "SIMULATIONS"
     SEED = "SEED"
@@ -163,6 +166,16 @@ class StocksAlgorithm(SocAlgorithm):
             ),
             "Uncertainty of coarse fragments for the Monte Carlo (normal, clipped to 0–100 %). 0: taken as known.",
         )
+        for name, label, help_text in (
+            (self.SOC_PROPERTY, "Points: SOC property", "the SOC fields' PROPERTY, e.g. ORCDRC; empty: the only one"),
+            (self.BULK_DENSITY_PROPERTY, "Points: bulk density property", "bulk density fields, e.g. BLD (BLD_0_5 …)"),
+            (self.COARSE_FRAGMENTS_PROPERTY, "Points: coarse fragments property", "volume % fields, e.g. CRFVOL"),
+        ):
+            self.add_parameter(
+                QgsProcessingParameterString(name, self.tr(label), "", optional=True),
+                f"Points only: {help_text}. Fields are named PROPERTY_TOP_BOTTOM, one per SOC interval.",
+                advanced=True,
+            )
         self.add_parameter(
             QgsProcessingParameterString(self.RANGES, self.tr("Depth ranges (cm)"), "0-30,0-100"),
             "Cumulative ranges top-bottom in cm, comma-separated. Intervals partly inside a range count pro rata.",
@@ -247,13 +260,14 @@ class StocksAlgorithm(SocAlgorithm):
         choice = self.parameterAsEnum(parameters, self.BULK_DENSITY_PTF, context)
         ptf = PTF_KEYS[choice - 1] if choice else None
         raster = self.parameterAsRasterLayer(parameters, self.BULK_DENSITY, context)
+        fields = self.parameterAsString(parameters, self.BULK_DENSITY_PROPERTY, context).strip()
         given = parameters.get(self.BULK_DENSITY_VALUE)
         constant = None if given in (None, "") else self.parameterAsDouble(parameters, self.BULK_DENSITY_VALUE, context)
-        if sum(x is not None for x in (ptf, raster, constant)) != 1:
+        if sum([ptf is not None, raster is not None or bool(fields), constant is not None]) != 1:
             raise QgsProcessingException(
                 self.tr(
-                    "Give bulk density one way: a raster, a constant, or a pedotransfer function of SOC (where "
-                    "none was measured, e.g. Saini or Honeysett & Ratkowsky)."
+                    "Give bulk density one way: a raster (or, for points, fields), a constant, or a pedotransfer "
+                    "function of SOC (where none was measured, e.g. Saini or Honeysett & Ratkowsky)."
                 )
             )
         return ptf, constant
@@ -314,54 +328,49 @@ class StocksAlgorithm(SocAlgorithm):
         from qgis.core import QgsFeature, QgsFeatureSink, QgsField, QgsFields
         from qgis.PyQt.QtCore import QVariant
 
-        from ..core.depths import parse_interval_field
         from ..core.stocks import StockInputs, StockSettings, compute_stocks, quantiles
-        from .values import to_float
 
         source = self.parameterAsSource(parameters, self.SOC, context)
         for name in (self.SOC_UNCERTAINTY, self.BULK_DENSITY, self.COARSE_FRAGMENTS):
             if parameters.get(name):
                 raise QgsProcessingException(
                     self.tr(
-                        "Points take bulk density and coarse fragments as constants or a pedotransfer function, "
-                        "and no SOC intervals: leave '{}' empty."
+                        "Points take bulk density and coarse fragments from fields, constants or a pedotransfer "
+                        "function, and no SOC intervals: leave '{}' empty."
                     ).format(self.parameterDefinition(name).description())
                 )
-        by_interval, properties = {}, set()
-        for field in source.fields():
-            try:
-                prop, top, bottom = parse_interval_field(field.name())
-            except ValueError:
-                continue
-            by_interval[(top, bottom)] = field.name()
-            properties.add(prop)
-        if len(properties) != 1:
+        fields_of = property_fields(source.fields())
+        soc_property = self.parameterAsString(parameters, self.SOC_PROPERTY, context).strip()
+        if not soc_property and len(fields_of) == 1:
+            soc_property = next(iter(fields_of))
+        if soc_property not in fields_of:
             raise QgsProcessingException(
                 self.tr(
-                    "The point layer needs SOC fields of one property named PROPERTY_TOP_BOTTOM (e.g. ORCDRC_0_5); "
-                    "found {}."
-                ).format(", ".join(sorted(properties)) or self.tr("none"))
+                    "Give the SOC property of the point layer (fields PROPERTY_TOP_BOTTOM, e.g. ORCDRC_0_5); it has {}."
+                ).format(", ".join(sorted(fields_of)) or self.tr("no such fields"))
             )
-        intervals = sorted(by_interval)
+        intervals = sorted(fields_of[soc_property])
         try:
             run_settings = StockSettings(intervals, **settings)
         except ValueError as error:
             raise QgsProcessingException(str(error)) from error
         features = list(source.getFeatures())
-        soc = (
-            np.array([[to_float(f[by_interval[i]])[0] for f in features] for i in intervals], dtype=float).reshape(
-                len(intervals), len(features)
-            )
-            * options["soc_factor"]
-        )
-        bd = options["bulk_density"]
+        columns = {}
+        for name, prop in (
+            ("soc", soc_property),
+            ("bd", self.parameterAsString(parameters, self.BULK_DENSITY_PROPERTY, context).strip()),
+            ("cf", self.parameterAsString(parameters, self.COARSE_FRAGMENTS_PROPERTY, context).strip()),
+        ):
+            if prop:
+                columns[name] = self._field_values(features, fields_of, prop, intervals)
+        constant = options["bulk_density"]
+        bd = columns.get("bd", None if constant is None else np.full((len(intervals), 1), constant))
         inputs = StockInputs(
-            soc=soc,
-            bulk_density=None if bd is None else np.full((len(intervals), 1), bd * options["bulk_density_factor"]),
-            coarse_fragments=np.full((len(intervals), 1), options["coarse_fragments"]),
+            soc=columns["soc"] * options["soc_factor"],
+            bulk_density=None if bd is None else bd * options["bulk_density_factor"],
+            coarse_fragments=columns.get("cf", np.full((len(intervals), 1), options["coarse_fragments"])),
         )
         stocks = compute_stocks(run_settings, inputs, simulate=True)
-        spread = quantiles(stocks.draws)
         fields = QgsFields(source.fields())
         for name in point_fields(run_settings):
             fields.append(QgsField(name, QVariant.Double))
@@ -370,7 +379,7 @@ class StocksAlgorithm(SocAlgorithm):
         )
         if sink is None:
             raise QgsProcessingException(self.tr("Choose an output for the SOC stocks at points."))
-        values = np.concatenate([stocks.values, spread])
+        values = np.concatenate([stocks.values, quantiles(stocks.draws)])
         for n, feature in enumerate(features):
             out = QgsFeature(fields)
             out.setGeometry(feature.geometry())
@@ -379,6 +388,23 @@ class StocksAlgorithm(SocAlgorithm):
         known = not settings["bulk_density_sd"] and not settings["coarse_fragments_sd"]
         self._report(feedback, stocks.flags, known, True)
         return {self.OUTPUT_POINTS: dest}
+
+    def _field_values(self, features, fields_of, prop: str, intervals):
+        """(intervals, points) values of `prop`'s fields; NaN where a value is missing or not a number."""
+        import numpy as np
+
+        from .values import to_float
+
+        names = fields_of.get(prop, {})
+        missing = [f"{t:g}-{b:g}" for t, b in intervals if (t, b) not in names]
+        if missing:
+            raise QgsProcessingException(
+                self.tr("The point layer has no {} field for {} cm; give one field per SOC interval.").format(
+                    prop, ", ".join(missing)
+                )
+            )
+        values = [[to_float(feature[names[i]])[0] for feature in features] for i in intervals]
+        return np.array(values, dtype=float).reshape(len(intervals), len(features))
 
     def _report(self, feedback, flags, nothing_uncertain: bool, simulated: bool) -> None:
         """Implausible inputs as errors; a warning when the Monte Carlo had nothing uncertain to draw."""
@@ -391,6 +417,20 @@ class StocksAlgorithm(SocAlgorithm):
                     "the 5/50/95 % equal the stocks. Give predict's interval output for an honest range."
                 )
             )
+
+
+def property_fields(fields) -> dict[str, dict[tuple[float, float], str]]:
+    """Fields named PROPERTY_TOP_BOTTOM by property and interval, e.g. {'ORCDRC': {(0.0, 5.0): 'ORCDRC_0_5'}}."""
+    from ..core.depths import parse_interval_field
+
+    found: dict[str, dict[tuple[float, float], str]] = {}
+    for field in fields:
+        try:
+            prop, top, bottom = parse_interval_field(field.name())
+        except ValueError:
+            continue
+        found.setdefault(prop, {})[(top, bottom)] = field.name()
+    return found
 
 
 def point_fields(settings) -> list[str]:

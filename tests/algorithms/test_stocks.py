@@ -131,41 +131,84 @@ def test_implausible_bulk_density_is_reported(qgis_processing, maps, tmp_path, c
     assert any("36 bulk density values" in e and "kg/m³" in e for e in feedback.errors), feedback.errors
 
 
-def test_points_and_rasters_give_the_same_numbers(qgis_processing, tmp_path):
-    """The pixel centres as points with ORCDRC_0_10 … fields: the same stocks and, with the same seed, the same
-    Monte Carlo quantiles (draws are shared by all pixels, so they do not depend on the layout)."""
+def points_layer(columns: dict[str, np.ndarray]):
+    """The pixel centres as a memory point layer with an id and a field per (name, values (rows, cols))."""
     from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
 
-    soc = soc_values()
-    raster = write_raster(tmp_path / "soc.tif", soc, LABELS)
-    fields = "&".join(f"field=ORCDRC_{t}:double" for t in ("0_10", "10_30", "30_100"))
-    points = QgsVectorLayer(f"Point?crs=EPSG:28355&field=id:integer&{fields}", "points", "memory")
+    fields = "".join(f"&field={name}:double" for name in columns)
+    layer = QgsVectorLayer(f"Point?crs=EPSG:28355&field=id:integer{fields}", "points", "memory")
     features = []
     for row in range(ROWS):
         for col in range(COLS):
-            feature = QgsFeature(points.fields())
+            feature = QgsFeature(layer.fields())
             centre = QgsPointXY(X0 + (col + 0.5) * CELL, Y0 - (row + 0.5) * CELL)
             feature.setGeometry(QgsGeometry.fromPointXY(centre))
-            feature.setAttributes([row * COLS + col, *(float(v) for v in soc[:, row, col])])
+            feature.setAttributes([row * COLS + col, *(float(v[row, col]) for v in columns.values())])
             features.append(feature)
-    points.dataProvider().addFeatures(features)
-    common = {"BULK_DENSITY_PTF": 2, "BULK_DENSITY_SD": 0.15, "COARSE_FRAGMENTS_SD": 3, "SEED": 5}
-    common["COARSE_FRAGMENTS_VALUE"] = 8
-    from_rasters = qgis_processing.run(
-        "socdepth:stocks",
-        {**common, "SOC": raster, "OUTPUT": str(tmp_path / "s.tif"), "OUTPUT_UNCERTAINTY": str(tmp_path / "q.tif")},
-    )
-    at_points = qgis_processing.run(
-        "socdepth:stocks", {**common, "SOC": points, "OUTPUT_POINTS": str(tmp_path / "points.gpkg")}
-    )
-    layer = QgsVectorLayer(at_points["OUTPUT_POINTS"], "stocks")
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def point_table(path: str) -> np.ndarray:
+    """The stock fields of the output points as (fields, rows, cols), in the raster outputs' band order."""
+    from qgis.core import QgsVectorLayer
+
     names = ["SOCS_0_10", "SOCS_10_30", "SOCS_30_100", "SOCSUM_0_30", "SOCSUM_0_100"]
     names += [f"SOCSUM_{r}_P{q}" for r in ("0_30", "0_100") for q in (5, 50, 95)]
     table = np.full((len(names), ROWS, COLS), np.nan)
-    for feature in layer.getFeatures():
+    for feature in QgsVectorLayer(path, "stocks").getFeatures():
         row, col = divmod(feature["id"], COLS)
         table[:, row, col] = [feature[name] for name in names]
-    stocks, spread = read(from_rasters["OUTPUT"])[0], read(from_rasters["OUTPUT_UNCERTAINTY"])[0]
+    return table
+
+
+FIELD_DEPTHS = ("0_10", "10_30", "30_100")
+
+
+@pytest.mark.parametrize("from_fields", [False, True], ids=["constants", "fields"])
+def test_points_and_rasters_give_the_same_numbers(qgis_processing, tmp_path, from_fields):
+    """The pixel centres as points with ORCDRC_0_10 … fields: the same stocks and, with the same seed, the same
+    Monte Carlo quantiles (draws are shared by all pixels, so they do not depend on the layout). Bulk density
+    and coarse fragments by constants and a pedotransfer function, or by BLD_* and CRFVOL_* fields and rasters."""
+    soc = soc_values()
+    columns = {f"ORCDRC_{d}": soc[i] for i, d in enumerate(FIELD_DEPTHS)}
+    common = {"BULK_DENSITY_SD": 0.15, "COARSE_FRAGMENTS_SD": 3, "SEED": 5}
+    for_rasters = {"SOC": write_raster(tmp_path / "soc.tif", soc, LABELS)}
+    for_points = {}
+    if from_fields:
+        rng = np.random.default_rng(12)
+        bd, cf = rng.uniform(1.0, 1.6, soc.shape), rng.uniform(0, 30, soc.shape)
+        columns |= {f"BLD_{d}": bd[i] for i, d in enumerate(FIELD_DEPTHS)}
+        columns |= {f"CRFVOL_{d}": cf[i] for i, d in enumerate(FIELD_DEPTHS)}
+        for_points = {"SOC_PROPERTY": "ORCDRC", "BULK_DENSITY_PROPERTY": "BLD", "COARSE_FRAGMENTS_PROPERTY": "CRFVOL"}
+        for_rasters["BULK_DENSITY"] = write_raster(tmp_path / "bd.tif", bd, [f"BD {t}" for t in LABELS])
+        for_rasters["COARSE_FRAGMENTS"] = write_raster(tmp_path / "cf.tif", cf, [f"CF {t}" for t in LABELS])
+    else:
+        common |= {"BULK_DENSITY_PTF": 2, "COARSE_FRAGMENTS_VALUE": 8}
+    rasters = qgis_processing.run(
+        "socdepth:stocks",
+        {**common, **for_rasters, "OUTPUT": str(tmp_path / "s.tif"), "OUTPUT_UNCERTAINTY": str(tmp_path / "q.tif")},
+    )
+    points = qgis_processing.run(
+        "socdepth:stocks",
+        {**common, **for_points, "SOC": points_layer(columns), "OUTPUT_POINTS": str(tmp_path / "points.gpkg")},
+    )
+    table = point_table(points["OUTPUT_POINTS"])
+    stocks, spread = read(rasters["OUTPUT"])[0], read(rasters["OUTPUT_UNCERTAINTY"])[0]
     np.testing.assert_allclose(table[:5], stocks, rtol=1e-6)
     np.testing.assert_allclose(table[5:], spread, rtol=1e-6)
     assert (spread[0] < spread[2]).all()  # the standard deviations took effect
+    if from_fields:  # the fields took effect: the stock of 0-10 cm is that of the fields' BD and CF
+        np.testing.assert_allclose(stocks[0], soc[0] * bd[0] * (1 - cf[0] / 100), rtol=1e-5)
+
+
+def test_points_with_several_properties_need_the_soc_one(qgis_processing, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    soc = soc_values()
+    columns = {f"{p}_{d}": soc[i] for p in ("ORCDRC", "BLD") for i, d in enumerate(FIELD_DEPTHS)}
+    with pytest.raises(QgsProcessingException, match="Give the SOC property.*BLD, ORCDRC"):
+        qgis_processing.run(
+            "socdepth:stocks",
+            {"SOC": points_layer(columns), "BULK_DENSITY_VALUE": 1.3, "OUTPUT_POINTS": str(tmp_path / "p.gpkg")},
+        )
