@@ -153,9 +153,12 @@ def range_weights(intervals: Sequence[tuple[float, float]], ranges: Sequence[tup
     """(ranges, intervals): the share of each interval's thickness inside each range (1 inside, pro rata across
     a range boundary, 0 outside). A range not covered by the intervals is a ValueError."""
     ordered = sorted(intervals)
-    for (_, bottom), (top, _) in zip(ordered, ordered[1:]):
-        if top < bottom:
-            raise ValueError(f"The SOC intervals overlap ({interval_label(*ordered[0], ' cm')} …); give one per depth.")
+    for upper, lower in zip(ordered, ordered[1:]):
+        if lower[0] < upper[1]:
+            raise ValueError(
+                f"The SOC intervals {interval_label(*upper)} and {interval_label(*lower, ' cm')} overlap; give one "
+                "value per depth (e.g. the GlobalSoilMap depths 0-5, 5-15, 15-30 …)."
+            )
     weights = np.zeros((len(ranges), len(intervals)))
     for r, (low, high) in enumerate(ranges):
         for i, (top, bottom) in enumerate(intervals):
@@ -398,6 +401,11 @@ def interval_bands(descriptions: Sequence[str], what: str) -> dict[tuple[float, 
                 f"Band {index + 1} of the {what} ('{description or 'no name'}') names no depth interval; give the "
                 "raster written by 'Predict SOC maps', whose bands are called e.g. 'SOC 0-5 cm'."
             )
+        if interval in found:
+            raise ValueError(
+                f"Bands {found[interval] + 1} and {index + 1} of the {what} are both "
+                f"{interval_label(*interval, ' cm')}; give one band per interval."
+            )
         found[interval] = index
     return found
 
@@ -417,10 +425,16 @@ def interval_bounds(descriptions: Sequence[str]) -> tuple[dict[tuple[float, floa
             "The SOC uncertainty raster must be the prediction interval output of 'Predict SOC maps' (bands "
             "'SOC 0-5 cm lower 5%', 'SOC 0-5 cm upper 95%', … at one level)."
         )
-    level = (percents["upper"].pop() - percents["lower"].pop()) / 100.0
+    low, high = percents["lower"].pop(), percents["upper"].pop()
+    if not (0 < low < high < 100 and math.isclose(low + high, 100)):
+        raise ValueError(
+            f"The SOC prediction interval runs from {low:g} % to {high:g} %; the log-normal is fitted to a central "
+            "interval (e.g. 5 % to 95 %): predict it again with 'Interval probability'."
+        )
     incomplete = [interval_label(*i, " cm") for i, b in bounds.items() if len(b) != 2]
-    if incomplete or not 0 < level < 1:
+    if incomplete:
         raise ValueError(f"The SOC uncertainty raster lacks a lower or upper limit for {', '.join(incomplete)}.")
+    level = (high - low) / 100.0
     return {interval: (b["lower"], b["upper"]) for interval, b in bounds.items()}, level
 
 

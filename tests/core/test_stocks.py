@@ -132,6 +132,27 @@ def test_bad_ranges_say_what_to_do(text, message):
         range_weights(GSM, parse_ranges(text))
 
 
+def test_overlapping_intervals_are_refused():
+    with pytest.raises(ValueError, match="0-30 and 15-60 cm overlap"):
+        range_weights([(0, 30), (15, 60)], [(0, 30)])
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["SOC 0-5 cm lower 10%", "SOC 0-5 cm upper 95%"], "central"),
+        (
+            ["SOC 0-5 cm lower 5%", "SOC 0-5 cm upper 95%", "SOC 5-15 cm lower 5%"],
+            "lacks a lower or upper limit for 5-15",
+        ),
+        (["SOC 0-5 cm", "SOC 5-15 cm"], "prediction interval output"),
+    ],
+)
+def test_interval_outputs_that_do_not_fit_are_refused(labels, message):
+    with pytest.raises(ValueError, match=message):
+        interval_bounds(labels)
+
+
 def test_constant_rasters_give_closed_form_stocks_per_interval_and_range(tmp_path):
     """10 g/kg at 0-10 and 10-30 cm, 1.3 g/cm³, 10 % stones: 11.7 + 23.4 = 35.1 t/ha; 0-20 pro rata 23.4."""
     soc = write_raster(tmp_path / "soc.tif", np.full((2, 3, 4), 10.0), ["SOC 0-10 cm", "SOC 10-30 cm"])
