@@ -35,9 +35,11 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 import numpy as np
+import rasterio
+import rasterio.crs
 from scipy.stats import norm
 
 from .depths import interval_label
@@ -53,9 +55,7 @@ from .predict import (
     _temporary_name,
     iter_blocks,
 )
-
-if TYPE_CHECKING:
-    from .rasters import CovariateStack
+from .rasters import RESAMPLE_HINT, CovariateStack, RasterMismatchError
 
 #: to g/kg
 SOC_UNITS = {"g/kg": 1.0, "%": 10.0}
@@ -515,8 +515,6 @@ def stock_rasters(
     cache_bytes = int(min(max(budget * GDAL_CACHE_SHARE, GDAL_CACHE_MIN), GDAL_CACHE_MAX))
     cells = max(1, int(budget * (1 - GDAL_CACHE_SHARE)) // per_cell)
     summary, flags = AreaSummary(settings), Flags()
-    import rasterio
-
     destinations = [d for d in (outputs, spread) if d is not None]
     try:
         with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
@@ -599,8 +597,6 @@ def _filled(values: np.ndarray) -> np.ndarray:
 
 def _pixel_area_ha(stack: CovariateStack) -> float:
     """A pixel's area in ha; only a CRS in metres gives one (an area total needs a projected map)."""
-    import rasterio.crs
-
     crs = rasterio.crs.CRS.from_wkt(stack.crs_wkt) if stack.crs_wkt else None
     if crs is None or crs.is_geographic or crs.linear_units not in ("metre", "meter", "m"):
         raise ValueError(
@@ -619,10 +615,6 @@ def open_inputs(
     """The input rasters as one stack on the SOC map's grid, which band is which, SOC's intervals (from the band
     names predict writes) and the level of its prediction interval. A BD or CF raster has one band for every
     depth, or one band per SOC interval named like predict's ('BD 0-5 cm')."""
-    import rasterio
-
-    from .rasters import RESAMPLE_HINT, CovariateStack, RasterMismatchError
-
     named = [("SOC", soc_path), ("SOC uncertainty", uncertainty_path)]
     named += [("bulk density", bulk_density_path), ("coarse fragments", coarse_fragments_path)]
     named = [(name, path) for name, path in named if path]
