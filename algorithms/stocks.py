@@ -22,7 +22,7 @@ from .layers import progress_callback, raster_files
 
 SOC_UNIT_KEYS = ["g/kg", "%"]
 BD_UNIT_KEYS = ["g/cm3", "kg/m3"]
-#: the pedotransfer choices after "none", in the order of core.stocks.PEDOTRANSFER
+#: the pedotransfer choices after "none", in the order of core.pedotransfer.PEDOTRANSFER
 PTF_KEYS = ["saini1996", "honeysett1989", "drew1973", "grigal1989", "adams1973"]
 
 
@@ -81,7 +81,7 @@ class StocksAlgorithm(SocAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.stocks import PEDOTRANSFER
+        from ..core.pedotransfer import PEDOTRANSFER
 
         self.add_parameter(
             QgsProcessingParameterMapLayer(
@@ -308,7 +308,7 @@ class StocksAlgorithm(SocAlgorithm):
         except ValueError as error:
             raise QgsProcessingException(str(error)) from error
         known = level is None and not settings["bulk_density_sd"] and not settings["coarse_fragments_sd"]
-        self._report(feedback, result.flags, known, bool(uncertainty or summary))
+        self._report(feedback, result.flags, result.n_pixels, known, bool(uncertainty or summary))
         for row in result.rows if summary else []:
             feedback.pushInfo(
                 self.tr(
@@ -386,7 +386,7 @@ class StocksAlgorithm(SocAlgorithm):
             out.setAttributes(feature.attributes() + [None if np.isnan(v) else float(v) for v in values[:, n]])
             sink.addFeature(out, QgsFeatureSink.FastInsert)
         known = not settings["bulk_density_sd"] and not settings["coarse_fragments_sd"]
-        self._report(feedback, stocks.flags, known, True)
+        self._report(feedback, stocks.flags, len(features), known, True)
         return {self.OUTPUT_POINTS: dest}
 
     def _field_values(self, features, fields_of, prop: str, intervals):
@@ -406,8 +406,15 @@ class StocksAlgorithm(SocAlgorithm):
         values = [[to_float(feature[names[i]])[0] for feature in features] for i in intervals]
         return np.array(values, dtype=float).reshape(len(intervals), len(features))
 
-    def _report(self, feedback, flags, nothing_uncertain: bool, simulated: bool) -> None:
-        """Implausible inputs as errors; a warning when the Monte Carlo had nothing uncertain to draw."""
+    def _report(self, feedback, flags, total: int, nothing_uncertain: bool, simulated: bool) -> None:
+        """What was computed, implausible inputs as errors, and a warning when the Monte Carlo had nothing
+        uncertain to draw."""
+        done = total - flags.pixels_nodata - flags.pixels_implausible
+        feedback.pushInfo(
+            self.tr("Stocks computed for {} of {} pixels or points ({} without all inputs, {} implausible).").format(
+                done, total, flags.pixels_nodata, flags.pixels_implausible
+            )
+        )
         for message in flags.messages():
             feedback.reportError(message)
         if simulated and nothing_uncertain:

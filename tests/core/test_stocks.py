@@ -14,11 +14,11 @@ from rasterio.transform import from_origin
 from scipy.stats import norm
 
 from soc_depth_mapper.core.models.base import Cancelled
+from soc_depth_mapper.core.pedotransfer import bulk_density_from_soc
 from soc_depth_mapper.core.predict import NODATA, _uncertainty_labels
 from soc_depth_mapper.core.stocks import (
     StockInputs,
     StockSettings,
-    bulk_density_from_soc,
     compute_stocks,
     interval_bounds,
     open_inputs,
