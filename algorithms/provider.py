@@ -12,6 +12,7 @@ from .base import ICONS
 from .harmonise import HarmoniseAlgorithm
 from .predict import PredictAlgorithm
 from .sample import SampleAlgorithm
+from .stocks import StocksAlgorithm
 from .train import TrainAlgorithm
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
@@ -97,7 +98,8 @@ class SocDepthProvider(QgsProcessingProvider):
             self.refreshAlgorithms()
 
     def loadAlgorithms(self):  # noqa: N802
-        for algorithm in (HarmoniseAlgorithm(), SampleAlgorithm(), TrainAlgorithm(), PredictAlgorithm()):
+        algorithms = (HarmoniseAlgorithm(), SampleAlgorithm(), TrainAlgorithm(), PredictAlgorithm(), StocksAlgorithm())
+        for algorithm in algorithms:
             self.addAlgorithm(algorithm)
         if QgsApplication.processingRegistry().providerById(self.id()) is not None:
             for model in shipped_models():

@@ -2,7 +2,8 @@
 
 Runs the plugin's Processing algorithms headless, exactly as the Toolbox would, and writes into --out:
 harmonised.gpkg, transfer_cnn.socmodel (named after --model), metrics.csv, predictions.gpkg, report.html, soc_maps.tif,
-soc_intervals.tif, maps/ (one GeoTIFF per depth), previews/ (one PNG per depth) and demo.qgz.
+soc_intervals.tif, maps/ (one GeoTIFF per depth), previews/ (one PNG per depth), stocks.tif, stock_uncertainty.tif and
+stocks_summary.csv (0-30 and 0-100 cm) and demo.qgz.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     feedback = PrintingFeedback()
     started = time.perf_counter()
 
-    print("1/3 Harmonising the Edgeroi horizons to the GlobalSoilMap depths", flush=True)
+    print("1/4 Harmonising the Edgeroi horizons to the GlobalSoilMap depths", flush=True)
     horizons = QgsVectorLayer(
         f"file://{DATA / 'horizons.csv'}?type=csv&xField=x&yField=y&crs=EPSG:28355&detectTypes=yes",
         "Edgeroi horizons",
@@ -164,7 +165,7 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "covariates_250m")
     file_name = kinds()[model]  # the train algorithm's MODEL choices, in order
     label = entry(file_name).label
-    print(f"2/3 Training the {label} with spatial cross-validation", flush=True)
+    print(f"2/4 Training the {label} with spatial cross-validation", flush=True)
     trained = processing.run(
         "socdepth:train",
         {
@@ -183,7 +184,7 @@ def run_demo(out: Path, model: int, folds: int) -> None:
         feedback=feedback,
     )
 
-    print("3/3 Predicting SOC maps with 90 % prediction intervals", flush=True)
+    print("3/4 Predicting SOC maps with 90 % prediction intervals", flush=True)
     predicted = processing.run(
         "socdepth:predict",
         {
@@ -198,6 +199,22 @@ def run_demo(out: Path, model: int, folds: int) -> None:
         feedback=feedback,
     )
 
+    print("4/4 SOC stocks for 0-30 and 0-100 cm (bulk density by Saini's pedotransfer function)", flush=True)
+    stocks = processing.run(
+        "socdepth:stocks",
+        {
+            "SOC": predicted["OUTPUT"],
+            "SOC_UNCERTAINTY": predicted["OUTPUT_UNCERTAINTY"],
+            "BULK_DENSITY_PTF": 1,  # Edgeroi has no measured bulk density
+            "BULK_DENSITY_SD": 0.1,  # g/cm³, the function's error on soils it was not fitted to (assumed)
+            "RANGES": "0-30,0-100",
+            "OUTPUT": str(out / "stocks.tif"),
+            "OUTPUT_UNCERTAINTY": str(out / "stock_uncertainty.tif"),
+            "OUTPUT_SUMMARY": str(out / "stocks_summary.csv"),
+        },
+        feedback=feedback,
+    )
+
     # The project a user opens: points, covariates, the multi-band maps and one styled layer per depth.
     project = QgsProject.instance()
     project.setCrs(covariates.crs())
@@ -205,6 +222,8 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     project.addMapLayer(QgsRasterLayer(str(out / "soc_maps.tif"), "SOC maps (all depths)"))
     project.addMapLayer(QgsRasterLayer(str(out / "soc_intervals.tif"), "SOC 90 % prediction intervals"))
     project.addMapLayer(QgsRasterLayer(str(DATA / "covariates_250m.tif"), "Covariates (250 m)"))
+    project.addMapLayer(QgsRasterLayer(stocks["OUTPUT"], "SOC stocks (t/ha)"))
+    project.addMapLayer(QgsRasterLayer(stocks["OUTPUT_UNCERTAINTY"], "SOC stocks 5/50/95 % (t/ha)"))
     files = sorted((out / "maps").glob("*.tif"), key=lambda p: parse_map_file_name(p.name)[1])
     styler = DepthMapStyler(shared_value_range([str(f) for f in files]))
     context = QgsProcessingContext()

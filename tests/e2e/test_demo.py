@@ -29,13 +29,19 @@ def test_demo_writes_maps_previews_report_and_a_project_that_opens(tmp_path):
         timeout=600,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "1/3" in run.stdout and "2/3" in run.stdout and "3/3" in run.stdout
+    assert all(f"{step}/4" in run.stdout for step in range(1, 5))
 
     with open(out / "metrics.csv", newline="", encoding="utf-8") as handle:
         assert [row["depth"] for row in csv.DictReader(handle)] == [d.replace("_", "-") for d in GSM] + ["all"]
     assert (out / "random_forest.socmodel").is_file()
     with rasterio.open(out / "soc_maps.tif") as maps:
         assert maps.count == len(GSM)
+    with rasterio.open(out / "stocks.tif") as stocks:
+        assert stocks.descriptions[-2:] == ("SOC stock 0-30 cm (t/ha)", "SOC stock 0-100 cm (t/ha)")
+    with open(out / "stocks_summary.csv", newline="", encoding="utf-8") as handle:
+        summary = list(csv.DictReader(handle))
+    assert [row["range"] for row in summary] == ["0-30 cm", "0-100 cm"]
+    assert all(float(r["total_p5_Tg"]) < float(r["total_Tg"]) < float(r["total_p95_Tg"]) for r in summary)
     previews = sorted(p.name for p in (out / "previews").glob("*.png"))
     assert previews == sorted(f"ORCDRC_{d}cm.png" for d in GSM)
     assert all((out / "previews" / name).stat().st_size > 10_000 for name in previews)  # a drawn map, not blank
@@ -57,4 +63,4 @@ def test_demo_writes_maps_previews_report_and_a_project_that_opens(tmp_path):
     )
     assert opened.returncode == 0, opened.stderr[-2000:]
     count, valid = opened.stdout.split()[-2:]
-    assert int(count) == 4 + len(GSM) and valid == "True"
+    assert int(count) == 6 + len(GSM) and valid == "True"

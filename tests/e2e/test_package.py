@@ -166,5 +166,6 @@ def test_expected_algorithms_are_read_from_the_sources(packager):
         "socdepth:sample",
         "socdepth:train",
         "socdepth:predict",
+        "socdepth:stocks",
         "socdepth:horizons_to_soc_maps",
     }
