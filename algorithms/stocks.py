@@ -52,6 +52,8 @@ class StocksAlgorithm(SocAlgorithm):
 
     NAME = "stocks"
     DISPLAY_NAME = "SOC stocks"
+    SHORT_DESCRIPTION = "SOC stocks (t/ha) per depth and for 0–30 / 0–100 cm, with Monte Carlo uncertainty."
+    TAGS = ("stock", "carbon stock", "bulk density", "pedotransfer", "coarse fragments", "Monte Carlo", "t/ha")
     GROUP = "map"
     ICON = "predict.svg"
     HELP_ANCHOR = "soc-stocks"
@@ -228,6 +230,7 @@ class StocksAlgorithm(SocAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.stocks import BD_UNITS, SOC_UNITS, parse_ranges
 
+        self.check_destinations(parameters, context)
         layer = self.parameterAsLayer(parameters, self.SOC, context)
         if layer is None:
             raise QgsProcessingException(self.tr("Choose the SOC maps of 'Predict SOC maps' or a point layer."))
