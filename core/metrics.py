@@ -212,7 +212,7 @@ def paired_rmse_difference(
 ) -> RmseDifference:
     """100 (RMSE(predicted) / RMSE(reference) - 1) over the pairs where both models predict, with a percentile
     interval from resampling whole sites, the same sites for both models (paired): the site-to-site variation
-    that both models share cancels, which makes the interval far narrower than comparing two separate intervals.
+    that both models share cancels, which makes the interval narrower than comparing two separate intervals.
 
     The interval is taken on the log of the ratio, so swapping the models gives the reciprocal ratio with the
     bounds swapped (1 + lo/100 becomes 1 / (1 + hi/100)), and identical predictions give exactly 0 (0 to 0)."""
@@ -248,7 +248,6 @@ def metrics_table(
     sites: Sequence[Hashable] | None = None,
     lower=None,
     upper=None,
-    seed: int = 0,
 ) -> list[dict]:
     """Rows of {model, depth, group, *metrics, *CI bounds, picp, pi_width} for flat arrays of site x depth pairs.
 
@@ -287,7 +286,7 @@ def metrics_table(
     if sites is None:
         bounds = [dict.fromkeys(CI_NAMES, float("nan")) for _ in masks]
     else:
-        bounds = bootstrap_intervals(obs, pred, sites, masks, seed=seed)
+        bounds = bootstrap_intervals(obs, pred, sites, masks)
     if lower is None:
         quality = [dict.fromkeys(INTERVAL_QUALITY_NAMES, float("nan")) for _ in masks]
     else:
