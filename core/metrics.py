@@ -41,6 +41,8 @@ CI_NAMES = tuple(f"{name}_{end}" for name in CI_METRICS for end in ("lo", "hi"))
 INTERVAL_QUALITY_NAMES = ("picp", "pi_width")
 #: enough for the 2.5 and 97.5 percentiles to be stable to about 1 % of the interval's width
 BOOTSTRAP_RESAMPLES = 1000
+#: site draws per chunk of resamples: 8 MB of counts at a time, however many sites
+_CHUNK_CELLS = 2**20
 CONFIDENCE = 0.95
 #: per-site sums that every bootstrap metric is computed from: pairs, sum of o, p, o², p², o·p and (p - o)²
 _N, _O, _P, _OO, _PP, _OP, _EE = range(7)
@@ -108,15 +110,25 @@ def site_codes(sites: Sequence[Hashable]) -> np.ndarray:
     return np.array([index.setdefault(site, len(index)) for site in sites], dtype=np.intp)
 
 
-def resample_counts(n_sites: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, n_sites) how often each site is drawn when drawing n_sites sites with replacement."""
-    drawn = np.random.default_rng(seed).integers(0, n_sites, size=(resamples, n_sites))
-    flat = drawn + n_sites * np.arange(resamples)[:, None]
-    return np.bincount(flat.ravel(), minlength=resamples * n_sites).reshape(resamples, n_sites).astype(float)
+def resampled_totals(site_sums: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, ...) totals of (n_sites, ...) per-site sums over bootstrap samples of the sites (n_sites drawn
+    with replacement): the count of each site in a sample times its sums. The same seed and number of sites give
+    the same samples, so that statistics computed in separate calls are paired."""
+    n_sites = site_sums.shape[0]
+    flat = site_sums.reshape(n_sites, -1)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_CELLS // n_sites)
+    totals = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        drawn = rng.integers(0, n_sites, size=(size, n_sites)) + n_sites * np.arange(size)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=size * n_sites).reshape(size, n_sites)
+        totals.append(counts @ flat)
+    return np.concatenate(totals).reshape(resamples, *site_sums.shape[1:])
 
 
 def _site_sums(obs: np.ndarray, pred: np.ndarray, codes: np.ndarray, n_sites: int) -> np.ndarray:
-    """(n_sites, 7) the sums of `_N` .. `_EE` per site; the bootstrap then only needs counts @ sums."""
+    """(n_sites, 7) the sums of `_N` .. `_EE` per site: all that the bootstrap's metrics need."""
     columns = (np.ones_like(obs), obs, pred, obs * obs, pred * pred, obs * pred, (pred - obs) ** 2)
     return np.stack([np.bincount(codes, weights=c, minlength=n_sites) for c in columns], axis=1)
 
@@ -168,24 +180,28 @@ def bootstrap_intervals(
     if not obs.size == pred.size == codes.size:
         raise ValueError(f"{obs.size} observed values, {pred.size} predictions and {codes.size} site ids.")
     masks = [np.ones(obs.size, dtype=bool)] if masks is None else [np.asarray(m, dtype=bool) for m in masks]
-    n_sites = int(codes.max()) + 1 if codes.size else 0
-    result = []
-    counts = resample_counts(n_sites, resamples, seed) if n_sites else None
-    for mask in masks:
-        keep = mask & np.isfinite(obs) & np.isfinite(pred)
-        if counts is None or not keep.any():
-            result.append(dict.fromkeys(CI_NAMES, float("nan")))
-            continue
+    keeps = [mask & np.isfinite(obs) & np.isfinite(pred) for mask in masks]
+    used = [keep for keep in keeps if keep.any()]
+    if not used:
+        return [dict.fromkeys(CI_NAMES, float("nan")) for _ in masks]
+    n_sites = int(codes.max()) + 1
+    sums, scales = [], []
+    for keep in used:
         # centred on the mean observation: the metrics do not change, the moments lose less to rounding
         centre = obs[keep].mean()
         o, p = obs[keep] - centre, pred[keep] - centre
-        scale = float(np.mean(o * o + p * p)) or 1.0
-        resampled = _metrics_from_sums(counts @ _site_sums(o, p, codes[keep], n_sites), scale)
+        sums.append(_site_sums(o, p, codes[keep], n_sites))
+        scales.append(float(np.mean(o * o + p * p)) or 1.0)
+    totals = resampled_totals(np.stack(sums, axis=1), resamples, seed)  # (resamples, masks used, 7)
+    rows = []
+    for j, scale in enumerate(scales):
+        resampled = _metrics_from_sums(totals[:, j], scale)
         row = {}
         for name in CI_METRICS:
             row[f"{name}_lo"], row[f"{name}_hi"] = (float(v) for v in _percentiles(resampled[name], level))
-        result.append(row)
-    return result
+        rows.append(row)
+    filled = iter(rows)
+    return [next(filled) if keep.any() else dict.fromkeys(CI_NAMES, float("nan")) for keep in keeps]
 
 
 @dataclass(frozen=True)
@@ -230,7 +246,7 @@ def paired_rmse_difference(
     squared = np.stack(
         [np.bincount(codes, weights=(v[keep] - obs[keep]) ** 2, minlength=n_sites) for v in (pred, ref)], axis=1
     )
-    totals = resample_counts(n_sites, resamples, seed) @ squared  # (resamples, 2)
+    totals = resampled_totals(squared, resamples, seed)  # (resamples, 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_ratio = 0.5 * (np.log(totals[:, 0]) - np.log(totals[:, 1]))
         estimate = 0.5 * (np.log(squared[:, 0].sum()) - np.log(squared[:, 1].sum()))

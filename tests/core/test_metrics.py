@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from soc_depth_mapper.core import metrics
 from soc_depth_mapper.core.metrics import (
     CI_METRICS,
     CI_NAMES,
@@ -304,3 +305,15 @@ def test_interval_quality_counts_observations_inside_their_bounds():
     assert [(row["depth"], row["picp"]) for row in table] == [("a", 1.0), ("b", 0.0), ("all", 0.5)]
     with pytest.raises(ValueError, match="both the lower and the upper"):
         metrics_table(observed, [1, 2, 3, 4, 5], ["a"] * 5, lower=lower)
+
+
+def test_resamples_drawn_in_chunks_are_the_same_resamples(monkeypatch):
+    # a survey of many sites is resampled a few resamples at a time, to bound memory: same seed, same result
+    rng = np.random.default_rng(19)
+    observed, predicted, sites = _normal_errors(rng, 50, 3, 1.0)
+    whole = bootstrap_intervals(observed, predicted, sites, seed=4)[0]
+    difference = paired_rmse_difference(observed, predicted, observed + 1.1 * (predicted - observed), sites)
+    monkeypatch.setattr(metrics, "_CHUNK_CELLS", 50 * 7)  # chunks of 7 resamples, the last one of 6
+    assert bootstrap_intervals(observed, predicted, sites, seed=4)[0] == pytest.approx(whole, rel=1e-12)
+    chunked = paired_rmse_difference(observed, predicted, observed + 1.1 * (predicted - observed), sites)
+    assert (chunked.lo, chunked.hi) == pytest.approx((difference.lo, difference.hi), rel=1e-12)
