@@ -81,7 +81,10 @@ class TrainAlgorithm(CovariateAlgorithm):
         "to standard depths'. A site may miss some depths.<br>"
         "<b>Validation</b>: random or spatial-block k-fold; folds hold whole sites, so a site's depths are never "
         "on both sides. Metrics per depth and overall: n, R, R² (1 − SSE/SST), RMSE, MAE, ME (mean of predicted "
-        "− observed), Lin's CCC, KGE. The final model is then fitted on all sites.<br>"
+        "− observed), Lin's CCC, KGE, with 95 % confidence intervals for RMSE, R², CCC and ME from a bootstrap over "
+        "sites (1,000 resamples of whole sites with all their depths); for the random forest also the coverage "
+        "(PICP) and mean width of its out-of-fold 90 % prediction intervals. The final model is then fitted on "
+        "all sites.<br>"
         "<b>Outputs</b>: the model file (no executable code inside), a metrics table, optional out-of-fold "
         "predictions per site and depth, and an optional HTML report."
     )
@@ -196,7 +199,10 @@ class TrainAlgorithm(CovariateAlgorithm):
             QgsProcessingParameterFeatureSink(
                 self.OUTPUT_METRICS, self.tr("Validation metrics"), QgsProcessing.TypeVector, optional=True
             ),
-            "Table: model, depth (and 'all'), group, n, R, R², RMSE, MAE, ME, CCC, KGE from cross-validation.",
+            "Table: model, depth (and 'all'), group, n, R, R², RMSE, MAE, ME, CCC, KGE from cross-validation; "
+            "rmse_lo, rmse_hi, r2_lo, r2_hi, ccc_lo, ccc_hi, me_lo, me_hi: 95 % confidence intervals by bootstrap "
+            "over sites; picp and pi_width: the share of observations inside their out-of-fold 90 % prediction "
+            "interval and its mean width (random forest only; empty for the CNNs).",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSink(
@@ -371,7 +377,7 @@ class TrainAlgorithm(CovariateAlgorithm):
 
     def _write_outputs(self, parameters, context, feedback, data, result, sampled, model_path, report_path):
         from ..core.bundle import SocModel
-        from ..core.metrics import METRIC_NAMES
+        from ..core.metrics import CI_NAMES, INTERVAL_QUALITY_NAMES, METRIC_NAMES
         from ..core.training import out_of_fold_rows
 
         feedback.setProgressText(self.tr("Writing the model file"))
@@ -386,13 +392,17 @@ class TrainAlgorithm(CovariateAlgorithm):
             for row in cv.metrics:
                 if row["group"] == "all":
                     feedback.pushInfo(
-                        self.tr("{depth}: n {n}, RMSE {rmse:.3f}, R² {r2:.3f}, CCC {ccc:.3f}").format(**row)
+                        self.tr(
+                            "{depth}: n {n}, RMSE {rmse:.3f} (95 % CI {rmse_lo:.3f}–{rmse_hi:.3f}), R² {r2:.3f}, "
+                            "CCC {ccc:.3f}"
+                        ).format(**row)
                     )
 
         fields = QgsFields()
         for name in ("model", "depth", "group"):
             fields.append(QgsField(name, QVariant.String))
-        for name in METRIC_NAMES:
+        values = (*METRIC_NAMES, *CI_NAMES, *INTERVAL_QUALITY_NAMES)
+        for name in values:
             fields.append(QgsField(name, QVariant.Int if name == "n" else QVariant.Double))
         sink = open_sink(self, parameters, self.OUTPUT_METRICS, context, fields)
         if sink is not None:
@@ -400,7 +410,7 @@ class TrainAlgorithm(CovariateAlgorithm):
                 feature = QgsFeature(fields)
                 feature.setAttributes(
                     [row["model"], row["depth"], str(row["group"])]
-                    + [None if _is_nan(row[name]) else row[name] for name in METRIC_NAMES]
+                    + [None if _is_nan(row[name]) else row[name] for name in values]
                 )
                 sink.add(feature)
             outputs[self.OUTPUT_METRICS] = sink.close()

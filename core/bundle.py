@@ -53,6 +53,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row for the card, which is JSON: an undefined metric (NaN, e.g. the coverage of a model without
+    intervals, R² of a depth with one site) is stored as null."""
+    return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
+
+
 def _spread_floor(spread: np.ndarray) -> float:
     """A small floor for the ensemble spread, so that a pixel where all fold models agree still gets a width."""
     positive = spread[np.isfinite(spread) & (spread > 0)]
@@ -153,7 +159,7 @@ class SocModel:
             settings=TrainingSettings.of_run(settings),
             n_sites=len(data.site_ids),
             n_observations_per_depth=tuple(int(n) for n in np.sum(~np.isnan(data.targets), axis=0)),
-            metrics=() if result.validation is None else tuple(result.validation.metrics),
+            metrics=() if result.validation is None else tuple(map(_json_row, result.validation.metrics)),
             covariate_ranges=tuple((float(low), float(high)) for low, high in ranges),
             spread_floors=tuple(floors),
             versions=library_versions(),

@@ -15,12 +15,14 @@ import numpy as np
 
 from .depths import interval_label
 from .files import write_atomically
-from .metrics import METRIC_NAMES
+from .metrics import BOOTSTRAP_RESAMPLES, CI_METRICS, CONFIDENCE, METRIC_NAMES
 from .registry import entry
-from .training import TrainingData, TrainingResult
+from .training import INTERVAL_LEVEL, TrainingData, TrainingResult
 
 #: (metric name, column heading), in `metrics.METRIC_NAMES` order
 METRIC_COLUMNS = tuple(zip(METRIC_NAMES, ("n", "R", "R²", "RMSE", "MAE", "ME", "CCC", "KGE")))
+#: (metric name, column heading) of the metrics with confidence intervals, in `metrics.CI_METRICS` order
+CI_COLUMNS = tuple(zip(CI_METRICS, ("RMSE", "R²", "CCC", "ME")))
 
 STYLE = """
 body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -59,6 +61,29 @@ def metrics_html(rows: list[dict[str, Any]]) -> str:
         for r in rows
     )
     return f"<table><tr><th>Depth (cm)</th><th>Group</th>{head}</tr>{body}</table>"
+
+
+def confidence_html(rows: list[dict[str, Any]], interval_level: float) -> str:
+    """Each row's confidence intervals and the quality of its out-of-fold prediction intervals: how far each
+    metric can be trusted, and whether the maps' intervals mean what they say."""
+    head = "".join(f"<th>{label} {CONFIDENCE:.0%} CI</th>" for _, label in CI_COLUMNS)
+    body = "".join(
+        f"<tr><td>{_format(r['depth'])}</td><td>{_format(r['group'])}</td>"
+        + "".join(f"<td>{_format(r[f'{key}_lo'])} to {_format(r[f'{key}_hi'])}</td>" for key, _ in CI_COLUMNS)
+        + f"<td>{_percent(r['picp'])}</td><td>{_format(r['pi_width'])}</td></tr>"
+        for r in rows
+    )
+    return (
+        f"<table><tr><th>Depth (cm)</th><th>Group</th>{head}<th>PICP</th><th>PI width</th></tr>{body}</table>"
+        f"<p class='note'>Confidence intervals: percentiles of {BOOTSTRAP_RESAMPLES} bootstrap resamples of whole "
+        f"sites with all their depths. PICP: the share of observations inside their out-of-fold {interval_level:.0%} "
+        "prediction interval, which should be close to that level; PI width: the intervals' mean width. "
+        "Empty (–) for a model without out-of-fold prediction intervals (the CNNs).</p>"
+    )
+
+
+def _percent(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:.1%}"
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -243,6 +268,8 @@ def training_report_html(
             f"<p class='note'>{settings['validation'].capitalize()} {settings['folds']}-fold cross-validation over "
             "whole sites: every prediction below comes from a model that never saw that site.</p>",
             metrics_html(result.validation.metrics),
+            "<h3>Confidence intervals and prediction-interval coverage</h3>",
+            confidence_html(result.validation.metrics, INTERVAL_LEVEL),
             "<h3>Observed vs predicted, per depth</h3>",
             _img(figures["scatter"], "observed vs predicted"),
             "<h3>Residuals in space</h3>",

@@ -21,6 +21,9 @@ from .registry import entry
 
 TRANSFORMS = ("none", "log")
 VALIDATIONS = ("none", "random", "spatial")
+#: central probability of the out-of-fold prediction intervals whose coverage the metrics report: the level
+#: 'Predict SOC maps' proposes
+INTERVAL_LEVEL = 0.9
 
 Progress = Callable[[float, str], bool]
 
@@ -84,6 +87,8 @@ class CrossValidation:
     block_size: float | None
     seconds: float
     scheme: str
+    #: (2, S, D) out-of-fold lower and upper INTERVAL_LEVEL bounds, for models that predict quantiles
+    bounds: np.ndarray | None = None
 
 
 @dataclass
@@ -137,6 +142,8 @@ def cross_validate(
     started = time.perf_counter()
     fold_ids = np.unique(folds)
     predictions = np.full(data.targets.shape, np.nan)
+    bounds = np.full((2, *data.targets.shape), np.nan)
+    quantiles = [(1 - INTERVAL_LEVEL) / 2, (1 + INTERVAL_LEVEL) / 2]
     fold_models = []
     fitted_targets = forward_transform(data.targets, transform)
     floor = prediction_floor(data.targets)
@@ -153,9 +160,13 @@ def cross_validate(
             progress=_scaled(progress, i / len(fold_ids), 1 / len(fold_ids), label),
         )
         predictions[test] = to_property_scale(model.predict(data.patches[test]), transform, floor)
+        if hasattr(model, "predict_quantiles"):  # quantiles are monotone in the transform: bounds map to bounds
+            fold_bounds = np.moveaxis(model.predict_quantiles(data.patches[test], quantiles), -1, 0)
+            bounds[:, test] = to_property_scale(fold_bounds, transform, floor)
         fold_models.append(model)
     predictions[np.isnan(data.targets)] = np.nan
-    metrics = validation_metrics(data, predictions, model_name)
+    bounds = bounds if np.isfinite(bounds).any() else None
+    metrics = validation_metrics(data, predictions, model_name, bounds)
     return CrossValidation(
         folds=folds,
         predictions=predictions,
@@ -164,6 +175,7 @@ def cross_validate(
         block_size=block_size,
         seconds=time.perf_counter() - started,
         scheme=scheme,
+        bounds=bounds,
     )
 
 
@@ -180,8 +192,11 @@ def out_of_fold_rows(data: TrainingData, cv: CrossValidation) -> list[tuple[int,
     return rows
 
 
-def validation_metrics(data: TrainingData, predictions: np.ndarray, model_name: str) -> list[dict[str, Any]]:
-    """Metrics per depth and over all depths (and per group) from site × depth predictions."""
+def validation_metrics(
+    data: TrainingData, predictions: np.ndarray, model_name: str, bounds: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """Metrics per depth and over all depths (and per group) from site × depth predictions, with confidence
+    intervals from a bootstrap over the sites, and the coverage and width of (2, S, D) interval `bounds`."""
     depth_index, site_index = np.nonzero(~np.isnan(data.targets.T))  # depth-major: depths in interval order
     labels = np.array(data.interval_labels(), dtype=object)[depth_index]
     groups = None if data.groups is None else np.asarray(data.groups, dtype=object)[site_index]
@@ -191,6 +206,9 @@ def validation_metrics(data: TrainingData, predictions: np.ndarray, model_name: 
         list(labels),
         groups=None if groups is None else list(groups),
         model_name=model_name,
+        sites=list(data.site_ids[site_index]),
+        lower=None if bounds is None else bounds[0, site_index, depth_index],
+        upper=None if bounds is None else bounds[1, site_index, depth_index],
     )
 
 

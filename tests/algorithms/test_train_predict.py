@@ -87,6 +87,16 @@ def test_train_random_forest_on_edgeroi_writes_model_metrics_predictions_report(
     rows = [f.attributes() for f in result["OUTPUT_METRICS"].getFeatures()]
     depths = [r[1] for r in rows]
     assert depths == ["0-5", "5-15", "15-30", "30-60", "60-100", "100-200", "all"]
+    # the fields of the first release first, then confidence bounds and prediction-interval quality
+    assert result["OUTPUT_METRICS"].fields().names() == [
+        "model", "depth", "group", "n", "r", "r2", "rmse", "mae", "me", "ccc", "kge",
+        "rmse_lo", "rmse_hi", "r2_lo", "r2_hi", "ccc_lo", "ccc_hi", "me_lo", "me_hi", "picp", "pi_width",
+    ]  # fmt: skip
+    for feature in result["OUTPUT_METRICS"].getFeatures():
+        for name in ("rmse", "r2", "ccc", "me"):
+            assert feature[f"{name}_lo"] <= feature[name] <= feature[f"{name}_hi"]
+        assert feature["rmse_hi"] - feature["rmse_lo"] > 0.01 * feature["rmse"]
+        assert 0.6 < feature["picp"] <= 1 and feature["pi_width"] > 0  # the forest's out-of-fold 90 % intervals
     overall = rows[-1]
     n, r, r2, rmse = overall[3:7]
     predictions = result["OUTPUT_PREDICTIONS"]
@@ -103,7 +113,14 @@ def test_train_random_forest_on_edgeroi_writes_model_metrics_predictions_report(
     assert bundle.band_names[2] == "cov_PMTGEO5" and bundle.card.bands.categorical == (2,)
     assert bundle.card.grid.res == (250.0, 250.0)
     report = (tmp_path / "report.html").read_text()
-    for section in ("Data", "Settings", "Validation", "Observed vs predicted", "Residuals in space"):
+    for section in (
+        "Data",
+        "Settings",
+        "Validation",
+        "Confidence intervals",
+        "Observed vs predicted",
+        "Residuals in space",
+    ):
         assert section in report
     assert "data:image/png;base64," in report and "http" not in report.split("<body>")[1].split("Library")[0]
 

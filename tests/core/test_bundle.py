@@ -67,6 +67,8 @@ def test_random_forest_bundle_round_trip_and_intervals(tmp_path):
     bundle.save(str(path))
     loaded = SocModel.load(str(path))
     assert loaded.band_names == ["a", "b"] and loaded.card.metrics == bundle.card.metrics
+    overall = loaded.card.metrics[-1]
+    assert overall["rmse_lo"] < overall["rmse"] < overall["rmse_hi"] and 0 < overall["picp"] <= 1
     np.testing.assert_array_equal(loaded.predict_block(raster, [0, 1]), bundle.predict_block(raster, [0, 1]))
     lower, upper = loaded.predict_block_interval(raster, [0, 1], 0.9)
     centre = loaded.predict_block(raster, [0, 1])
@@ -75,6 +77,19 @@ def test_random_forest_bundle_round_trip_and_intervals(tmp_path):
     assert inside > 0.95  # the mean prediction almost always lies within the 90 % interval
     covered = np.mean((lower <= truth(raster)) & (truth(raster) <= upper))
     assert covered > 0.8
+
+
+def test_undefined_metrics_are_stored_as_null_in_the_model_file(tmp_path):
+    # a depth observed at a single site has no R² nor R: NaN in the metrics, which JSON cannot hold
+    raster = synthetic_raster()
+    data = sites(raster, 60, (0, 48), 1, seed=2)
+    data.targets[1:, 1] = np.nan
+    result = train(data, "random_forest", {"n_trees": 10}, validation="random", folds=3)
+    assert math.isnan(result.validation.metrics[1]["r2"])
+    path = tmp_path / "thin.socmodel"
+    SocModel.from_training(result, data, GRID).save(str(path))
+    row = SocModel.load(str(path)).card.metrics[1]
+    assert row["n"] == 1 and row["r2"] is None and row["rmse"] == row["rmse_lo"] == row["rmse_hi"]
 
 
 @pytest.fixture(scope="module")

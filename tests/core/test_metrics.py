@@ -1,4 +1,5 @@
-"""Validation metrics against values worked out by hand from the formulas, closed forms and scipy."""
+"""Validation metrics against values worked out by hand from the formulas, closed forms and scipy; bootstrap
+intervals against the delta method's normal-theory widths and coverage."""
 
 from __future__ import annotations
 
@@ -9,7 +10,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from soc_depth_mapper.core.metrics import METRIC_NAMES, metrics_table, regression_metrics
+from soc_depth_mapper.core import metrics
+from soc_depth_mapper.core.metrics import (
+    CI_METRICS,
+    CI_NAMES,
+    METRIC_NAMES,
+    RmseDifference,
+    bootstrap_intervals,
+    interval_quality,
+    metrics_table,
+    paired_rmse_difference,
+    regression_metrics,
+)
+
+Z95 = stats.norm.ppf(0.975)
 
 
 def test_hand_computed_case():
@@ -152,3 +166,154 @@ def test_every_group_lists_depths_in_the_overall_order():
         ("1", "0-5"), ("1", "all"),
         ("2", "0-5"), ("2", "5-15"), ("2", "30-60"), ("2", "all"),
     ]  # fmt: skip
+
+
+def _normal_errors(rng: np.random.Generator, n_sites: int, n_depths: int, sigma: float, per_site: bool = False):
+    """Observed values, predictions with N(0, sigma²) errors (shared by a site's depths with `per_site`) and the
+    site id of each pair."""
+    observed = rng.gamma(2.0, 5.0, (n_sites, n_depths))
+    error = rng.normal(0, sigma, (n_sites, 1) if per_site else (n_sites, n_depths))
+    sites = np.repeat(np.arange(n_sites), n_depths)
+    return observed.ravel(), (observed + error).ravel(), sites
+
+
+def test_rmse_interval_covers_the_truth_at_the_nominal_rate_with_the_delta_method_width():
+    # e ~ N(0, sigma²), N independent pairs: Var(MSE) = 2 sigma^4 / N, so by the delta method
+    # sd(RMSE) = sigma / sqrt(2 N) and sd(ME) = sigma / sqrt(N)
+    rng = np.random.default_rng(3)
+    sigma, n_sites, n_depths, draws = 2.0, 150, 2, 300
+    n = n_sites * n_depths
+    covered, widths, me_covered, me_widths = 0, [], 0, []
+    for draw in range(draws):
+        observed, predicted, sites = _normal_errors(rng, n_sites, n_depths, sigma)
+        (bounds,) = bootstrap_intervals(observed, predicted, sites, seed=draw)
+        covered += bounds["rmse_lo"] <= sigma <= bounds["rmse_hi"]
+        widths.append(bounds["rmse_hi"] - bounds["rmse_lo"])
+        me_covered += bounds["me_lo"] <= 0 <= bounds["me_hi"]
+        me_widths.append(bounds["me_hi"] - bounds["me_lo"])
+    # 95 % of 300 draws: 285 ± 3.8 (binomial sd); percentile intervals run slightly short at this n
+    assert 0.90 <= covered / draws <= 0.99
+    assert 0.90 <= me_covered / draws <= 0.99
+    assert np.mean(widths) == pytest.approx(2 * Z95 * sigma / math.sqrt(2 * n), rel=0.08)
+    assert np.mean(me_widths) == pytest.approx(2 * Z95 * sigma / math.sqrt(n), rel=0.08)
+
+
+def test_resampling_is_by_site_so_errors_shared_down_a_profile_widen_the_interval():
+    # every site's six depths share one error: 200 independent errors, not 1,200
+    rng = np.random.default_rng(5)
+    sigma, n_sites, n_depths = 1.5, 200, 6
+    observed, predicted, sites = _normal_errors(rng, n_sites, n_depths, sigma, per_site=True)
+    (by_site,) = bootstrap_intervals(observed, predicted, sites)
+    (by_sample,) = bootstrap_intervals(observed, predicted, np.arange(observed.size))  # each pair its own site
+    site_width = by_site["rmse_hi"] - by_site["rmse_lo"]
+    sample_width = by_sample["rmse_hi"] - by_sample["rmse_lo"]
+    assert site_width == pytest.approx(2 * Z95 * sigma / math.sqrt(2 * n_sites), rel=0.2)
+    assert site_width / sample_width == pytest.approx(math.sqrt(n_depths), rel=0.2)
+
+
+def test_one_site_with_every_depth_has_no_sampling_variation_to_show():
+    # a resample of one site is that site again: the interval collapses onto the estimate, whatever the
+    # number of samples; a bootstrap over samples would give it a width
+    observed = np.array([30.0, 22.0, 15.0, 9.0, 6.0, 4.0])
+    predicted = np.array([27.0, 24.0, 13.0, 10.0, 4.5, 4.4])
+    (bounds,) = bootstrap_intervals(observed, predicted, ["A"] * 6)
+    estimate = regression_metrics(observed, predicted)
+    for name in CI_METRICS:
+        assert bounds[f"{name}_lo"] == pytest.approx(estimate[name], rel=1e-9)
+        assert bounds[f"{name}_hi"] == pytest.approx(estimate[name], rel=1e-9)
+    (by_sample,) = bootstrap_intervals(observed, predicted, range(6))
+    assert by_sample["rmse_hi"] - by_sample["rmse_lo"] > 0.5
+
+
+def test_bootstrap_is_seeded_and_keeps_undefined_metrics_nan():
+    rng = np.random.default_rng(8)
+    observed, predicted, sites = _normal_errors(rng, 40, 3, 1.0)
+    assert bootstrap_intervals(observed, predicted, sites, seed=1) == bootstrap_intervals(
+        observed, predicted, sites, seed=1
+    )
+    assert bootstrap_intervals(observed, predicted, sites, seed=1) != bootstrap_intervals(
+        observed, predicted, sites, seed=2
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (flat,) = bootstrap_intervals([2.0, 2.0, 2.0], [1.0, 2.5, 3.0], ["a", "b", "c"])  # constant observations
+        (empty,) = bootstrap_intervals([np.nan], [1.0], ["a"])
+    assert math.isnan(flat["r2_lo"]) and math.isnan(flat["r2_hi"]) and flat["rmse_lo"] > 0
+    assert all(math.isnan(empty[name]) for name in CI_NAMES)
+
+
+def test_metrics_table_bounds_enclose_each_row_and_follow_its_pairs():
+    rng = np.random.default_rng(11)
+    observed, predicted, sites = _normal_errors(rng, 120, 3, 2.0)
+    labels = np.tile(["0-5", "5-15", "15-30"], 120)
+    groups = np.where(sites % 2 == 0, "crop", "grass")
+    table = metrics_table(observed, predicted, labels, groups=groups, sites=sites)
+    assert len(table) == 12
+    for row in table:
+        for name in CI_METRICS:
+            assert row[f"{name}_lo"] <= row[name] <= row[f"{name}_hi"]
+        assert math.isnan(row["picp"]) and math.isnan(row["pi_width"])  # no prediction intervals given
+    overall, crop = table[3], table[7]
+    assert (overall["depth"], crop["depth"], crop["group"]) == ("all", "all", "crop")
+    # half the sites: an interval about sqrt(2) times as wide
+    ratio = (crop["rmse_hi"] - crop["rmse_lo"]) / (overall["rmse_hi"] - overall["rmse_lo"])
+    assert ratio == pytest.approx(math.sqrt(2), rel=0.25)
+    without_sites = metrics_table(observed, predicted, labels)
+    assert all(math.isnan(row[name]) for row in without_sites for name in CI_NAMES)
+    with pytest.raises(ValueError, match="359 site ids"):
+        metrics_table(observed, predicted, labels, sites=sites[:-1])
+
+
+def test_paired_difference_is_zero_for_identical_predictions_and_antisymmetric():
+    rng = np.random.default_rng(13)
+    observed, predicted, sites = _normal_errors(rng, 100, 4, 2.0)
+    other = observed + rng.normal(0, 2.1, observed.size)
+    assert paired_rmse_difference(observed, predicted, predicted.copy(), sites) == RmseDifference(0.0, 0.0, 0.0)
+    forward = paired_rmse_difference(observed, predicted, other, sites)
+    backward = paired_rmse_difference(observed, other, predicted, sites)
+    # swapping the models gives the reciprocal ratio with its bounds swapped
+    assert (1 + forward.percent / 100) * (1 + backward.percent / 100) == pytest.approx(1, rel=1e-12)
+    assert (1 + forward.lo / 100) * (1 + backward.hi / 100) == pytest.approx(1, rel=1e-12)
+    assert (1 + forward.hi / 100) * (1 + backward.lo / 100) == pytest.approx(1, rel=1e-12)
+    rmse = [regression_metrics(observed, p)["rmse"] for p in (predicted, other)]
+    assert forward.percent == pytest.approx(100 * (rmse[0] / rmse[1] - 1), rel=1e-9)
+    assert forward.lo < forward.percent < forward.hi
+
+
+def test_paired_difference_detects_a_small_real_improvement_that_separate_intervals_cannot():
+    # the worse model's errors are the better one's plus independent noise of 5 % of their variance: an RMSE
+    # 2.5 % worse, inside the better model's own RMSE interval (±4.5 %), outside the paired interval
+    rng = np.random.default_rng(17)
+    observed, better, sites = _normal_errors(rng, 300, 3, 2.0)
+    worse = better + rng.normal(0, 0.45, observed.size)
+    difference = paired_rmse_difference(observed, better, worse, sites)
+    assert difference.hi < 0
+    own = bootstrap_intervals(observed, better, sites)[0]
+    reference = regression_metrics(observed, worse)["rmse"]
+    assert own["rmse_lo"] < reference < own["rmse_hi"]  # unpaired, the two models overlap
+    assert str(RmseDifference(-1.04, -2.93, 0.8)) == "−1.0 % (−2.9 to +0.8)"
+
+
+def test_interval_quality_counts_observations_inside_their_bounds():
+    observed = [1.0, 2.0, 3.0, 4.0, np.nan]
+    lower = [0.5, 2.0, 3.5, 1.0, 0.0]
+    upper = [1.5, 2.5, 4.0, 3.0, 1.0]
+    quality = interval_quality(observed, lower, upper)
+    assert quality["picp"] == pytest.approx(0.5)  # 1 inside, 2 on the lower bound; 3 below, 4 above
+    assert quality["pi_width"] == pytest.approx((1.0 + 0.5 + 0.5 + 2.0) / 4)
+    table = metrics_table(observed, [1, 2, 3, 4, 5], ["a", "a", "b", "b", "b"], lower=lower, upper=upper)
+    assert [(row["depth"], row["picp"]) for row in table] == [("a", 1.0), ("b", 0.0), ("all", 0.5)]
+    with pytest.raises(ValueError, match="both the lower and the upper"):
+        metrics_table(observed, [1, 2, 3, 4, 5], ["a"] * 5, lower=lower)
+
+
+def test_resamples_drawn_in_chunks_are_the_same_resamples(monkeypatch):
+    # a survey of many sites is resampled a few resamples at a time, to bound memory: same seed, same result
+    rng = np.random.default_rng(19)
+    observed, predicted, sites = _normal_errors(rng, 50, 3, 1.0)
+    whole = bootstrap_intervals(observed, predicted, sites, seed=4)[0]
+    difference = paired_rmse_difference(observed, predicted, observed + 1.1 * (predicted - observed), sites)
+    monkeypatch.setattr(metrics, "_CHUNK_CELLS", 50 * 7)  # chunks of 7 resamples, the last one of 6
+    assert bootstrap_intervals(observed, predicted, sites, seed=4)[0] == pytest.approx(whole, rel=1e-12)
+    chunked = paired_rmse_difference(observed, predicted, observed + 1.1 * (predicted - observed), sites)
+    assert (chunked.lo, chunked.hi) == pytest.approx((difference.lo, difference.hi), rel=1e-12)

@@ -57,6 +57,15 @@ def test_report_has_every_section_and_no_network_reference(tmp_path):
     # the metrics table carries the same numbers as the validation result
     overall = next(r for r in result.validation.metrics if r["depth"] == "all")
     assert f"<td>{overall['rmse']:.3f}</td>" in text
+    # per depth and overall, the confidence intervals and the coverage of the out-of-fold intervals
+    assert "Confidence intervals and prediction-interval coverage" in text
+    for row in result.validation.metrics:
+        cells = (
+            f"<tr><td>{row['depth']}</td><td>all</td><td>{row['rmse_lo']:.3f} to {row['rmse_hi']:.3f}</td>"
+            f"<td>{row['r2_lo']:.3f} to {row['r2_hi']:.3f}</td><td>{row['ccc_lo']:.3f} to {row['ccc_hi']:.3f}</td>"
+            f"<td>{row['me_lo']:.3f} to {row['me_hi']:.3f}</td><td>{row['picp']:.1%}</td>"
+        )
+        assert cells in text
     # sites per depth: 80, 80, 75
     assert "<td>0-5</td><td>80</td>" in text and "<td>15-30</td><td>75</td>" in text
 

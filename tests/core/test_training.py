@@ -269,3 +269,41 @@ def test_out_of_fold_rows_list_each_observed_site_and_depth_once_with_folds_from
         (1, [9, "0-5", 0.0, 5.0, 3.0, 2.0, 1]),
         (1, [9, "5-15", 5.0, 15.0, 4.0, 5.0, 1]),
     ]
+
+
+def _noisy_sites(n: int, seed: int = 0) -> TrainingData:
+    """A linear signal in band a with N(0, 2²) noise per site and depth: a 90 % interval must be ±3.3 wide."""
+    data = _exponential_sites(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    covariate = data.patches[:, 0, 0, 0].astype(float)
+    targets = 20 + 10 * covariate[:, None] - 3 * np.arange(len(INTERVALS)) + rng.normal(0, 2, (n, len(INTERVALS)))
+    return dataclasses.replace(data, targets=np.where(np.isnan(data.targets), np.nan, targets))
+
+
+def test_forest_cross_validation_gives_out_of_fold_intervals_their_coverage_and_confidence_bounds():
+    data = _noisy_sites(240)
+    params = {"n_trees": 60, "min_samples_leaf": 5, "n_jobs": 1}
+    cv = train(data, "random_forest", params, validation="random", folds=4).validation
+    for fold, model in enumerate(cv.fold_models):  # each site's bounds come from the model that never saw it
+        test = cv.folds == fold
+        quantiles = model.predict_quantiles(data.patches[test], [0.05, 0.95])
+        np.testing.assert_allclose(cv.bounds[:, test], np.moveaxis(quantiles, -1, 0), rtol=1e-12)
+    for d, label in enumerate(data.interval_labels()):
+        row = next(r for r in cv.metrics if r["depth"] == label)
+        observed = ~np.isnan(data.targets[:, d])
+        inside = (cv.bounds[0, :, d] <= data.targets[:, d]) & (data.targets[:, d] <= cv.bounds[1, :, d])
+        assert row["picp"] == pytest.approx(inside[observed].mean())
+        assert 0.8 <= row["picp"] <= 0.98
+        assert row["pi_width"] == pytest.approx(2 * 1.645 * 2, rel=0.3)
+    for row in cv.metrics:
+        for name in ("rmse", "r2", "ccc", "me"):
+            assert row[f"{name}_lo"] < row[name] < row[f"{name}_hi"]
+
+
+def test_a_model_without_quantiles_has_no_interval_quality_but_confidence_bounds():
+    data = _noisy_sites(60)
+    cv = cross_validate(data, _FittedScaleMean, np.arange(60) % 3)
+    assert cv.bounds is None
+    overall = cv.metrics[-1]
+    assert np.isnan(overall["picp"]) and np.isnan(overall["pi_width"])
+    assert overall["rmse_lo"] < overall["rmse"] < overall["rmse_hi"]
