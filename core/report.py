@@ -16,7 +16,7 @@ import numpy as np
 from .depths import interval_label
 from .files import write_atomically
 from .metrics import BOOTSTRAP_RESAMPLES, CI_METRICS, CONFIDENCE, METRIC_NAMES
-from .registry import entry
+from .registry import entry, hyperparameters_of
 from .training import INTERVAL_LEVEL, TrainingData, TrainingResult
 
 #: (metric name, column heading), in `metrics.METRIC_NAMES` order
@@ -216,6 +216,15 @@ def _density_curve(ax, sample: np.ndarray, colour: str, label: str) -> None:
     ax.fill_between(grid, density, color=colour, alpha=0.15)
 
 
+def _settings_text(kind: str, params: dict[str, Any]) -> str:
+    """'Random forest: trees 60; …' with the dialog's labels, rather than a Python dict."""
+    labels = {setting.name: setting.label for setting in hyperparameters_of(kind)}
+    if not params:
+        return "the model's defaults"
+    return "; ".join(f"{labels.get(name, name)} {value:g}" if isinstance(value, float) else
+                     f"{labels.get(name, name)} {value}" for name, value in params.items())  # fmt: skip
+
+
 def training_report_html(
     bundle, data: TrainingData, result: TrainingResult, maps: dict[str, str] | None = None, unit: str = ""
 ) -> str:
@@ -236,7 +245,7 @@ def training_report_html(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in {
             "Model": entry(settings["kind"]).label,
-            "Model settings": settings["params"] or "defaults",
+            "Model settings": _settings_text(settings["kind"], settings["params"]),
             "Validation": settings["validation"]
             + (f", {settings['folds']} folds" if settings["folds"] else "")
             + (f", blocks of {settings['block_size']:.0f} map units" if settings.get("block_size") else ""),

@@ -54,6 +54,8 @@ def test_report_has_every_section_and_no_network_reference(tmp_path):
         assert section in text
     assert len(re.findall(r"data:image/png;base64,", text)) == 5  # distribution, scatter, residuals, profile, density
     assert not re.search(r"(src|href)=[\"']https?://", text)
+    # settings with the dialog's labels, not a Python dict
+    assert "<td>Model settings</td><td>Random forest: trees 30</td>" in text
     # the metrics table carries the same numbers as the validation result
     overall = next(r for r in result.validation.metrics if r["depth"] == "all")
     assert f"<td>{overall['rmse']:.3f}</td>" in text
