@@ -172,7 +172,7 @@ def predict_rasters(
     transform = stack.transform * Affine.translation(col_off, row_off)
     halo = int(predictor.patch_size) // 2
 
-    destinations = _Destinations(output_path, uncertainty_path, depth_folder, depth_file_names, band_labels)
+    destinations = RasterDestinations(output_path, uncertainty_path, depth_folder, depth_file_names, band_labels)
     budget = int(memory_mb * (1 << 20))
     cache_bytes = int(min(max(budget * GDAL_CACHE_SHARE, GDAL_CACHE_MIN), GDAL_CACHE_MAX))
     per_cell = _bytes_per_cell(predictor, stack.count, len(depth_indices), interval is not None)
@@ -563,8 +563,9 @@ def overview_factors(height: int, width: int) -> list[int]:
     return factors
 
 
-class _Destinations:
-    """Final and temporary paths of every output file; moves them into place or removes them."""
+class RasterDestinations:
+    """Final and temporary paths of every output raster; moves them into place or removes them. Shared by the
+    maps here and the stock maps of `core.stocks`."""
 
     def __init__(
         self,

@@ -52,7 +52,7 @@ from .predict import (
     GDAL_CACHE_SHARE,
     NODATA,
     ProgressCallback,
-    _Destinations,
+    RasterDestinations,
     _temporary_name,
     iter_blocks,
 )
@@ -439,11 +439,11 @@ def stock_rasters(
         raise ValueError(
             "Two outputs would be written to the same file; give stocks, uncertainty and summary their own."
         )
-    outputs = _Destinations(output_path, None, None, None, settings.band_labels())
+    outputs = RasterDestinations(output_path, None, None, None, settings.band_labels())
     spread = (
         None
         if uncertainty_path is None
-        else _Destinations(uncertainty_path, None, None, None, settings.quantile_labels())
+        else RasterDestinations(uncertainty_path, None, None, None, settings.quantile_labels())
     )
     summary_temporary = None
     if summary_path:
