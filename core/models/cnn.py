@@ -284,7 +284,7 @@ class _CNNBase(DepthModel):
                 depth_features(intervals),
                 self.device_,
                 self.augment,
-                (self.target_mean_, self.target_std_),
+                self.target_std_,
             )
             self._fit_networks(inputs, progress)
         return self
@@ -748,11 +748,12 @@ class _Inputs:
         depths: np.ndarray,
         device: torch.device,
         augment: bool,
-        scales: tuple[np.ndarray, np.ndarray],
+        target_std: np.ndarray,
     ):
         self.targets = targets
         self.device = device
-        self.mean, self.std = (torch.tensor(v, dtype=torch.float32, device=device) for v in scales)
+        #: each interval's standard deviation, to turn standardised errors into errors on the target's scale
+        self.std = torch.tensor(target_std, dtype=torch.float32, device=device)
         x = torch.from_numpy(encoded)
         variants = [x]
         if augment:
