@@ -196,6 +196,14 @@ def _write_zip(stream, metadata_text: str, arrays: dict[str, np.ndarray]) -> Non
         archive.writestr(_member_info(DIGEST), hashlib.sha256(manifest_bytes).hexdigest())
 
 
+_RETRAIN = "Use an intact copy, or train and save the model again."
+
+
+def _damaged(name: str) -> str:
+    """The start of every message about a file that was changed after saving."""
+    return f"'{name}' is damaged or was altered after saving"
+
+
 def _size(n_bytes: int) -> str:
     for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("kiB", 2**10)):
         if n_bytes >= factor:
@@ -206,8 +214,7 @@ def _size(n_bytes: int) -> str:
 def _check_member_sizes(archive: zipfile.ZipFile, name: str) -> None:
     """Refuses, from the zip's directory alone, members that appear twice or would decompress to more than a
     model holds; `archive.read` never returns more than the size checked here."""
-    damaged = f"'{name}' is damaged or was altered after saving"
-    retrain = "Use an intact copy, or train and save the model again."
+    damaged, retrain = _damaged(name), _RETRAIN
     members = archive.namelist()
     if len(members) != len(set(members)):
         raise ModelFileError(f"{damaged}: a member appears twice in the archive. {retrain}")
@@ -264,8 +271,7 @@ def _read_manifest(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
 
 
 def _check_digest(archive: zipfile.ZipFile, manifest_bytes: bytes, name: str) -> None:
-    damaged = f"'{name}' is damaged or was altered after saving"
-    retrain = "Use an intact copy, or train and save the model again."
+    damaged, retrain = _damaged(name), _RETRAIN
     try:
         recorded = archive.read(DIGEST)
     except KeyError:
@@ -278,8 +284,7 @@ def _check_digest(archive: zipfile.ZipFile, manifest_bytes: bytes, name: str) ->
 
 
 def _read_arrays(archive: zipfile.ZipFile, manifest: dict[str, Any], name: str) -> dict[str, np.ndarray]:
-    damaged = f"'{name}' is damaged or was altered after saving"
-    retrain = "Use an intact copy, or train and save the model again."
+    damaged, retrain = _damaged(name), _RETRAIN
     members = archive.namelist()
     entries = manifest["arrays"]
     expected = {MANIFEST, DIGEST} if manifest["format_version"] >= 2 else {MANIFEST}
