@@ -221,8 +221,10 @@ def _settings_text(kind: str, params: dict[str, Any]) -> str:
     labels = {setting.name: setting.label for setting in hyperparameters_of(kind)}
     if not params:
         return "the model's defaults"
-    return "; ".join(f"{labels.get(name, name)} {value:g}" if isinstance(value, float) else
-                     f"{labels.get(name, name)} {value}" for name, value in params.items())  # fmt: skip
+    return "; ".join(
+        f"{labels.get(name, name)} {format(value, 'g') if isinstance(value, float) else value}"
+        for name, value in params.items()
+    )
 
 
 def training_report_html(
