@@ -55,21 +55,9 @@ def edgeroi_training_data(patch_size: int) -> TrainingData:
     first_row = {profile: i for i, profile in reversed(list(enumerate(ids)))}
     rows_of = np.array([first_row[p] for p in result.profile_ids])
     x, y = numbers[rows_of, 3], numbers[rows_of, 4]
-    with CovariateStack([str(DATA / "covariates_250m.tif")], layer_names=["cov"]) as stack:
-        sample = stack.sample(x, y, patch_size)
-        band_names = stack.band_names
-    data, _ = training_data(
-        sample,
-        result.profile_ids,
-        x,
-        y,
-        result.values,
-        np.array(intervals_from_boundaries(STANDARD_DEPTHS)),
-        "ORCDRC",
-        band_names,
-        categorical=(band_names.index("cov_PMTGEO5"),),
-    )
-    return data
+    intervals = np.array(intervals_from_boundaries(STANDARD_DEPTHS))
+    raster = DATA / "covariates_250m.tif"
+    return _sampled(raster, ["PMTGEO5"], patch_size, result.profile_ids, x, y, result.values, intervals, "ORCDRC")
 
 
 def ebergotzen_training_data(patch_size: int) -> TrainingData:
@@ -86,20 +74,27 @@ def ebergotzen_training_data(patch_size: int) -> TrainingData:
         i = site_of[r["ID"]]
         x[i], y[i] = float(r["X"]), float(r["Y"])
         targets[i, depth_of[(float(r["top"]), float(r["bottom"]))]] = float(r["CLYMHT"]) if r["CLYMHT"] else np.nan
-    with CovariateStack([str(EBERGOTZEN / "covariates_100m.tif")], layer_names=["cov"]) as stack:
+    raster = EBERGOTZEN / "covariates_100m.tif"
+    return _sampled(raster, ["PRMGEO6", "LNCCOR6"], patch_size, site_ids, x, y, targets, intervals, "CLYMHT")
+
+
+def _sampled(
+    raster: Path,
+    categorical: list[str],
+    patch_size: int,
+    site_ids: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    targets: np.ndarray,
+    intervals: np.ndarray,
+    property_name: str,
+) -> TrainingData:
+    """The sites on the covariate stack `raster` (layer name "cov") with their patches, as train builds them."""
+    with CovariateStack([str(raster)], layer_names=["cov"]) as stack:
         sample = stack.sample(x, y, patch_size)
         band_names = stack.band_names
-    data, _ = training_data(
-        sample,
-        site_ids,
-        x,
-        y,
-        targets,
-        intervals,
-        "CLYMHT",
-        band_names,
-        categorical=(band_names.index("cov_PRMGEO6"), band_names.index("cov_LNCCOR6")),
-    )
+    codes = tuple(band_names.index(f"cov_{name}") for name in categorical)
+    data, _ = training_data(sample, site_ids, x, y, targets, intervals, property_name, band_names, categorical=codes)
     return data
 
 
