@@ -57,7 +57,11 @@ $(STAMPS)/pyspatialml-venv: requirements-pyspatialml.txt
 	.venv-pyspatialml/bin/python -m pip install -q -r requirements-pyspatialml.txt
 	@mkdir -p $(STAMPS) && touch $@
 
-bench: setup $(STAMPS)/bench-venv $(STAMPS)/pyspatialml-venv
+$(STAMPS)/bench-r: scripts/setup_system.sh
+	BENCH_APT_PACKAGES="r-cran-ranger r-cran-terra" bash scripts/setup_system.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+bench: setup $(STAMPS)/bench-venv $(STAMPS)/pyspatialml-venv $(STAMPS)/bench-r
 	PYSPATIALML_PYTHON=$(CURDIR)/.venv-pyspatialml/bin/python .venv-bench/bin/python -m bench
 
 # dist/soc_depth_mapper-<version>.zip for the QGIS plugin repository, then validated: file list, metadata, and

@@ -385,9 +385,8 @@ def _verdict(ok: bool, value: str = "") -> str:
     return f"{value} {'ok' if ok else 'MISSED'}".strip()
 
 
-def print_table(rows: list) -> None:
+def print_table(rows: list, header: tuple[str, ...] = ("measure", "value", "target", "result")) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
-    header = ("measure", "value", "target", "result")
     widths = [max(w, len(h)) for w, h in zip(widths, header)]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
