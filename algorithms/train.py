@@ -62,7 +62,8 @@ class TrainAlgorithm(CovariateAlgorithm):
     SHORT_DESCRIPTION = "Random forest or CNN of a soil property by depth, cross-validated over whole sites."
     TAGS = (
         "random forest", "quantile regression forest", "CNN", "convolutional neural network", "deep learning",
-        "transfer learning", "multi-task", "machine learning", "cross-validation", "spatial cross-validation",
+        "transfer learning", "multi-task", "ensemble", "stacking", "machine learning", "cross-validation",
+        "spatial cross-validation",
     )  # fmt: skip
     GROUP = "model"
     ICON = "train.svg"
@@ -76,7 +77,10 @@ class TrainAlgorithm(CovariateAlgorithm):
         "predictors, or one forest per depth); <i>CNN</i> on square covariate patches centred on each site, all "
         "depths pooled with depth as an input; <i>Transfer CNN</i> (Han et al. 2025, Frontiers in Environmental "
         "Science 13:1580085): pre-trained on all depths, then one copy per depth fine-tuned with the early "
-        "convolution layers frozen; <i>Multi-task CNN</i>: a shared trunk with one output head per depth.<br>"
+        "convolution layers frozen; <i>Multi-task CNN</i>: a shared trunk with one output head per depth; "
+        "<i>Ensemble</i>: the random forest and the transfer CNN averaged with weights per depth (non-negative, "
+        "summing to one) learnt from out-of-fold predictions of an inner 5-fold cross-validation over the "
+        "training sites, so each validation fold learns its own; it trains both models six times.<br>"
         "<b>Targets</b>: fields named PROPERTY_TOP_BOTTOM (e.g. ORCDRC_0_5), as written by 'Harmonise horizons "
         "to standard depths'. A site may miss some depths.<br>"
         "<b>Validation</b>: random or spatial-block k-fold; folds hold whole sites, so a site's depths are never "

@@ -228,6 +228,15 @@ _BUILT_IN_KINDS = (
         _CNN_SETTINGS,
         ("torch",),
     ),
+    ModelKind(
+        "ensemble",
+        "Ensemble",
+        "Ensemble (random forest + transfer CNN, weighted by stacking)",
+        _class_from("ensemble", "EnsembleDepthModel"),
+        CONFORMAL,
+        ("n_trees", "max_features", "min_samples_leaf", *_CNN_SETTINGS, "freeze_layers"),
+        ("torch",),
+    ),
 )
 
 #: settings by name and kinds by kind, in the order they were added (the dialog's order)

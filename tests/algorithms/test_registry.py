@@ -40,8 +40,8 @@ def test_a_registered_kind_is_a_model_option_and_trains_with_its_own_setting(
 
     train = QgsApplication.processingRegistry().createAlgorithmById("socdepth:train")
     options = train.parameterDefinition("MODEL").options()
-    assert options[:2] == ["Random forest", "CNN (depth as input)"] and len(options) == 5
-    assert options[4] == entry(toy_kind).option
+    assert options[:2] == ["Random forest", "CNN (depth as input)"] and len(options) == 6
+    assert options[5] == entry(toy_kind).option
     assert train.parameterDefinition("TOY_OFFSET").defaultValue() == 0.0
 
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
@@ -51,7 +51,7 @@ def test_a_registered_kind_is_a_model_option_and_trains_with_its_own_setting(
             "INPUT": harmonised,
             "TARGET_FIELDS": [f"ORCDRC_{d}" for d in GSM],
             "COVARIATES": [covariates],
-            "MODEL": 4,
+            "MODEL": 5,
             "TOY_OFFSET": 2.5,
             "VALIDATION": 1,
             "FOLDS": 3,
@@ -64,11 +64,11 @@ def test_a_registered_kind_is_a_model_option_and_trains_with_its_own_setting(
     np.testing.assert_allclose(bundle.predict_block(block, range(6))[:, 0, 0], site_means(harmonised) + 2.5, rtol=1e-5)
 
 
-def test_without_the_registration_the_train_dialog_has_the_four_built_in_kinds(qgis_processing):
+def test_without_the_registration_the_train_dialog_has_the_five_built_in_kinds(qgis_processing):
     from qgis.core import QgsApplication
 
     train = QgsApplication.processingRegistry().createAlgorithmById("socdepth:train")
-    assert len(train.parameterDefinition("MODEL").options()) == 4
+    assert len(train.parameterDefinition("MODEL").options()) == 5
     assert train.parameterDefinition("TOY_OFFSET") is None
     with pytest.raises(ValueError, match="Unknown model kind 'toy_mean'"):
         from soc_depth_mapper.core.registry import entry

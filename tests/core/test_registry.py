@@ -12,19 +12,22 @@ from soc_depth_mapper.core import registry
 from soc_depth_mapper.core.bundle import SocModel
 from soc_depth_mapper.core.training import TrainingData, train
 
+BUILT_IN = ("random_forest", "cnn", "transfer_cnn", "multitask_cnn", "ensemble")
+
 
 def test_built_in_kinds_keep_the_train_dialogs_option_numbers():
-    assert registry.kinds() == ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
+    assert registry.kinds() == BUILT_IN
     assert [registry.entry(k).label for k in registry.kinds()] == [
         "Random forest",
         "CNN",
         "Transfer CNN",
         "Multi-task CNN",
+        "Ensemble",
     ]
-    assert [registry.entry(k).intervals for k in registry.kinds()] == [registry.QUANTILE_FOREST] + 3 * [
+    assert [registry.entry(k).intervals for k in registry.kinds()] == [registry.QUANTILE_FOREST] + 4 * [
         registry.CONFORMAL
     ]
-    assert [registry.entry(k).requires for k in registry.kinds()] == [(), ("torch",), ("torch",), ("torch",)]
+    assert [registry.entry(k).requires for k in registry.kinds()] == [(), *4 * [("torch",)]]
 
 
 def test_each_kinds_settings_are_keywords_of_its_class():
@@ -80,7 +83,7 @@ def test_registering_a_kind_in_a_test_is_undone_afterwards(register_toy):
         register_toy(patch)
         assert registry.kinds()[-1] == "toy_mean"
         assert "TOY_OFFSET" in [h.parameter for h in registry.hyperparameters()]
-    assert registry.kinds() == ("random_forest", "cnn", "transfer_cnn", "multitask_cnn")
+    assert registry.kinds() == BUILT_IN
     assert "TOY_OFFSET" not in [h.parameter for h in registry.hyperparameters()]
 
 
