@@ -11,6 +11,7 @@ BENCHMARKS: list[str] = [
     "bench.accuracy",
     "bench.predict",
     "bench.ranger",
+    "bench.limits",
 ]
 
 
