@@ -33,14 +33,19 @@ ranked the bands). An honest figure needs an outer hold-out that the selection n
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import rasterio
+from rasterio.windows import Window
 
 from .models.base import DepthModel, check_progress
+from .rasters import CovariateStack
 from .registry import entry
 from .training import (
     Progress,
@@ -58,6 +63,11 @@ STEP = 10
 MAX_COVARIATES = 50
 #: shuffles per band and fold in the permutation importance
 PERMUTATION_REPEATS = 3
+#: side of the tiles of the selected stack, read and written one at a time (bounded memory for any raster)
+TILE = 256
+#: nodata of the selected stack: the lowest float32, which no covariate holds; not NaN, which the model file
+#: (JSON) cannot record
+STACK_NODATA = float(np.finfo(np.float32).min)
 
 LOW_CORRELATION = "|r| with the target below {limit:g}"
 CONSTANT = "constant at the sites"
@@ -361,3 +371,47 @@ def choose_subset(subsets: Sequence[SubsetScore], parsimonious: bool) -> int:
         return best
     limit = subsets[best].rmse + subsets[best].rmse_se
     return min((i for i, s in enumerate(subsets) if s.rmse <= limit), key=lambda i: subsets[i].size)
+
+
+def write_selected_bands(
+    stack: CovariateStack, bands: Sequence[int], path: str, progress: Progress | None = None
+) -> None:
+    """Writes bands `bands` of the stack to a float32 GeoTIFF (nodata `STACK_NODATA`) on the stack's grid, each band
+    described by its name in the stack, so that a CovariateStack over the file names its bands
+    `{layer}_{original band name}`. Written tile by tile under a temporary name in the destination folder and
+    moved into place only when complete: a failed or cancelled run leaves no file and an earlier one unchanged.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.partial.tif")
+    profile = {
+        "driver": "GTiff",
+        "width": stack.width,
+        "height": stack.height,
+        "count": len(bands),
+        "dtype": "float32",
+        "crs": stack.crs_wkt or None,
+        "transform": stack.transform,
+        "nodata": STACK_NODATA,
+        "tiled": True,
+        "blockxsize": TILE,
+        "blockysize": TILE,
+        "compress": "deflate",
+        "predictor": 3,
+        "bigtiff": "IF_SAFER",
+    }
+    tiles = [(row, col) for row in range(0, stack.height, TILE) for col in range(0, stack.width, TILE)]
+    try:
+        with rasterio.open(temporary, "w", **profile) as dataset:
+            for band, index in enumerate(bands, start=1):
+                dataset.set_band_description(band, stack.band_names[index])
+            for n, (row, col) in enumerate(tiles):
+                check_progress(progress, n / len(tiles), f"writing the selected bands: tile {n + 1}/{len(tiles)}")
+                height, width = min(TILE, stack.height - row), min(TILE, stack.width - col)
+                block = stack.read_block(row, col, height, width)[list(bands)]
+                block[np.isnan(block)] = STACK_NODATA
+                dataset.write(block, window=Window(col, row, width, height))
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

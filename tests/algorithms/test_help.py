@@ -87,7 +87,7 @@ def by_name(qgis_processing):
     return {algorithm.name(): algorithm for algorithm in algorithms()}
 
 
-ALGORITHM_NAMES = ["harmonise", "sample", "train", "predict", "stocks", "horizons_to_soc_maps"]
+ALGORITHM_NAMES = ["harmonise", "sample", "select_covariates", "train", "predict", "stocks", "horizons_to_soc_maps"]
 
 
 def test_the_provider_lists_the_four_algorithms_and_the_model(by_name):
