@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 
-from soc_depth_mapper.core.models.base import DepthModel
+from soc_depth_mapper.core.models.base import Cancelled, DepthModel
+from soc_depth_mapper.core.rasters import CovariateStack
 from soc_depth_mapper.core.selection import (
     SubsetScore,
     band_relevance,
@@ -15,6 +18,7 @@ from soc_depth_mapper.core.selection import (
     select_covariates,
     subset_data,
     subset_sizes,
+    write_selected_bands,
 )
 from soc_depth_mapper.core.training import TrainingData, train
 
@@ -257,3 +261,48 @@ def test_the_input_data_is_not_modified():
     select_covariates(data, "random_forest", FOREST, validation="spatial", folds=3, step=2)
     assert np.array_equal(data.patches, before[0]) and np.array_equal(data.targets, before[1])
     assert (data.band_names, data.categorical) == (before[2], before[3])
+
+
+def _raster(path, data: np.ndarray, descriptions: tuple[str, ...], nodata: float = -9999.0) -> str:
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": "float32", "crs": "EPSG:28355", "transform": Affine(30, 0, 700_000, 0, -30, 6_600_000),
+               "nodata": nodata}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dataset:
+        dataset.write(data.astype(np.float32))
+        for band, text in enumerate(descriptions, start=1):
+            dataset.set_band_description(band, text)
+    return str(path)
+
+
+def test_the_selected_stack_keeps_values_nodata_and_band_names_over_several_tiles(tmp_path):
+    rng = np.random.default_rng(5)
+    terrain = rng.normal(100, 20, (2, 300, 270))
+    terrain[0, 10, 20] = -9999.0
+    climate = rng.normal(5, 1, (1, 300, 270))
+    paths = [_raster(tmp_path / "terrain.tif", terrain, ("dem", "twi")), _raster(tmp_path / "climate.tif", climate, ())]
+    out = tmp_path / "chosen.tif"
+    with CovariateStack(paths) as stack:
+        write_selected_bands(stack, [0, 2], str(out))
+    with CovariateStack([str(out)]) as chosen:
+        assert chosen.band_names == ["chosen_terrain_dem", "chosen_climate_1"]
+        block = chosen.read_block(0, 0, 300, 270)
+    assert np.isnan(block[0, 10, 20]) and np.isnan(block).sum() == 1
+    expected = np.stack([terrain[0], climate[0]]).astype(np.float32)
+    assert np.array_equal(block[~np.isnan(block)], expected[~np.isnan(block)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chosen.tif", "climate.tif", "terrain.tif"]
+
+
+def test_a_cancelled_write_leaves_no_file_and_an_earlier_one_unchanged(tmp_path):
+    path = _raster(tmp_path / "cov.tif", np.ones((1, 600, 600)), ("a",))
+    out = tmp_path / "chosen.tif"
+    out.write_bytes(b"an earlier file")
+    calls = []
+
+    def cancel_at_the_third_tile(fraction: float, message: str) -> bool:
+        calls.append(message)
+        return len(calls) < 3
+
+    with CovariateStack([path]) as stack, pytest.raises(Cancelled):
+        write_selected_bands(stack, [0], str(out), cancel_at_the_third_tile)
+    assert out.read_bytes() == b"an earlier file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chosen.tif", "cov.tif"]
