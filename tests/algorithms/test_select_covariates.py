@@ -189,3 +189,53 @@ def test_bad_settings_stop_before_anything_is_written(
     with pytest.raises(QgsProcessingException, match=message):
         qgis_processing.run("socdepth:select_covariates", params)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_in_a_model_builder_chain_the_selection_feeds_train(qgis_processing, harmonised, tmp_path):
+    """select_covariates → train as a Processing model: train takes the selected stack and its categorical band
+    names from the selection's outputs."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+    )
+
+    from soc_depth_mapper.core.bundle import SocModel
+
+    def child(algorithm: str, sources: dict) -> QgsProcessingModelChildAlgorithm:
+        step = QgsProcessingModelChildAlgorithm(f"socdepth:{algorithm}")
+        step.setChildId(algorithm)
+        for name, source in sources.items():
+            if not isinstance(source, QgsProcessingModelChildParameterSource):
+                source = QgsProcessingModelChildParameterSource.fromStaticValue(source)
+            step.addParameterSources(name, [source])
+        return step
+
+    shared = {"INPUT": harmonised, "TARGET_FIELDS": [f"ORCDRC_{d}" for d in GSM], "MODEL": 0, "VALIDATION": 1,
+              "FOLDS": 3, "N_TREES": 20}  # fmt: skip
+    select = child(
+        "select_covariates",
+        {**shared, "COVARIATES": [str(DATA / "covariates_250m.tif")], "CATEGORICAL": "covariates_250m_PMTGEO5",
+         "MIN_CORRELATION": 0.1, "STEP": 3},
+    )  # fmt: skip
+    from_selection = QgsProcessingModelChildParameterSource.fromChildOutput
+    train = child(
+        "train",
+        {**shared, "COVARIATES": from_selection("select_covariates", "OUTPUT_COVARIATES"),
+         "CATEGORICAL": from_selection("select_covariates", "OUTPUT_CATEGORICAL")},
+    )  # fmt: skip
+    output = QgsProcessingModelOutput("model_file", "Model file")
+    output.setChildId("train")
+    output.setChildOutputName("OUTPUT_MODEL")
+    train.setModelOutputs({"model_file": output})
+    model = QgsProcessingModelAlgorithm("select then train", "tests")
+    model.addChildAlgorithm(select)
+    model.addChildAlgorithm(train)
+    result = qgis_processing.run(model, {"train:model_file": str(tmp_path / "chained.socmodel")})
+    bands = SocModel.load(result["train:model_file"]).card.bands
+    # MIN_CORRELATION 0.1 drops EV1MOD5 (mean |r| 0.05 on Edgeroi); what is left is ranked and scored
+    assert bands.names and all(name.startswith("OUTPUT_COVARIATES_covariates_250m_") for name in bands.names)
+    assert "OUTPUT_COVARIATES_covariates_250m_EV1MOD5" not in bands.names
+    # geology ranks among the first three on Edgeroi; train got its name from OUTPUT_CATEGORICAL
+    assert [bands.names[i] for i in bands.categorical] == ["OUTPUT_COVARIATES_covariates_250m_PMTGEO5"]
