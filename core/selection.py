@@ -48,6 +48,7 @@ from .models.base import DepthModel, check_progress
 from .rasters import CovariateStack
 from .registry import entry
 from .training import (
+    CrossValidation,
     Progress,
     TrainingData,
     _scaled,
@@ -155,11 +156,7 @@ def select_covariates(
         return cls(**params, random_state=random_state)
 
     bands = band_relevance(data)
-    for band in bands:
-        if not band.categorical and band.relevance < min_correlation:
-            band.dropped = (
-                CONSTANT if np.isnan(band.correlations).all() else LOW_CORRELATION.format(limit=min_correlation)
-            )
+    drop_irrelevant(bands, min_correlation)
     drop_redundant(data, bands, max_correlation)
     candidates = [i for i, band in enumerate(bands) if not band.dropped]
     if not candidates:
@@ -171,13 +168,19 @@ def select_covariates(
     sizes = subset_sizes(len(candidates), step, max_covariates)
     share = 1.0 / (len(sizes) + 1)  # the ranking, then each subset not already scored by it
 
-    def scored(indices: list[int], start: float, label: str) -> tuple[SubsetScore, Any]:
+    def scored(indices: list[int], start: float, label: str) -> tuple[SubsetScore, CrossValidation]:
         started = time.perf_counter()
         subset = subset_data(data, indices)
         cv = cross_validate(
-            subset, make_model, fold_ids, transform, entry(kind).label, _scaled(progress, start, share, label),
-            used_block, validation,
-        )  # fmt: skip
+            subset,
+            make_model,
+            fold_ids,
+            transform=transform,
+            model_name=entry(kind).label,
+            progress=_scaled(progress, start, share, label),
+            block_size=used_block,
+            scheme=validation,
+        )
         return subset_score(subset, cv.predictions, fold_ids, cv.metrics, time.perf_counter() - started), cv
 
     all_candidates, cv = scored(candidates, 0.0, "ranking: ")
@@ -185,14 +188,7 @@ def select_covariates(
     importance = permutation_importance(
         subset_data(data, candidates), cv.fold_models, fold_ids, transform, repeats, random_state
     )
-    order = sorted(
-        range(len(candidates)),
-        key=lambda j: (-importance[j], -np.nan_to_num(bands[candidates[j]].relevance, nan=-1.0), candidates[j]),
-    )
-    ranked = [candidates[j] for j in order]
-    for rank, j in enumerate(order, start=1):
-        bands[candidates[j]].rank = rank
-        bands[candidates[j]].importance = float(importance[j])
+    ranked = rank_bands(bands, candidates, importance)
     for i in ranked[max_covariates:]:
         bands[i].dropped = BEYOND_MAX.format(limit=max_covariates)
 
@@ -276,6 +272,14 @@ def band_relevance(data: TrainingData) -> list[BandOutcome]:
     return outcomes
 
 
+def drop_irrelevant(bands: list[BandOutcome], min_correlation: float) -> None:
+    """Step 1: marks as dropped each numeric band whose relevance is below `min_correlation`."""
+    for band in bands:
+        if not band.categorical and band.relevance < min_correlation:
+            constant = np.isnan(band.correlations).all()
+            band.dropped = CONSTANT if constant else LOW_CORRELATION.format(limit=min_correlation)
+
+
 def drop_redundant(data: TrainingData, bands: list[BandOutcome], max_correlation: float) -> None:
     """Step 2: marks as dropped each numeric band too correlated with a more relevant band that is kept."""
     values = centre_cells(data.patches)
@@ -289,6 +293,19 @@ def drop_redundant(data: TrainingData, bands: list[BandOutcome], max_correlation
                 break
         else:
             kept.append(i)
+
+
+def rank_bands(bands: list[BandOutcome], candidates: list[int], importance: np.ndarray) -> list[int]:
+    """Step 3: the candidates (band indices) by decreasing importance, which is recorded with the rank; ties go
+    to the more relevant band (numeric before categorical), then to the earlier one."""
+    order = sorted(
+        range(len(candidates)),
+        key=lambda j: (-importance[j], -np.nan_to_num(bands[candidates[j]].relevance, nan=-1.0), candidates[j]),
+    )
+    for rank, j in enumerate(order, start=1):
+        bands[candidates[j]].rank = rank
+        bands[candidates[j]].importance = float(importance[j])
+    return [candidates[j] for j in order]
 
 
 def subset_sizes(n_ranked: int, step: int, max_covariates: int) -> list[int]:

@@ -306,3 +306,15 @@ def test_a_cancelled_write_leaves_no_file_and_an_earlier_one_unchanged(tmp_path)
         write_selected_bands(stack, [0], str(out), cancel_at_the_third_tile)
     assert out.read_bytes() == b"an earlier file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chosen.tif", "cov.tif"]
+
+
+def test_any_registered_kind_scores_and_with_equal_scores_the_most_relevant_band_alone_wins(toy_kind):
+    """The toy kind (the registry alone knows it) ignores the covariates: every importance is 0, so the bands
+    rank by relevance, every subset scores the same, and of equals the smallest is chosen."""
+    selection = select_covariates(synthetic_stack(n=60), toy_kind, {}, validation="random", folds=3, step=1)
+    assert all(band.importance == 0 for band in selection.bands if band.rank is not None)
+    ranked = sorted((b for b in selection.bands if b.rank is not None), key=lambda b: b.rank)
+    numeric = [b.relevance for b in ranked if not b.categorical]
+    assert numeric == sorted(numeric, reverse=True) and ranked[-1].categorical
+    assert len({s.rmse for s in selection.subsets}) == 1
+    assert selection.chosen == 0 and [selection.bands[i].name for i in selection.selected] == ["informative_1"]
