@@ -168,7 +168,7 @@ def select_covariates(
     sizes = subset_sizes(len(candidates), step, max_covariates)
     share = 1.0 / (len(sizes) + 1)  # the ranking, then each subset not already scored by it
 
-    def scored(indices: list[int], start: float, label: str) -> tuple[SubsetScore, CrossValidation]:
+    def scored(indices: list[int], start: float, span: float, label: str) -> tuple[SubsetScore, CrossValidation]:
         started = time.perf_counter()
         subset = subset_data(data, indices)
         cv = cross_validate(
@@ -177,17 +177,17 @@ def select_covariates(
             fold_ids,
             transform=transform,
             model_name=entry(kind).label,
-            progress=_scaled(progress, start, share, label),
+            progress=_scaled(progress, start, span, label),
             block_size=used_block,
             scheme=validation,
         )
         return subset_score(subset, cv.predictions, fold_ids, cv.metrics, time.perf_counter() - started), cv
 
-    all_candidates, cv = scored(candidates, 0.0, "ranking: ")
-    check_progress(progress, share * 0.9, "ranking: permutation importance")
+    all_candidates, cv = scored(candidates, 0.0, 0.9 * share, "ranking: ")
     importance = permutation_importance(
-        subset_data(data, candidates), cv.fold_models, fold_ids, transform, repeats, random_state
-    )
+        subset_data(data, candidates), cv.fold_models, fold_ids, transform, repeats, random_state,
+        _scaled(progress, share * 0.9, share * 0.1, "ranking: "),
+    )  # fmt: skip
     ranked = rank_bands(bands, candidates, importance)
     for i in ranked[max_covariates:]:
         bands[i].dropped = BEYOND_MAX.format(limit=max_covariates)
@@ -198,7 +198,7 @@ def select_covariates(
         if indices == candidates:
             score = all_candidates
         else:
-            score, _ = scored(indices, n * share, f"subset of {size} bands: ")
+            score, _ = scored(indices, n * share, share, f"subset of {size} bands: ")
         score.bands = [bands[i].name for i in ranked[:size]]
         subsets.append(score)
     chosen = choose_subset(subsets, parsimonious)
@@ -357,6 +357,7 @@ def permutation_importance(
     transform: str,
     repeats: int,
     random_state: int,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """(B,) rise of the out-of-fold RMSE (all depths, the target's units) when each band is shuffled among the
     test sites of every fold, the mean over `repeats` shuffles; `fold_models` in `np.unique(folds)` order."""
@@ -366,7 +367,9 @@ def permutation_importance(
     observed = ~np.isnan(data.targets)
     squared = np.zeros((n_bands, repeats))
     baseline = 0.0
-    for fold, model in zip(np.unique(folds), fold_models):
+    fold_ids = np.unique(folds)
+    for i, (fold, model) in enumerate(zip(fold_ids, fold_models)):
+        check_progress(progress, i / len(fold_ids), f"permutation importance, fold {i + 1}/{len(fold_ids)}")
         test = np.flatnonzero(folds == fold)
         patches, targets, seen = data.patches[test], data.targets[test], observed[test]
         predicted = to_property_scale(model.predict(patches), transform, floor)

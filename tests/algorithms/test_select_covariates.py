@@ -239,3 +239,19 @@ def test_in_a_model_builder_chain_the_selection_feeds_train(qgis_processing, har
     assert "OUTPUT_COVARIATES_covariates_250m_EV1MOD5" not in bands.names
     # geology ranks among the first three on Edgeroi; train got its name from OUTPUT_CATEGORICAL
     assert [bands.names[i] for i in bands.categorical] == ["OUTPUT_COVARIATES_covariates_250m_PMTGEO5"]
+
+
+def test_a_run_cancelled_while_scoring_subsets_writes_nothing(qgis_processing, harmonised, covariates, tmp_path):
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    class CancelAtTheFirstSubset(QgsProcessingFeedback):
+        def setProgressText(self, text):  # noqa: N802 - QGIS API
+            if "subset of" in text:
+                self.cancel()
+            super().setProgressText(text)
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    params = selection_params(harmonised, covariates, tmp_path, OUTPUT_TABLE=str(tmp_path / "bands.csv"))
+    qgis_processing.run("socdepth:select_covariates", params, context=context, feedback=CancelAtTheFirstSubset())
+    assert list(tmp_path.iterdir()) == []
