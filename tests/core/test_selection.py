@@ -20,6 +20,7 @@ from soc_depth_mapper.core.selection import (
     subset_sizes,
     write_selected_bands,
 )
+from soc_depth_mapper.core.selection_report import write_selection_report
 from soc_depth_mapper.core.training import TrainingData, train
 
 INTERVALS = np.array([[0.0, 10.0], [10.0, 30.0], [30.0, 60.0]])
@@ -318,3 +319,13 @@ def test_any_registered_kind_scores_and_with_equal_scores_the_most_relevant_band
     assert numeric == sorted(numeric, reverse=True) and ranked[-1].categorical
     assert len({s.rmse for s in selection.subsets}) == 1
     assert selection.chosen == 0 and [selection.bands[i].name for i in selection.selected] == ["informative_1"]
+
+
+def test_the_report_page_has_the_plot_every_subset_and_every_band(selection, tmp_path):
+    path = tmp_path / "selection.html"
+    write_selection_report(str(path), selection, "SOC", "g/kg")
+    page = path.read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 1 and "http" not in page
+    assert all(name in page for name in NAMES) and "optimistic" in page
+    assert page.count("<td>4 ✔</td>") == 1  # the chosen subset of four bands, marked once
+    assert "redundant with informative_1" in page
