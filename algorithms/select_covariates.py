@@ -257,6 +257,10 @@ class SelectCovariatesAlgorithm(TrainAlgorithm):
         with open_stack(*self.covariates(parameters, context)) as stack:
             write_selected_bands(stack, selection.selected, stack_path, progress_callback(feedback, 90, 8))
         layer = os.path.splitext(os.path.basename(stack_path))[0]
+        # loaded into the project under the file's name, the one train prefixes the band names with when it is
+        # given the file and the one OUTPUT_CATEGORICAL assumes (not the output's title)
+        if context.willLoadLayerOnCompletion(stack_path):
+            context.layerToLoadOnCompletionDetails(stack_path).name = layer
         categorical = [band.name for band in selection.bands if band.selected and band.categorical]
         outputs = {
             self.OUTPUT_COVARIATES: stack_path,

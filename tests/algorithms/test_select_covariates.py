@@ -255,3 +255,23 @@ def test_a_run_cancelled_while_scoring_subsets_writes_nothing(qgis_processing, h
     params = selection_params(harmonised, covariates, tmp_path, OUTPUT_TABLE=str(tmp_path / "bands.csv"))
     qgis_processing.run("socdepth:select_covariates", params, context=context, feedback=CancelAtTheFirstSubset())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_stack_loaded_into_the_project_is_named_as_its_categorical_output_assumes(
+    qgis_processing, harmonised, covariates, tmp_path
+):
+    """A stack opened in QGIS names its bands after the layer: the layer must carry the file's name, which
+    OUTPUT_CATEGORICAL's band names start with."""
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    params = selection_params(harmonised, covariates, tmp_path, OUTPUT_COVARIATES=str(tmp_path / "chosen.tif"))
+    context.addLayerToLoadOnCompletion(
+        params["OUTPUT_COVARIATES"], QgsProcessingContext.LayerDetails("Selected covariates", QgsProject.instance())
+    )
+    result = qgis_processing.run(
+        "socdepth:select_covariates", params, context=context, feedback=QgsProcessingFeedback()
+    )
+    assert context.layerToLoadOnCompletionDetails(result["OUTPUT_COVARIATES"]).name == "chosen"
+    assert result["OUTPUT_CATEGORICAL"] in ("", "chosen_cov_PMTGEO5")
