@@ -12,6 +12,7 @@ from .base import ICONS
 from .harmonise import HarmoniseAlgorithm
 from .predict import PredictAlgorithm
 from .sample import SampleAlgorithm
+from .select_covariates import SelectCovariatesAlgorithm
 from .stocks import StocksAlgorithm
 from .train import TrainAlgorithm
 
@@ -98,7 +99,10 @@ class SocDepthProvider(QgsProcessingProvider):
             self.refreshAlgorithms()
 
     def loadAlgorithms(self):  # noqa: N802
-        algorithms = (HarmoniseAlgorithm(), SampleAlgorithm(), TrainAlgorithm(), PredictAlgorithm(), StocksAlgorithm())
+        algorithms = (
+            HarmoniseAlgorithm(), SampleAlgorithm(), SelectCovariatesAlgorithm(), TrainAlgorithm(), PredictAlgorithm(),
+            StocksAlgorithm(),
+        )  # fmt: skip
         for algorithm in algorithms:
             self.addAlgorithm(algorithm)
         if QgsApplication.processingRegistry().providerById(self.id()) is not None:

@@ -231,17 +231,11 @@ class TrainAlgorithm(CovariateAlgorithm):
 
     # -----------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        import numpy as np
-
         from ..core.dependencies import install_hint, missing_modules
         from ..core.models.base import Cancelled
-        from ..core.sites import categorical_bands, target_intervals, training_data
         from ..core.training import TRANSFORMS, VALIDATIONS, train
 
         self.check_destinations(parameters, context)
-        source = self.parameterAsSource(parameters, self.INPUT, context)
-        if source is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
         kind = registry.kinds()[self.parameterAsEnum(parameters, self.MODEL, context)]
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         # Checked before training, which can take hours, not when the model or report is written.
@@ -252,12 +246,6 @@ class TrainAlgorithm(CovariateAlgorithm):
             if "matplotlib" in missing:
                 message += self.tr("\nOr leave 'Report' empty to train without the HTML report.")
             raise QgsProcessingException(message)
-        try:
-            prop, target_fields, intervals = target_intervals(
-                self.parameterAsFields(parameters, self.TARGET_FIELDS, context)
-            )
-        except ValueError as error:
-            raise QgsProcessingException(str(error)) from error
         group_field = self.parameterAsString(parameters, self.GROUP_FIELD, context) or None
         validation = VALIDATIONS[self.parameterAsEnum(parameters, self.VALIDATION, context)]
         folds = self.parameterAsInt(parameters, self.FOLDS, context)
@@ -267,54 +255,10 @@ class TrainAlgorithm(CovariateAlgorithm):
         params = self._model_params(kind, parameters, context)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
 
-        sampled = sample_points(
-            source,
-            *self.covariates(parameters, context),
-            params.get("patch_size", 1),
-            context,
-            feedback,
-            self.tr("Reading sites"),
-            fields=target_fields + ([group_field] if group_field else []),
-            progress_span=2,
-        )
-        if sampled is None:
+        read = self._training_data(parameters, context, feedback, params.get("patch_size", 1), group_field)
+        if read is None:
             return {}
-        points = sampled.points
-        try:
-            categorical = categorical_bands(
-                self.parameterAsString(parameters, self.CATEGORICAL, context), sampled.band_names, sampled.layer_names
-            )
-        except ValueError as error:
-            raise QgsProcessingException(str(error)) from error
-        data, skipped_sites = training_data(
-            sampled.sample,
-            points.feature_ids,
-            points.x,
-            points.y,
-            self._targets(points, target_fields, feedback),
-            intervals,
-            prop,
-            sampled.band_names,
-            categorical,
-            groups=[a[-1] for a in points.attributes] if group_field else None,
-        )
-        report_infinite(feedback, sampled.band_names, sampled.sample.infinite.sum(axis=0), self.tr("sites"))
-        report_skipped(feedback, points.skipped + skipped_sites, self.tr("site"))
-        if not len(data.site_ids):
-            raise QgsProcessingException(
-                self.tr(
-                    "No site can be used for training: {} sites were read and all were skipped (see the log). "
-                    "Check that the points lie on the covariate rasters and that the target fields hold numbers."
-                ).format(len(points.feature_ids))
-            )
-        counts = np.sum(~np.isnan(data.targets), axis=0)
-        feedback.pushInfo(
-            self.tr("Training on {} sites; observations per depth: {}").format(
-                len(data.site_ids),
-                ", ".join(f"{f} {c}" for f, c in zip(target_fields, counts)),
-            )
-        )
-
+        data, sampled = read
         try:
             result = train(
                 data,
@@ -378,6 +322,73 @@ class TrainAlgorithm(CovariateAlgorithm):
         if unreadable:
             feedback.pushWarning(self.tr("{} target values were not numbers and count as missing.").format(unreadable))
         return targets
+
+    def _training_data(self, parameters, context, feedback, patch_size: int, group_field: str | None = None):
+        """(TrainingData, SampledPoints) from the INPUT, TARGET_FIELDS, COVARIATES and CATEGORICAL parameters,
+        with the skipped sites reported; None when the user cancels. Shared with select_covariates, which must
+        see the sites exactly as train does."""
+        import numpy as np
+
+        from ..core.sites import categorical_bands, target_intervals, training_data
+
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        try:
+            prop, target_fields, intervals = target_intervals(
+                self.parameterAsFields(parameters, self.TARGET_FIELDS, context)
+            )
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
+
+        sampled = sample_points(
+            source,
+            *self.covariates(parameters, context),
+            patch_size,
+            context,
+            feedback,
+            self.tr("Reading sites"),
+            fields=target_fields + ([group_field] if group_field else []),
+            progress_span=2,
+        )
+        if sampled is None:
+            return None
+        points = sampled.points
+        try:
+            categorical = categorical_bands(
+                self.parameterAsString(parameters, self.CATEGORICAL, context), sampled.band_names, sampled.layer_names
+            )
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
+        data, skipped_sites = training_data(
+            sampled.sample,
+            points.feature_ids,
+            points.x,
+            points.y,
+            self._targets(points, target_fields, feedback),
+            intervals,
+            prop,
+            sampled.band_names,
+            categorical,
+            groups=[a[-1] for a in points.attributes] if group_field else None,
+        )
+        report_infinite(feedback, sampled.band_names, sampled.sample.infinite.sum(axis=0), self.tr("sites"))
+        report_skipped(feedback, points.skipped + skipped_sites, self.tr("site"))
+        if not len(data.site_ids):
+            raise QgsProcessingException(
+                self.tr(
+                    "No site can be used for training: {} sites were read and all were skipped (see the log). "
+                    "Check that the points lie on the covariate rasters and that the target fields hold numbers."
+                ).format(len(points.feature_ids))
+            )
+        counts = np.sum(~np.isnan(data.targets), axis=0)
+        feedback.pushInfo(
+            self.tr("Training on {} sites; observations per depth: {}").format(
+                len(data.site_ids),
+                ", ".join(f"{f} {c}" for f, c in zip(target_fields, counts)),
+            )
+        )
+        return data, sampled
 
     def _write_outputs(self, parameters, context, feedback, data, result, sampled, model_path, report_path):
         from ..core.bundle import SocModel

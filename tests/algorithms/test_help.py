@@ -87,7 +87,7 @@ def by_name(qgis_processing):
     return {algorithm.name(): algorithm for algorithm in algorithms()}
 
 
-ALGORITHM_NAMES = ["harmonise", "sample", "train", "predict", "stocks", "horizons_to_soc_maps"]
+ALGORITHM_NAMES = ["harmonise", "sample", "select_covariates", "train", "predict", "stocks", "horizons_to_soc_maps"]
 
 
 def test_the_provider_lists_the_four_algorithms_and_the_model(by_name):
@@ -168,12 +168,13 @@ def test_the_model_offers_the_same_defaults_as_its_steps(by_name):
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("soil", {"harmonise", "sample", "train", "predict", "stocks"}),
-        ("carbon", {"harmonise", "sample", "train", "predict", "stocks"}),
+        ("soil", {"harmonise", "sample", "select_covariates", "train", "predict", "stocks"}),
+        ("carbon", {"harmonise", "sample", "select_covariates", "train", "predict", "stocks"}),
         ("bulk density", {"stocks"}),
         ("spline", {"harmonise"}),
         ("random forest", {"train", "predict"}),
         ("cnn", {"train", "predict"}),
+        ("feature selection", {"select_covariates"}),
     ],
 )
 def test_toolbox_search_words_find_the_algorithms(by_name, query, expected):
@@ -184,5 +185,5 @@ def test_toolbox_search_words_find_the_algorithms(by_name, query, expected):
         return any(query.lower() in text.lower() for text in texts)
 
     assert {name for name, algorithm in by_name.items() if name in expected and found(algorithm)} == expected
-    for name in ("harmonise", "sample", "train", "predict", "stocks"):
+    for name in ("harmonise", "sample", "select_covariates", "train", "predict", "stocks"):
         assert len(by_name[name].shortDescription()) > 30, name

@@ -164,6 +164,7 @@ def test_expected_algorithms_are_read_from_the_sources(packager):
     assert packager.expected_algorithm_ids(REPO) == {
         "socdepth:harmonise",
         "socdepth:sample",
+        "socdepth:select_covariates",
         "socdepth:train",
         "socdepth:predict",
         "socdepth:stocks",
