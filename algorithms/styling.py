@@ -175,3 +175,61 @@ def pseudocolour_renderer(provider, low: float, high: float):
     renderer.setClassificationMin(low)
     renderer.setClassificationMax(high)
     return renderer
+
+
+class ResidualStyler(QgsProcessingLayerPostProcessorInterface):
+    """Colours the out-of-fold points by residual (predicted − observed) on a diverging ramp symmetric about 0,
+    with a rule per depth of which only the first is shown: a site has a point per depth, all at one place, and
+    six stacked points would hide all but the top one. The user ticks another depth in the legend. The outer
+    classes are open-ended, so a `typical_residual` below the largest leaves no point out."""
+
+    pending: ClassVar[list[ResidualStyler]] = []
+
+    def __init__(self, depths: list[str], typical_residual: float, classes: int = 6):
+        super().__init__()
+        self.depths = depths
+        self.typical_residual = typical_residual or 1.0  # all residuals 0: any symmetric range shows them
+        self.classes = classes
+        ResidualStyler.pending.append(self)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        layer.setRenderer(self.renderer())
+        layer.triggerRepaint()
+        if self in ResidualStyler.pending:
+            ResidualStyler.pending.remove(self)
+
+    def classes_of(self) -> list[tuple[str, str]]:
+        """(filter expression, legend label) of each residual class, from the most under- to the most
+        over-predicted."""
+        spread, count = self.typical_residual, self.classes
+        edges = [-spread + 2 * spread * i / count for i in range(count + 1)]
+        decimals = legend_decimals(-spread, spread)
+        residual = '"predicted" - "observed"'
+        classes = []
+        for i in range(count):
+            low, high = f"{edges[i]:+.{decimals}f}", f"{edges[i + 1]:+.{decimals}f}"
+            if i == 0:
+                classes.append((f"{residual} < {edges[1]!r}", f"below {high} {UNIT}"))
+            elif i == count - 1:
+                classes.append((f"{residual} >= {edges[i]!r}", f"{low} {UNIT} or more"))
+            else:
+                between = f"{residual} >= {edges[i]!r} AND {residual} < {edges[i + 1]!r}"
+                classes.append((between, f"{low} to {high} {UNIT}"))
+        return classes
+
+    def renderer(self):
+        from qgis.core import QgsExpression, QgsRuleBasedRenderer, QgsStyle, QgsSymbol, QgsWkbTypes
+
+        ramp = QgsStyle.defaultStyle().colorRamp(RESIDUAL_RAMP)  # red at 0, blue at 1
+        root = QgsRuleBasedRenderer.Rule(None)
+        for number, depth in enumerate(self.depths):
+            depth_rule = QgsRuleBasedRenderer.Rule(None, filterExp=f'"depth" = {QgsExpression.quotedValue(depth)}')
+            depth_rule.setLabel(f"{depth.replace('-', '–')} cm")  # as the depth maps are named
+            depth_rule.setActive(number == 0)
+            for i, (expression, label) in enumerate(self.classes_of()):
+                symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PointGeometry)
+                symbol.setColor(ramp.color(1 - (i + 0.5) / self.classes))  # over-predicted red, under blue
+                symbol.setSize(2.6)
+                depth_rule.appendChild(QgsRuleBasedRenderer.Rule(symbol, filterExp=expression, label=label))
+            root.appendChild(depth_rule)
+        return QgsRuleBasedRenderer(root)

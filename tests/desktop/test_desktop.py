@@ -117,3 +117,16 @@ def test_screenshot_of_the_canvas_shows_the_map_in_its_ramp(desktop_session):
     sample = shown[:: max(len(shown) // 3000, 1)]
     distance = np.sqrt(((sample[:, None, :] - ramp[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
     assert np.quantile(distance, 0.99) < 12
+
+
+def test_out_of_fold_points_load_coloured_by_residual_one_depth_shown(desktop_session):
+    (points,) = [
+        layer
+        for layer in layers(desktop_session["steps"]["train"]["tree"])
+        if layer["source"].endswith("out_of_fold.gpkg")
+    ]
+    assert points["layer"] == "Out-of-fold predictions" and points["visible"]
+    assert points["renderer"] == "QgsRuleBasedRenderer"
+    assert [rule["label"] for rule in points["rules"]] == [f"{depth} cm" for depth in DEPTHS]
+    assert [rule["active"] for rule in points["rules"]] == [True] + [False] * 5
+    assert {rule["children"] for rule in points["rules"]} == {6}  # residual classes
