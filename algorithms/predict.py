@@ -55,8 +55,10 @@ class PredictAlgorithm(CovariateAlgorithm):
         "<b>Uncertainty</b>: random forest — quantiles of a quantile regression forest; CNNs — the spread of the "
         "cross-validation fold models, calibrated on their out-of-fold errors (normalised conformal prediction). "
         "Written as lower, upper and width per depth.<br>"
-        "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in a group named after "
-        "the folder (inside 'SOC depth maps'), all with one colour ramp and one value range."
+        "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in depth order in a "
+        "group of the run named after the folder and interval level (inside 'SOC depth maps'), all with one colour "
+        "ramp and one value range, legends in g/kg; the multi-band maps go hidden below them, showing the first "
+        "depth in the same colours (without the folder they are the run's map, shown)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -132,9 +134,11 @@ class PredictAlgorithm(CovariateAlgorithm):
             QgsProcessingParameterFolderDestination(
                 self.OUTPUT_FOLDER, self.tr("Folder for one map per depth"), optional=True, createByDefault=False
             ),
-            "Optional: one single-band GeoTIFF per depth, added to the project as 'SOC 0–5 cm', … in a group named "
-            "after the folder (one group per run, inside 'SOC depth maps'), styled with one colour ramp and one "
-            "value range.",
+            "Optional: one single-band GeoTIFF per depth, added to the project as 'ORCDRC 0–5 cm', … (property and "
+            "depth) in depth order, "
+            "in a group of the run named after the folder and the interval level (e.g. 'maps · 90 % interval', "
+            "inside 'SOC depth maps'), styled with one colour ramp and one value range; the multi-band maps "
+            "are added hidden below them.",
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -251,7 +255,10 @@ class PredictAlgorithm(CovariateAlgorithm):
             outputs[self.OUTPUT_UNCERTAINTY] = result.uncertainty
         if folder:
             outputs[self.OUTPUT_FOLDER] = folder
-        self._load_results(context, result, folder, band_labels, level if with_uncertainty else None)
+        # the run's group is named after what the user chose: the folder, else the map file, else the model file
+        named_after = folder or (model_path if output.startswith(QgsProcessingUtils.tempFolder()) else output)
+        title = RunGroup.title_of(named_after, level if with_uncertainty else None)
+        self._load_results(context, result, folder, band_labels, title)
         return outputs
 
     def _check_covariates(self, bundle, stack, feedback) -> None:
@@ -317,13 +324,13 @@ class PredictAlgorithm(CovariateAlgorithm):
             raise QgsProcessingException(self.tr("The mask layer has no polygons; give one with polygons or none."))
         return geometries
 
-    def _load_results(self, context, result, folder: str | None, labels: list[str], level: float | None) -> None:
+    def _load_results(self, context, result, folder: str | None, labels: list[str], title: str) -> None:
         """Styles the maps QGIS loads on completion alike and places them in a group of this run (on the main
         thread, after the run): the per-depth maps in depth order, then the multi-band files, hidden where
         per-depth maps show the same."""
         files = list(result.depth_files) if folder else []
         value_range = shared_value_range(files or [result.output])
-        run_group = RunGroup(RunGroup.title_of(folder or result.output, level))
+        run_group = RunGroup(title)
         for position, (path, label) in enumerate(zip(files, labels)):
             details = raster_details(context, label.replace("-", "–"), label)
             details.forceName = True  # 'SOC 0–5 cm', also where QGIS is set to name layers after their file

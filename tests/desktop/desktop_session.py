@@ -92,7 +92,8 @@ def run(algorithm_id: str, parameters: dict, step: str) -> dict:
     context = dataobjects.createContext(feedback)
     outputs, ok = algorithm.run(algorithm.preprocessParameters(parameters), context, feedback)
     assert ok, f"{step}: {algorithm_id} failed: {feedback.errors}"
-    assert handleAlgorithmResults(algorithm, context, feedback, True, parameters), f"{step}: loading failed"
+    loaded_all = handleAlgorithmResults(algorithm, context, feedback, True, parameters)
+    assert loaded_all, f"{step}: loading failed: {feedback.errors}"
     settle()
     results["steps"][step] = {"tree": tree(QgsProject.instance().layerTreeRoot()), "outputs": jsonable(outputs)}
     return outputs
@@ -247,6 +248,12 @@ def session() -> None:
             for level in (80, 95)
         ],
         "batch",
+    )
+    select(horizons)
+    run(  # the dialog's defaults: a temporary map file, no folder of per-depth maps
+        "socdepth:predict",
+        {"MODEL": model, "COVARIATES": [covariates], "OUTPUT": loaded("TEMPORARY_OUTPUT")},
+        "predict_without_folder",
     )
     screenshot("maps · 95 % interval")
 

@@ -79,6 +79,22 @@ def test_each_batch_row_gets_a_group_of_its_own_named_by_folder_and_interval(des
     check_run_group(group(maps["children"], "maps · 80 % interval"), "first", DEPTHS, MULTI_BAND)
 
 
+def test_without_a_folder_the_multi_band_map_is_the_runs_map_shown_in_a_group_named_after_the_model(
+    desktop_session,
+):
+    tree = desktop_session["steps"]["predict_without_folder"]["tree"]
+    maps = group(tree, GROUP)
+    assert maps["children"][0]["group"] == "model"  # model.socmodel: the map file is a temporary one
+    (layer,) = maps["children"][0]["children"]
+    assert layer["layer"] == MULTI_BAND[0] and layer["visible"]
+    assert layer["renderer"] == "QgsSingleBandPseudoColorRenderer" and layer["band"] == 1
+    assert [entry["layer"] for entry in group(tree, "my data")["children"]] == [
+        "horizons",
+        "Out-of-fold predictions",
+        "cov",
+    ]
+
+
 def test_legends_show_the_unit_and_one_or_two_decimals(desktop_session):
     maps = group(desktop_session["steps"]["batch"]["tree"], GROUP)
     for layer in layers(maps["children"]):
