@@ -43,10 +43,11 @@ def desktop_session(tmp_path_factory) -> dict:
     env.pop("QT_QPA_PLATFORM", None)  # a real (virtual) display, not offscreen
     command = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "qgis", "--nologo", "--noversioncheck"]
     command += ["--profiles-path", str(profiles), "--code", str(Path(__file__).with_name("desktop_session.py"))]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     recorded = out / "session.json"
     assert recorded.exists(), f"QGIS quit without a record (exit {result.returncode}):\n{result.stderr[-3000:]}"
     session = json.loads(recorded.read_text(encoding="utf-8"))
     assert "error" not in session, session.get("error")
+    assert result.returncode == 0, f"QGIS did not quit cleanly (exit {result.returncode}):\n{result.stderr[-3000:]}"
     session["out"] = out
     return session

@@ -264,7 +264,8 @@ def main() -> None:
     except Exception:  # the tests report it; QGIS must quit either way
         results["error"] = traceback.format_exc()
     (OUT / "session.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    QgsApplication.exit(0)
+    QgsProject.instance().clear()  # nothing left to save: no question on exit
+    QTimer.singleShot(0, iface.actionExit().trigger)
 
 
 QTimer.singleShot(0, main)
