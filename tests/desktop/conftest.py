@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def desktop_session(tmp_path_factory) -> dict:
     """Runs the scripted session in QGIS desktop, with the plugin installed and enabled in a throw-away profile,
-    and returns what it recorded (layer trees after each step, log messages); its files lie in `out`."""
+    and returns what it recorded (layer trees after each step, log messages, the error that stopped it if one
+    did); its files lie in `out`."""
     missing = [program for program in ("xvfb-run", "qgis", "qgis_process.bin") if shutil.which(program) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed: run `make setup` (installs QGIS and Xvfb from Debian)")
@@ -47,7 +48,6 @@ def desktop_session(tmp_path_factory) -> dict:
     recorded = out / "session.json"
     assert recorded.exists(), f"QGIS quit without a record (exit {result.returncode}):\n{result.stderr[-3000:]}"
     session = json.loads(recorded.read_text(encoding="utf-8"))
-    assert "error" not in session, session.get("error")
     assert result.returncode == 0, f"QGIS did not quit cleanly (exit {result.returncode}):\n{result.stderr[-3000:]}"
     session["out"] = out
     return session

@@ -14,6 +14,12 @@ DEPTHS = ["0–5", "5–15", "15–30", "30–60", "60–100", "100–200"]
 MULTI_BAND = ["SOC maps (one band per depth)", "Prediction intervals"]
 
 
+def tree_after(session: dict, step: str) -> list[dict]:
+    """The layer tree after `step` of the session; fails with the session's error where it stopped before."""
+    assert step in session["steps"], f"the session stopped before '{step}':\n{session.get('error')}"
+    return session["steps"][step]["tree"]
+
+
 def group(entries: list[dict], name: str) -> dict:
     found = [entry for entry in entries if entry.get("group") == name]
     assert len(found) == 1, f"{len(found)} groups '{name}' in {[e.get('group', e.get('layer')) for e in entries]}"
@@ -53,7 +59,7 @@ def check_run_group(entry: dict, folder: str, depths: list[str], multi_band: lis
     [("predict_user_layer_selected", "a layer of the user's group"), ("predict_depth_map_selected", "a depth map")],
 )
 def test_maps_load_in_depth_order_in_their_runs_group_whatever_is_selected(desktop_session, step, selected):
-    tree = desktop_session["steps"][step]["tree"]
+    tree = tree_after(desktop_session, step)
     maps = group(tree, GROUP)
     check_run_group(group(maps["children"], "maps · 80 % interval"), "first", DEPTHS, MULTI_BAND)
     if step == "predict_depth_map_selected":
@@ -65,13 +71,13 @@ def test_maps_load_in_depth_order_in_their_runs_group_whatever_is_selected(deskt
 
 
 def test_later_unrelated_outputs_stay_out_of_the_plugins_groups(desktop_session):
-    tree = desktop_session["steps"]["unrelated"]["tree"]
+    tree = tree_after(desktop_session, "unrelated")
     assert "Centroids" not in [layer["layer"] for layer in layers(group(tree, GROUP)["children"])]
     assert tree[0]["layer"] == "Centroids"  # above the plugin's group, where the insertion point was moved
 
 
 def test_each_batch_row_gets_a_group_of_its_own_named_by_folder_and_interval(desktop_session):
-    maps = group(desktop_session["steps"]["batch"]["tree"], GROUP)
+    maps = group(tree_after(desktop_session, "batch"), GROUP)
     names = [entry["group"] for entry in maps["children"]]
     assert names == ["maps · 95 % interval", "maps · 80 % interval (2)", "maps", "maps · 80 % interval"]
     check_run_group(group(maps["children"], "maps · 95 % interval"), "batch_95", DEPTHS, MULTI_BAND)
@@ -82,7 +88,7 @@ def test_each_batch_row_gets_a_group_of_its_own_named_by_folder_and_interval(des
 def test_without_a_folder_the_multi_band_map_is_the_runs_map_shown_in_a_group_named_after_the_model(
     desktop_session,
 ):
-    tree = desktop_session["steps"]["predict_without_folder"]["tree"]
+    tree = tree_after(desktop_session, "predict_without_folder")
     maps = group(tree, GROUP)
     assert maps["children"][0]["group"] == "model"  # model.socmodel: the map file is a temporary one
     (layer,) = maps["children"][0]["children"]
@@ -96,7 +102,7 @@ def test_without_a_folder_the_multi_band_map_is_the_runs_map_shown_in_a_group_na
 
 
 def test_legends_show_the_unit_and_one_or_two_decimals(desktop_session):
-    maps = group(desktop_session["steps"]["batch"]["tree"], GROUP)
+    maps = group(tree_after(desktop_session, "batch"), GROUP)
     for layer in layers(maps["children"]):
         low, high = layer["range"]
         decimals = 1 if high - low >= 10 else 2
@@ -109,6 +115,7 @@ def test_legends_show_the_unit_and_one_or_two_decimals(desktop_session):
 
 
 def test_no_warning_reaches_the_message_log(desktop_session):
+    assert "error" not in desktop_session, desktop_session["error"]
     # e.g. 'Cannot open …tif ().()' when a raster is loaded without a type hint and OGR is tried first
     warnings = [message for message in desktop_session["messages"] if message["level"] >= 1]
     assert warnings == []
@@ -117,6 +124,9 @@ def test_no_warning_reaches_the_message_log(desktop_session):
 def test_screenshot_of_the_canvas_shows_the_map_in_its_ramp(desktop_session):
     import matplotlib.image
 
+    assert "screenshot" in desktop_session, (
+        f"the session stopped before the screenshot:\n{desktop_session.get('error')}"
+    )
     shot = desktop_session["screenshot"]
     assert shot["layer"] == "ORCDRC 0–5 cm"
     pixels = (matplotlib.image.imread(shot["canvas"])[..., :3] * 255).reshape(-1, 3)
@@ -126,7 +136,7 @@ def test_screenshot_of_the_canvas_shows_the_map_in_its_ramp(desktop_session):
     shown = pixels[~background]
     assert len(np.unique(shown, axis=0)) > 20  # not one colour: the map's values vary
     # every map pixel lies on the ramp of the legend (piecewise linear between its colours)
-    maps = group(desktop_session["steps"]["batch"]["tree"], GROUP)
+    maps = group(tree_after(desktop_session, "batch"), GROUP)
     legend = group(maps["children"], "maps · 95 % interval")["children"][0]["legend"]
     stops = np.array([[int(colour[i : i + 2], 16) for i in (1, 3, 5)] for *_, colour in legend], dtype=float)
     ramp = np.concatenate([np.linspace(a, b, 50) for a, b in zip(stops[:-1], stops[1:])])
@@ -137,9 +147,7 @@ def test_screenshot_of_the_canvas_shows_the_map_in_its_ramp(desktop_session):
 
 def test_out_of_fold_points_load_coloured_by_residual_one_depth_shown(desktop_session):
     (points,) = [
-        layer
-        for layer in layers(desktop_session["steps"]["train"]["tree"])
-        if layer["source"].endswith("out_of_fold.gpkg")
+        layer for layer in layers(tree_after(desktop_session, "train")) if layer["source"].endswith("out_of_fold.gpkg")
     ]
     assert points["layer"] == "Out-of-fold predictions" and points["visible"]
     assert points["renderer"] == "QgsRuleBasedRenderer"
