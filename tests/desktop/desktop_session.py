@@ -1,9 +1,10 @@
 """Run inside QGIS desktop (`qgis --code desktop_session.py`, under Xvfb) by tests/desktop/conftest.py.
 
 Does what a user does in the dialogs — train with the out-of-fold points loaded, predict with a layer of their own
-selected, predict again with one of the plugin's maps selected, run an unrelated tool, a batch of two rows — each
-through the dialogs' result handling (`handleAlgorithmResults`), and after each step records the layer tree.
-Then renders the map canvas and grabs the main window to PNG files. Everything, with every message the log
+selected, predict again with one of the plugin's maps selected, run an unrelated tool, a batch of two rows, predict
+with the dialog's defaults (a temporary map, no per-depth folder) — each through the dialogs' result handling
+(`handleAlgorithmResults`), and after each step records the layer tree. Then shows one depth map with its legend,
+renders the map canvas and grabs the main window to PNG files. Everything, with every message the log
 received, goes to a JSON file for the tests to check; QGIS quits at the end, also when a step fails.
 """
 
@@ -137,6 +138,14 @@ def select(layer) -> None:
     settle()
 
 
+def _inside(node, group) -> bool:
+    while node is not None:
+        if node is group:
+            return True
+        node = node.parent()
+    return False
+
+
 def screenshot(group_name: str) -> None:
     """Shows only the maps of the group `group_name`, renders the canvas to a PNG, grabs the main window."""
     root = QgsProject.instance().layerTreeRoot()
@@ -150,6 +159,12 @@ def screenshot(group_name: str) -> None:
         if QgsLayerTree.isGroup(node):
             node.setItemVisibilityChecked(True)
         node = node.parent()
+    for other in root.findGroups(True):  # the legend of the shown map in view, the rest folded away
+        other.setExpanded(_inside(first, other))
+    for node in root.findLayers():
+        node.setExpanded(node is first)
+    iface.layerTreeView().setCurrentLayer(first.layer())
+    iface.layerTreeView().scrollTo(iface.layerTreeView().currentIndex())
     settle()  # the canvas takes the tree's visible layers on a queued event
     canvas = iface.mapCanvas()
     canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(first.layer(), first.layer().extent()))
@@ -160,7 +175,12 @@ def screenshot(group_name: str) -> None:
     loop.exec_()
     canvas.saveAsImage(str(OUT / "canvas.png"))
     iface.mainWindow().grab().save(str(OUT / "window.png"))
-    results["screenshot"] = {"layer": first.layer().name(), "canvas": str(OUT / "canvas.png")}
+    results["screenshot"] = {
+        "layer": first.layer().name(),
+        "canvas": str(OUT / "canvas.png"),
+        "window": str(OUT / "window.png"),
+        "canvas_left": canvas.mapToGlobal(canvas.rect().topLeft()).x() - iface.mainWindow().geometry().x(),
+    }
 
 
 def session() -> None:

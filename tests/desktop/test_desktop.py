@@ -121,7 +121,14 @@ def test_no_warning_reaches_the_message_log(desktop_session):
     assert warnings == []
 
 
-def test_screenshot_of_the_canvas_shows_the_map_in_its_ramp(desktop_session):
+def distance_to_ramp(pixels: np.ndarray, legend: list) -> np.ndarray:
+    """RGB distance of each pixel to the legend's ramp (piecewise linear between its colours)."""
+    stops = np.array([[int(colour[i : i + 2], 16) for i in (1, 3, 5)] for *_, colour in legend], dtype=float)
+    ramp = np.concatenate([np.linspace(a, b, 50) for a, b in zip(stops[:-1], stops[1:])])
+    return np.sqrt(((pixels[:, None, :] - ramp[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+
+
+def test_screenshot_shows_the_map_in_its_ramp_and_its_legend(desktop_session):
     import matplotlib.image
 
     assert "screenshot" in desktop_session, (
@@ -129,20 +136,20 @@ def test_screenshot_of_the_canvas_shows_the_map_in_its_ramp(desktop_session):
     )
     shot = desktop_session["screenshot"]
     assert shot["layer"] == "ORCDRC 0–5 cm"
+    maps = group(tree_after(desktop_session, "batch"), GROUP)
+    legend = group(maps["children"], "maps · 95 % interval")["children"][0]["legend"]
     pixels = (matplotlib.image.imread(shot["canvas"])[..., :3] * 255).reshape(-1, 3)
-    assert (Path(shot["canvas"]).parent / "window.png").stat().st_size > 10_000  # the main window, legend and all
     background = (pixels == 255).all(axis=1)
     assert background.mean() < 0.7  # the map fills much of the canvas
     shown = pixels[~background]
     assert len(np.unique(shown, axis=0)) > 20  # not one colour: the map's values vary
-    # every map pixel lies on the ramp of the legend (piecewise linear between its colours)
-    maps = group(tree_after(desktop_session, "batch"), GROUP)
-    legend = group(maps["children"], "maps · 95 % interval")["children"][0]["legend"]
-    stops = np.array([[int(colour[i : i + 2], 16) for i in (1, 3, 5)] for *_, colour in legend], dtype=float)
-    ramp = np.concatenate([np.linspace(a, b, 50) for a, b in zip(stops[:-1], stops[1:])])
-    sample = shown[:: max(len(shown) // 3000, 1)]
-    distance = np.sqrt(((sample[:, None, :] - ramp[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
-    assert np.quantile(distance, 0.99) < 12
+    # every map pixel lies on the ramp of the legend: the map is drawn in its style, not in false colours
+    assert np.quantile(distance_to_ramp(shown[:: max(len(shown) // 3000, 1)], legend), 0.99) < 12
+    # the main window: left of the canvas, the layer panel shows the map's legend, a bar in the ramp's colours
+    window = matplotlib.image.imread(shot["window"])[..., :3] * 255
+    panel = window[:, : shot["canvas_left"]].reshape(-1, 3)
+    panel = panel[(panel < 245).any(axis=1)]  # the white of panels and the lightest ramp colour alike left out
+    assert (distance_to_ramp(panel, legend) < 6).sum() > 800
 
 
 def test_out_of_fold_points_load_coloured_by_residual_one_depth_shown(desktop_session):
