@@ -253,6 +253,7 @@ def session() -> None:
         "predict_depth_map_selected",
     )
     run("native:centroids", {"INPUT": horizons, "OUTPUT": loaded(OUT / "centroids.gpkg")}, "unrelated")
+    select(covariates)  # the user's layer again, as when the batch put both rows' maps into the user's group
     run_batch(
         "socdepth:predict",
         [

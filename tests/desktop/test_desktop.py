@@ -12,6 +12,8 @@ import pytest
 GROUP = "SOC depth maps"
 DEPTHS = ["0–5", "5–15", "15–30", "30–60", "60–100", "100–200"]
 MULTI_BAND = ["SOC maps (one band per depth)", "Prediction intervals"]
+#: the user's group: their layers, and the out-of-fold points trained while one of them was selected
+USER_LAYERS = ["horizons", "Out-of-fold predictions", "cov"]
 
 
 def tree_after(session: dict, step: str) -> list[dict]:
@@ -65,9 +67,8 @@ def test_maps_load_in_depth_order_in_their_runs_group_whatever_is_selected(deskt
     if step == "predict_depth_map_selected":
         assert [entry["group"] for entry in maps["children"]] == ["maps", "maps · 80 % interval"]  # newest on top
         check_run_group(group(maps["children"], "maps"), "second", DEPTHS[:3], MULTI_BAND[:1])
-    # the user's group keeps the user's layers (and the out-of-fold points trained while one of them was selected)
-    mine = [layer["layer"] for layer in group(tree, "my data")["children"]]
-    assert mine == ["horizons", "Out-of-fold predictions", "cov"], selected
+    # the user's group keeps what it held
+    assert [layer["layer"] for layer in group(tree, "my data")["children"]] == USER_LAYERS, selected
 
 
 def test_later_unrelated_outputs_stay_out_of_the_plugins_groups(desktop_session):
@@ -77,7 +78,9 @@ def test_later_unrelated_outputs_stay_out_of_the_plugins_groups(desktop_session)
 
 
 def test_each_batch_row_gets_a_group_of_its_own_named_by_folder_and_interval(desktop_session):
-    maps = group(tree_after(desktop_session, "batch"), GROUP)
+    tree = tree_after(desktop_session, "batch")
+    assert [layer["layer"] for layer in group(tree, "my data")["children"]] == USER_LAYERS
+    maps = group(tree, GROUP)
     names = [entry["group"] for entry in maps["children"]]
     assert names == ["maps · 95 % interval", "maps · 80 % interval (2)", "maps", "maps · 80 % interval"]
     check_run_group(group(maps["children"], "maps · 95 % interval"), "batch_95", DEPTHS, MULTI_BAND)
@@ -94,11 +97,7 @@ def test_without_a_folder_the_multi_band_map_is_the_runs_map_shown_in_a_group_na
     (layer,) = maps["children"][0]["children"]
     assert layer["layer"] == MULTI_BAND[0] and layer["visible"]
     assert layer["renderer"] == "QgsSingleBandPseudoColorRenderer" and layer["band"] == 1
-    assert [entry["layer"] for entry in group(tree, "my data")["children"]] == [
-        "horizons",
-        "Out-of-fold predictions",
-        "cov",
-    ]
+    assert [entry["layer"] for entry in group(tree, "my data")["children"]] == USER_LAYERS
 
 
 def test_legends_show_the_unit_and_one_or_two_decimals(desktop_session):
