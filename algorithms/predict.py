@@ -329,6 +329,10 @@ class PredictAlgorithm(CovariateAlgorithm):
         thread, after the run): the per-depth maps in depth order, then the multi-band files, hidden where
         per-depth maps show the same."""
         files = list(result.depth_files) if folder else []
+        multi_band = [result.output] + ([result.uncertainty] if result.uncertainty else [])
+        opened = {path for path in multi_band if context.willLoadLayerOnCompletion(path)}  # the user asked so
+        if not files and not opened:
+            return
         value_range = shared_value_range(files or [result.output])
         run_group = RunGroup(title)
         for position, (path, label) in enumerate(zip(files, labels)):
@@ -336,9 +340,8 @@ class PredictAlgorithm(CovariateAlgorithm):
             details.forceName = True  # 'SOC 0–5 cm', also where QGIS is set to name layers after their file
             details.setPostProcessor(MapStyler(value_range, run_group, position))
             context.addLayerToLoadOnCompletion(path, details)
-        multi_band = [result.output] + ([result.uncertainty] if result.uncertainty else [])
         for position, path in enumerate(multi_band, start=len(files)):
-            if context.willLoadLayerOnCompletion(path):  # the user asked to open it
+            if path in opened:
                 details = context.layerToLoadOnCompletionDetails(path)
                 details.layerTypeHint = QgsProcessingUtils.LayerHint.Raster
                 visible = not files and path == result.output  # the only map of the run
