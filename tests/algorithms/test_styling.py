@@ -1,7 +1,8 @@
-"""How loaded results look: the out-of-fold points by residual, one depth shown at a time."""
+"""How loaded results look: the out-of-fold points by residual, one depth shown at a time; map legends in g/kg."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,22 @@ def test_out_of_fold_points_are_coloured_by_residual_one_depth_at_a_time(out_of_
     labels = [rule.label() for rule in depth_rules[0].children()]
     assert labels[0].startswith("below -") and labels[-1].endswith(" g/kg or more")
     assert all("g/kg" in label for label in labels)
+
+
+@pytest.mark.parametrize(("low", "high", "decimals"), [(1.5037, 28.4667, 1), (0.2049, 3.7391, 2)])
+def test_map_legends_carry_the_unit_and_one_or_two_decimals(qgis_processing, low, high, decimals):
+    from qgis.core import QgsNumericFormatContext, QgsRasterLayer
+
+    from soc_depth_mapper.algorithms.styling import pseudocolour_renderer
+
+    layer = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
+    renderer = pseudocolour_renderer(layer.dataProvider(), low, high)  # kept: it owns the shader
+    function = renderer.shader().rasterShaderFunction()
+    items = function.colorRampItemList()
+    assert items[0].value == pytest.approx(low) and items[-1].value == pytest.approx(high)
+    for item in items:
+        assert re.fullmatch(rf"\d+\.\d{{{decimals}}} g/kg", item.label), item.label
+        assert float(item.label.split()[0]) == pytest.approx(item.value, abs=0.51 * 10**-decimals)
+    legend = function.legendSettings()  # the continuous legend QGIS draws for an interpolated ramp
+    assert legend.suffix() == " g/kg"
+    assert legend.numericFormat().formatDouble(high, QgsNumericFormatContext()) == f"{high:.{decimals}f}"
