@@ -11,7 +11,7 @@ STAMPS := .build/stamps
 export QT_QPA_PLATFORM := offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-core test-algorithms test-e2e lint bench package clean
+.PHONY: setup demo test test-core test-algorithms test-e2e test-desktop lint bench package clean
 
 setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/plugin
 
@@ -44,6 +44,10 @@ test-algorithms: setup
 
 test-e2e: setup
 	$(PY) -m pytest tests/e2e
+
+# QGIS desktop under a virtual display (Xvfb): what a user sees after pressing Run
+test-desktop: setup
+	$(PY) -m pytest tests/desktop
 
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check .

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSink,
@@ -97,6 +98,10 @@ class SocAlgorithm(QgsProcessingAlgorithm):
         Otherwise the failure would come only after the whole run, or the user's input would be replaced."""
         inputs = self._input_files(parameters, context)
         for definition in self.destinationParameterDefinitions():
+            if _is_temporary(parameters.get(definition.name()) or definition.defaultValue(), context):
+                # QGIS's own temporary file; asking for its path here would name a second file, which a dialog
+                # run would then try to load and report as 'not correctly generated'
+                continue
             if isinstance(definition, (QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination)):
                 path = self.parameterAsFileOutput(parameters, definition.name(), context)
             else:
@@ -154,6 +159,13 @@ class SocAlgorithm(QgsProcessingAlgorithm):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(parameter)
         return parameter
+
+
+def _is_temporary(value, context) -> bool:
+    """Whether an output parameter's value asks for a temporary output (as the dialogs' default does)."""
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink.valueAsString(context.expressionContext())[0]
+    return value == QgsProcessing.TEMPORARY_OUTPUT
 
 
 def _file_of(source: str) -> str:

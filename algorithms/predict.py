@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import os
-from typing import ClassVar
-
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
-    QgsLayerTree,
-    QgsLayerTreeGroup,
     QgsProcessing,
-    QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -25,14 +16,11 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
     QgsProcessingUtils,
-    QgsProject,
 )
 
 from .base import CovariateAlgorithm
 from .layers import open_stack, progress_callback, report_infinite
-
-#: colour ramp shared by the per-depth maps, so depths compare at a glance
-RAMP = "YlOrBr"
+from .styling import MapStyler, RunGroup, raster_details, shared_value_range
 
 
 class PredictAlgorithm(CovariateAlgorithm):
@@ -67,8 +55,10 @@ class PredictAlgorithm(CovariateAlgorithm):
         "<b>Uncertainty</b>: random forest — quantiles of a quantile regression forest; CNNs — the spread of the "
         "cross-validation fold models, calibrated on their out-of-fold errors (normalised conformal prediction). "
         "Written as lower, upper and width per depth.<br>"
-        "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in a group named after "
-        "the folder (inside 'SOC depth maps'), all with one colour ramp and one value range."
+        "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in depth order in a "
+        "group of the run named after the folder and interval level (inside 'SOC depth maps'), all with one colour "
+        "ramp and one value range, legends in g/kg; the multi-band maps go hidden below them, showing the first "
+        "depth in the same colours (without the folder they are the run's map, shown)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -129,9 +119,7 @@ class PredictAlgorithm(CovariateAlgorithm):
             "Working memory for prediction; larger rasters are processed block by block within it.",
             advanced=True,
         )
-        self.add_resample(
-            "Warp the other covariates onto the first raster's grid (nearest neighbour), as in training."
-        )
+        self.add_resample("Warp the other covariates onto the first raster's grid (nearest neighbour), as in training.")
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("SOC maps (one band per depth)")),
             "A float32 GeoTIFF with one band per depth interval, tiled, compressed, with overviews.",
@@ -146,9 +134,11 @@ class PredictAlgorithm(CovariateAlgorithm):
             QgsProcessingParameterFolderDestination(
                 self.OUTPUT_FOLDER, self.tr("Folder for one map per depth"), optional=True, createByDefault=False
             ),
-            "Optional: one single-band GeoTIFF per depth, added to the project as 'SOC 0–5 cm', … in a group named "
-            "after the folder (one group per run, inside 'SOC depth maps'), styled with one colour ramp and one "
-            "value range.",
+            "Optional: one single-band GeoTIFF per depth, added to the project as 'ORCDRC 0–5 cm', … (property and "
+            "depth) in depth order, "
+            "in a group of the run named after the folder and the interval level (e.g. 'maps · 90 % interval', "
+            "inside 'SOC depth maps'), styled with one colour ramp and one value range; the multi-band maps "
+            "are added hidden below them.",
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -265,7 +255,10 @@ class PredictAlgorithm(CovariateAlgorithm):
             outputs[self.OUTPUT_UNCERTAINTY] = result.uncertainty
         if folder:
             outputs[self.OUTPUT_FOLDER] = folder
-            self._load_depth_maps(context, folder, result.depth_files, band_labels)
+        # the run's group is named after what the user chose: the folder, else the map file, else the model file
+        named_after = folder or (model_path if output.startswith(QgsProcessingUtils.tempFolder()) else output)
+        title = RunGroup.title_of(named_after, level if with_uncertainty else None)
+        self._load_results(context, result, folder, band_labels, title)
         return outputs
 
     def _check_covariates(self, bundle, stack, feedback) -> None:
@@ -331,104 +324,25 @@ class PredictAlgorithm(CovariateAlgorithm):
             raise QgsProcessingException(self.tr("The mask layer has no polygons; give one with polygons or none."))
         return geometries
 
-    def _load_depth_maps(self, context, folder: str, files: list[str], labels: list[str]) -> None:
-        """Adds the per-depth maps to the project in a group of this run, styled alike (done on the main thread)."""
-        value_range = shared_value_range(files)
-        group = RunGroup(folder)
+    def _load_results(self, context, result, folder: str | None, labels: list[str], title: str) -> None:
+        """Styles the maps QGIS loads on completion alike and places them in a group of this run (on the main
+        thread, after the run): the per-depth maps in depth order, then the multi-band files, hidden where
+        per-depth maps show the same."""
+        files = list(result.depth_files) if folder else []
+        multi_band = [result.output] + ([result.uncertainty] if result.uncertainty else [])
+        opened = {path for path in multi_band if context.willLoadLayerOnCompletion(path)}  # the user asked so
+        if not files and not opened:
+            return
+        value_range = shared_value_range(files or [result.output])
+        run_group = RunGroup(title)
         for position, (path, label) in enumerate(zip(files, labels)):
-            details = QgsProcessingContext.LayerDetails(label.replace("-", "–"), context.project(), label)
+            details = raster_details(context, label.replace("-", "–"), label)
             details.forceName = True  # 'SOC 0–5 cm', also where QGIS is set to name layers after their file
-            # one post-processor per layer; Python must keep each alive until QGIS has run it
-            styler = DepthMapStyler(value_range, group, position)
-            DepthMapStyler.pending.append(styler)
-            details.setPostProcessor(styler)
+            details.setPostProcessor(MapStyler(value_range, run_group, position))
             context.addLayerToLoadOnCompletion(path, details)
-
-
-def shared_value_range(files: list[str]) -> tuple[float, float]:
-    """The 2nd to 98th percentile over all depth maps (read from their smallest overview): one legend for all."""
-    import numpy as np
-    import rasterio
-
-    lows, highs = [], []
-    for path in files:
-        with rasterio.open(path) as dataset:
-            factor = (dataset.overviews(1) or [1])[-1]
-            shape = (max(dataset.height // factor, 1), max(dataset.width // factor, 1))
-            values = dataset.read(1, out_shape=shape, masked=True).compressed()
-        if values.size:
-            lows.append(float(np.percentile(values, 2)))
-            highs.append(float(np.percentile(values, 98)))
-    return (min(lows), max(highs)) if lows else (0.0, 1.0)
-
-
-class RunGroup:
-    """The layer-tree group of one run's depth maps inside the 'SOC depth maps' group, so that a group holds one
-    value range: named after the run's output folder, numbered where an earlier run took that name. Its layers
-    are kept in depth order, whatever order QGIS loads them in."""
-
-    def __init__(self, folder: str):
-        self.title = os.path.basename(os.path.normpath(folder))
-        self.name: str | None = None
-        self.placed: list[int] = []  # depth positions of the layers placed so far, sorted
-
-    def slot(self, parent: QgsLayerTreeGroup, position: int) -> tuple[QgsLayerTreeGroup, int]:
-        """The group under `parent` (created for the run's first layer) and the index for the depth `position`."""
-        group = parent.findGroup(self.name) if self.name is not None else None
-        if group is None:
-            taken = {child.name() for child in parent.children() if QgsLayerTree.isGroup(child)}
-            numbered = (f"{self.title} ({n})" for n in itertools.count(2))
-            self.name = next(name for name in itertools.chain([self.title], numbered) if name not in taken)
-            group = parent.insertGroup(0, self.name)
-            self.placed = []
-        index = bisect.bisect(self.placed, position)
-        self.placed.insert(index, position)
-        return group, index
-
-
-class DepthMapStyler(QgsProcessingLayerPostProcessorInterface):
-    """Gives a depth map the shared colour ramp and value range and puts it in the group of depth maps: in the
-    group of its run, at its depth's `position`, when one is given."""
-
-    GROUP = "SOC depth maps"
-    #: stylers waiting for QGIS to load their layer (the layer details hold only a C++ pointer)
-    pending: ClassVar[list[DepthMapStyler]] = []
-
-    def __init__(self, value_range: tuple[float, float], run_group: RunGroup | None = None, position: int = 0):
-        super().__init__()
-        self.value_range = value_range
-        self.run_group = run_group
-        self.position = position
-
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        from qgis.core import (
-            QgsColorRampShader,
-            QgsRasterShader,
-            QgsSingleBandPseudoColorRenderer,
-            QgsStyle,
-        )
-
-        low, high = self.value_range
-        ramp = QgsStyle.defaultStyle().colorRamp(RAMP)
-        shader_function = QgsColorRampShader(low, high, ramp)
-        shader_function.classifyColorRamp(9, -1)
-        shader = QgsRasterShader(low, high)
-        shader.setRasterShaderFunction(shader_function)
-        renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
-        renderer.setClassificationMin(low)
-        renderer.setClassificationMax(high)
-        layer.setRenderer(renderer)
-        layer.triggerRepaint()
-        project = context.project() or QgsProject.instance()
-        root = project.layerTreeRoot()
-        group = root.findGroup(self.GROUP) or root.insertGroup(0, self.GROUP)
-        node = root.findLayer(layer.id())
-        if node is not None and self.run_group is not None:
-            run_group, index = self.run_group.slot(group, self.position)
-            run_group.insertLayer(index, layer)
-            node.parent().removeChildNode(node)
-        elif node is not None and node.parent() is not group:
-            group.addLayer(layer)
-            node.parent().removeChildNode(node)
-        if self in DepthMapStyler.pending:
-            DepthMapStyler.pending.remove(self)
+        for position, path in enumerate(multi_band, start=len(files)):
+            if path in opened:
+                details = context.layerToLoadOnCompletionDetails(path)
+                details.layerTypeHint = QgsProcessingUtils.LayerHint.Raster
+                visible = not files and path == result.output  # the only map of the run
+                details.setPostProcessor(MapStyler(value_range, run_group, position, visible))

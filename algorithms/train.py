@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import registry
 from .base import CovariateAlgorithm
 from .layers import open_sink, progress_callback, report_infinite, report_skipped, sample_points
+from .styling import ResidualStyler
 from .values import MISSING, to_float
 
 #: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
@@ -391,6 +392,8 @@ class TrainAlgorithm(CovariateAlgorithm):
         return data, sampled
 
     def _write_outputs(self, parameters, context, feedback, data, result, sampled, model_path, report_path):
+        import numpy as np
+
         from ..core.bundle import SocModel
         from ..core.metrics import CI_NAMES, INTERVAL_QUALITY_NAMES, METRIC_NAMES
         from ..core.training import out_of_fold_rows
@@ -440,12 +443,18 @@ class TrainAlgorithm(CovariateAlgorithm):
             )
             if sink is not None:
                 geometry_of = dict(zip(sampled.points.feature_ids, sampled.points.geometries))
+                residuals = []
                 for s, row in out_of_fold_rows(data, cv):
                     feature = QgsFeature(fields)
                     feature.setGeometry(geometry_of[data.site_ids[s]])
                     feature.setAttributes(row)
                     sink.add(feature)
+                    residuals.append(row[5] - row[4])  # predicted - observed
                 outputs[self.OUTPUT_PREDICTIONS] = sink.close()
+                if context.willLoadLayerOnCompletion(sink.dest_id) and residuals:
+                    typical = float(np.percentile(np.abs(residuals), 95))
+                    styler = ResidualStyler(data.interval_labels(), typical)
+                    context.layerToLoadOnCompletionDetails(sink.dest_id).setPostProcessor(styler)
 
         if report_path:
             from ..core.report import write_training_report

@@ -122,10 +122,10 @@ def main() -> None:
         # run_demo's locals are gone already; the project and the pending stylers are emptied by hand.
         from qgis.core import QgsProject
 
-        from soc_depth_mapper.algorithms.predict import DepthMapStyler
+        from soc_depth_mapper.algorithms.styling import MapStyler
 
         QgsProject.instance().clear()
-        DepthMapStyler.pending.clear()
+        MapStyler.pending.clear()
         plugin.unload()
         app.exitQgis()
 
@@ -135,7 +135,7 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     import processing
     from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-    from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
+    from soc_depth_mapper.algorithms.styling import MapStyler, RunGroup, shared_value_range
     from soc_depth_mapper.core.depths import interval_label, parse_map_file_name
     from soc_depth_mapper.core.registry import entry, kinds
     from soc_depth_mapper.core.report import append_maps
@@ -225,15 +225,16 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     project.addMapLayer(QgsRasterLayer(stocks["OUTPUT"], "SOC stocks (t/ha)"))
     project.addMapLayer(QgsRasterLayer(stocks["OUTPUT_UNCERTAINTY"], "SOC stocks 5/50/95 % (t/ha)"))
     files = sorted((out / "maps").glob("*.tif"), key=lambda p: parse_map_file_name(p.name)[1])
-    styler = DepthMapStyler(shared_value_range([str(f) for f in files]))
+    value_range = shared_value_range([str(f) for f in files])
+    run_group = RunGroup(RunGroup.title_of(str(out / "maps"), 0.9))
     context = QgsProcessingContext()
     context.setProject(project)
     previews = {}
-    for path in files:  # ORCDRC_0_5cm.tif -> "SOC 0–5 cm"
+    for position, path in enumerate(files):  # ORCDRC_0_5cm.tif -> "SOC 0–5 cm"
         label = "SOC " + interval_label(*parse_map_file_name(path.name)[1:], " cm").replace("-", "–")
         layer = QgsRasterLayer(str(path), label)
         project.addMapLayer(layer)
-        styler.postProcessLayer(layer, context, feedback)
+        MapStyler(value_range, run_group, position).postProcessLayer(layer, context, feedback)
         previews[f"{label} (g/kg)"] = str(out / "previews" / f"{path.stem}.png")
         render_preview(layer, Path(previews[f"{label} (g/kg)"]), f"{label} (g/kg)")
     project.write(str(out / "demo.qgz"))

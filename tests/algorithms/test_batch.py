@@ -210,17 +210,19 @@ def test_predict_batch_loads_every_row_and_its_depth_maps(predict_batch):
 def test_predict_batch_styles_each_rows_depth_maps_with_that_rows_range(predict_batch):
     from qgis.core import QgsProject, QgsSingleBandPseudoColorRenderer
 
-    from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
+    from soc_depth_mapper.algorithms.styling import GROUP, shared_value_range
 
-    group = QgsProject.instance().layerTreeRoot().findGroup(DepthMapStyler.GROUP)
-    assert group is not None, f"no '{DepthMapStyler.GROUP}' group in the project"
+    group = QgsProject.instance().layerTreeRoot().findGroup(GROUP)
+    assert group is not None, f"no '{GROUP}' group in the project"
     layers = [node.layer() for node in group.findLayers()]
-    assert len(layers) == 6 + 2
+    depth_maps = [layer for layer in layers if Path(layer.source()).parent.name in DEPTH_FOLDERS.values()]
+    assert len(depth_maps) == 6 + 2
+    assert len(layers) == len(depth_maps) + 4  # and the rows' multi-band maps: with intervals, alone, alone
     ranges = {}
     for folder in DEPTH_FOLDERS.values():
         ranges[folder] = shared_value_range(sorted(str(p) for p in (predict_batch / folder).glob("*.tif")))
     assert ranges["maps_six"] != pytest.approx(ranges["maps_deep"])  # so a range shared across rows would show
-    for layer in layers:
+    for layer in depth_maps:
         low, high = ranges[Path(layer.source()).parent.name]
         assert isinstance(layer.renderer(), QgsSingleBandPseudoColorRenderer), layer.name()
         assert (layer.renderer().classificationMin(), layer.renderer().classificationMax()) == pytest.approx(

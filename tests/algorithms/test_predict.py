@@ -123,8 +123,11 @@ def test_a_full_disk_fails_the_run_and_keeps_the_earlier_map(qgis_processing, mo
     folder = small_file_system(
         "1m", prepare=lambda folder: shutil.copy(earlier, folder / "soc.tif"), leave_free=earlier.stat().st_size // 2
     )
-    with pytest.raises(QgsProcessingException, match=r"'soc.tif' could not be written to '.*mount0' \(.*\): the disk "
-                       "may be full, or the folder not writable. Nothing was replaced"):
+    with pytest.raises(
+        QgsProcessingException,
+        match=r"'soc.tif' could not be written to '.*mount0' \(.*\): the disk "
+        "may be full, or the folder not writable. Nothing was replaced",
+    ):
         qgis_processing.run(
             "socdepth:predict",
             {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)], "OUTPUT": str(folder / "soc.tif")},
@@ -317,7 +320,7 @@ def test_depth_maps_of_each_run_get_a_group_with_one_value_range(
 ):
     from qgis.core import QgsSingleBandPseudoColorRenderer
 
-    from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
+    from soc_depth_mapper.algorithms.styling import GROUP, shared_value_range
 
     # outside the system's temporary folder, as a user's folder is, where QGIS names loaded outputs after their
     # file unless told otherwise (it reads TMPDIR on each call)
@@ -341,7 +344,7 @@ def test_depth_maps_of_each_run_get_a_group_with_one_value_range(
         "ORCDRC_60_100cm.tif",
     ]
 
-    parent = empty_project.layerTreeRoot().findGroup(DepthMapStyler.GROUP)
+    parent = empty_project.layerTreeRoot().findGroup(GROUP)
     assert parent is not None
     groups = {child.name(): child for child in parent.children()}
     assert list(groups) == ["maps (2)", "maps"]  # the newest run on top, numbered as its folder name was taken
@@ -355,7 +358,9 @@ def test_depth_maps_of_each_run_get_a_group_with_one_value_range(
     ranges = {}
     for group_name, (run, names) in expected.items():
         layers = [node.layer() for node in groups[group_name].findLayers()]
-        assert [layer.name() for layer in layers] == names
+        # the multi-band map (named after its file, as QGIS names outputs here) below its per-depth maps, hidden
+        assert [layer.name() for layer in layers] == [*names, run]
+        assert not groups[group_name].findLayer(layers.pop().id()).itemVisibilityChecked()
         folder = tmp_path / run / "maps"
         assert {Path(layer.source()).parent for layer in layers} == {folder}
         ranges[group_name] = shared_value_range(sorted(str(p) for p in folder.glob("*.tif")))

@@ -1,0 +1,162 @@
+"""What a user sees in QGIS desktop after pressing Run: the layer tree, the styles, the message log and the map
+canvas, recorded by one scripted desktop session (see desktop_session.py) under a virtual display."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+GROUP = "SOC depth maps"
+DEPTHS = ["0–5", "5–15", "15–30", "30–60", "60–100", "100–200"]
+MULTI_BAND = ["SOC maps (one band per depth)", "Prediction intervals"]
+#: the user's group: their layers, and the out-of-fold points trained while one of them was selected
+USER_LAYERS = ["horizons", "Out-of-fold predictions", "cov"]
+
+
+def tree_after(session: dict, step: str) -> list[dict]:
+    """The layer tree after `step` of the session; fails with the session's error where it stopped before."""
+    assert step in session["steps"], f"the session stopped before '{step}':\n{session.get('error')}"
+    return session["steps"][step]["tree"]
+
+
+def group(entries: list[dict], name: str) -> dict:
+    found = [entry for entry in entries if entry.get("group") == name]
+    assert len(found) == 1, f"{len(found)} groups '{name}' in {[e.get('group', e.get('layer')) for e in entries]}"
+    return found[0]
+
+
+def layers(entries: list[dict]) -> list[dict]:
+    """Every layer under `entries`, in tree order."""
+    found = []
+    for entry in entries:
+        found.extend(layers(entry["children"]) if "group" in entry else [entry])
+    return found
+
+
+def run_folder(layer: dict) -> str:
+    """'first' for …/first/maps/ORCDRC_0_5cm.tif and …/first/soc.tif: the run an output belongs to."""
+    path = Path(layer["source"])
+    return (path.parent.parent if path.parent.name == "maps" else path.parent).name
+
+
+def check_run_group(entry: dict, folder: str, depths: list[str], multi_band: list[str]) -> None:
+    """The group of one run: its depth maps in depth order and visible, then its multi-band maps, hidden; all
+    its own, all pseudocolour of band 1 over one value range."""
+    names = [layer["layer"] for layer in entry["children"]]
+    assert names == [f"ORCDRC {depth} cm" for depth in depths] + multi_band
+    assert {run_folder(layer) for layer in entry["children"]} == {folder}
+    visible = [layer["visible"] for layer in entry["children"]]
+    assert visible == [True] * len(depths) + [False] * len(multi_band)
+    for layer in entry["children"]:
+        assert layer["renderer"] == "QgsSingleBandPseudoColorRenderer", layer["layer"]
+        assert layer["band"] == 1
+    assert len({tuple(layer["range"]) for layer in entry["children"]}) == 1
+
+
+@pytest.mark.parametrize(
+    ("step", "selected"),
+    [("predict_user_layer_selected", "a layer of the user's group"), ("predict_depth_map_selected", "a depth map")],
+)
+def test_maps_load_in_depth_order_in_their_runs_group_whatever_is_selected(desktop_session, step, selected):
+    tree = tree_after(desktop_session, step)
+    maps = group(tree, GROUP)
+    check_run_group(group(maps["children"], "maps · 80 % interval"), "first", DEPTHS, MULTI_BAND)
+    if step == "predict_depth_map_selected":
+        assert [entry["group"] for entry in maps["children"]] == ["maps", "maps · 80 % interval"]  # newest on top
+        check_run_group(group(maps["children"], "maps"), "second", DEPTHS[:3], MULTI_BAND[:1])
+    # the user's group keeps what it held
+    assert [layer["layer"] for layer in group(tree, "my data")["children"]] == USER_LAYERS, selected
+
+
+def test_later_unrelated_outputs_stay_out_of_the_plugins_groups(desktop_session):
+    tree = tree_after(desktop_session, "unrelated")
+    assert "Centroids" not in [layer["layer"] for layer in layers(group(tree, GROUP)["children"])]
+    assert tree[0]["layer"] == "Centroids"  # above the plugin's group, where the insertion point was moved
+
+
+def test_each_batch_row_gets_a_group_of_its_own_named_by_folder_and_interval(desktop_session):
+    tree = tree_after(desktop_session, "batch")
+    assert [layer["layer"] for layer in group(tree, "my data")["children"]] == USER_LAYERS
+    maps = group(tree, GROUP)
+    names = [entry["group"] for entry in maps["children"]]
+    assert names == ["maps · 95 % interval", "maps · 80 % interval (2)", "maps", "maps · 80 % interval"]
+    check_run_group(group(maps["children"], "maps · 95 % interval"), "batch_95", DEPTHS, MULTI_BAND)
+    check_run_group(group(maps["children"], "maps · 80 % interval (2)"), "batch_80", DEPTHS, MULTI_BAND)
+    check_run_group(group(maps["children"], "maps · 80 % interval"), "first", DEPTHS, MULTI_BAND)
+
+
+def test_without_a_folder_the_multi_band_map_is_the_runs_map_shown_in_a_group_named_after_the_model(
+    desktop_session,
+):
+    tree = tree_after(desktop_session, "predict_without_folder")
+    maps = group(tree, GROUP)
+    assert maps["children"][0]["group"] == "model"  # model.socmodel: the map file is a temporary one
+    (layer,) = maps["children"][0]["children"]
+    assert layer["layer"] == MULTI_BAND[0] and layer["visible"]
+    assert layer["renderer"] == "QgsSingleBandPseudoColorRenderer" and layer["band"] == 1
+    assert [entry["layer"] for entry in group(tree, "my data")["children"]] == USER_LAYERS
+
+
+def test_legends_show_the_unit_and_one_or_two_decimals(desktop_session):
+    maps = group(tree_after(desktop_session, "batch"), GROUP)
+    for layer in layers(maps["children"]):
+        low, high = layer["range"]
+        decimals = 1 if high - low >= 10 else 2
+        assert layer["legend_suffix"] == " g/kg"
+        assert len(layer["legend"]) >= 5  # a class at each colour of the ramp
+        for value, label, _ in layer["legend"]:
+            assert re.fullmatch(rf"-?\d+\.\d{{{decimals}}} g/kg", label), label
+            assert float(label.split()[0]) == pytest.approx(value, abs=0.6 * 10**-decimals)
+        assert layer["legend"][0][0] == pytest.approx(low) and layer["legend"][-1][0] == pytest.approx(high)
+
+
+def test_no_warning_reaches_the_message_log(desktop_session):
+    assert "error" not in desktop_session, desktop_session["error"]
+    # e.g. 'Cannot open …tif ().()' when a raster is loaded without a type hint and OGR is tried first
+    warnings = [message for message in desktop_session["messages"] if message["level"] >= 1]
+    assert warnings == []
+
+
+def distance_to_ramp(pixels: np.ndarray, legend: list) -> np.ndarray:
+    """RGB distance of each pixel to the legend's ramp (piecewise linear between its colours)."""
+    stops = np.array([[int(colour[i : i + 2], 16) for i in (1, 3, 5)] for *_, colour in legend], dtype=float)
+    ramp = np.concatenate([np.linspace(a, b, 50) for a, b in zip(stops[:-1], stops[1:])])
+    return np.sqrt(((pixels[:, None, :] - ramp[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+
+
+def test_screenshot_shows_the_map_in_its_ramp_and_its_legend(desktop_session):
+    import matplotlib.image
+
+    assert "screenshot" in desktop_session, (
+        f"the session stopped before the screenshot:\n{desktop_session.get('error')}"
+    )
+    shot = desktop_session["screenshot"]
+    assert shot["layer"] == "ORCDRC 0–5 cm"
+    maps = group(tree_after(desktop_session, "batch"), GROUP)
+    legend = group(maps["children"], "maps · 95 % interval")["children"][0]["legend"]
+    pixels = (matplotlib.image.imread(shot["canvas"])[..., :3] * 255).reshape(-1, 3)
+    background = (pixels == 255).all(axis=1)
+    assert background.mean() < 0.7  # the map fills much of the canvas
+    shown = pixels[~background]
+    assert len(np.unique(shown, axis=0)) > 20  # not one colour: the map's values vary
+    # every map pixel lies on the ramp of the legend: the map is drawn in its style, not in false colours
+    assert np.quantile(distance_to_ramp(shown[:: max(len(shown) // 3000, 1)], legend), 0.99) < 12
+    # the main window: left of the canvas, the layer panel shows the map's legend, a bar in the ramp's colours
+    window = matplotlib.image.imread(shot["window"])[..., :3] * 255
+    panel = window[:, : shot["canvas_left"]].reshape(-1, 3)
+    panel = panel[(panel < 245).any(axis=1)]  # the white of panels and the lightest ramp colour alike left out
+    assert (distance_to_ramp(panel, legend) < 6).sum() > 800
+
+
+def test_out_of_fold_points_load_coloured_by_residual_one_depth_shown(desktop_session):
+    (points,) = [
+        layer for layer in layers(tree_after(desktop_session, "train")) if layer["source"].endswith("out_of_fold.gpkg")
+    ]
+    assert points["layer"] == "Out-of-fold predictions" and points["visible"]
+    assert points["renderer"] == "QgsRuleBasedRenderer"
+    assert [rule["label"] for rule in points["rules"]] == [f"{depth} cm" for depth in DEPTHS]
+    assert [rule["active"] for rule in points["rules"]] == [True] + [False] * 5
+    assert {rule["children"] for rule in points["rules"]} == {6}  # residual classes
