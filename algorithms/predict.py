@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -46,11 +47,17 @@ class PredictAlgorithm(CovariateAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
+    MASK_OUTSIDE_AOA = "MASK_OUTSIDE_AOA"
+    OUTPUT_AOA = "OUTPUT_AOA"
+    OUTPUT_LPD = "OUTPUT_LPD"
 
     NAME = "predict"
     DISPLAY_NAME = "Predict SOC maps"
     SHORT_DESCRIPTION = "SOC maps at each depth from a trained model and the covariates, with prediction intervals."
-    TAGS = ("map", "prediction", "raster", "uncertainty", "prediction interval", "random forest", "CNN")
+    TAGS = (
+        "map", "prediction", "raster", "uncertainty", "prediction interval", "random forest", "CNN",
+        "area of applicability", "AOA", "dissimilarity index", "extrapolation",
+    )  # fmt: skip
     GROUP = "map"
     ICON = "predict.svg"
     HELP_ANCHOR = "predict-soc-maps"
@@ -68,7 +75,14 @@ class PredictAlgorithm(CovariateAlgorithm):
         "cross-validation fold models, calibrated on their out-of-fold errors (normalised conformal prediction). "
         "Written as lower, upper and width per depth.<br>"
         "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in a group named after "
-        "the folder (inside 'SOC depth maps'), all with one colour ramp and one value range."
+        "the folder (inside 'SOC depth maps'), all with one colour ramp and one value range.<br>"
+        "<b>Area of applicability</b> (Meyer & Pebesma 2021, as R's CAST): where the covariates resemble the "
+        "training sites enough for the cross-validated accuracy to hold. The dissimilarity index (DI) is a pixel's "
+        "distance to the nearest training site in the covariates, scaled and weighted by each band's importance "
+        "to the model, divided by the mean distance between training sites; the pixel is inside the AOA when its "
+        "DI is at most the threshold learnt in cross-validation (the upper whisker of the training sites' DI to "
+        "the nearest site of another fold). CNNs: the DI uses the site's (centre) cell, the conditions at the "
+        "site. Needs a model trained with validation. The log reports the share of pixels inside."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -119,6 +133,13 @@ class PredictAlgorithm(CovariateAlgorithm):
             "Probability that the true value lies between lower and upper limit, e.g. 90 for the 5 % and 95 % limits.",
         )
         self.add_parameter(
+            QgsProcessingParameterBoolean(
+                self.MASK_OUTSIDE_AOA, self.tr("Mask maps outside the area of applicability"), False
+            ),
+            "Set the maps (and prediction intervals) to nodata where the covariates are too unlike the training "
+            "sites (DI above the threshold). Needs a model trained with validation.",
+        )
+        self.add_parameter(
             QgsProcessingParameterNumber(
                 self.MEMORY_MB,
                 self.tr("Memory budget (MB)"),
@@ -129,9 +150,7 @@ class PredictAlgorithm(CovariateAlgorithm):
             "Working memory for prediction; larger rasters are processed block by block within it.",
             advanced=True,
         )
-        self.add_resample(
-            "Warp the other covariates onto the first raster's grid (nearest neighbour), as in training."
-        )
+        self.add_resample("Warp the other covariates onto the first raster's grid (nearest neighbour), as in training.")
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("SOC maps (one band per depth)")),
             "A float32 GeoTIFF with one band per depth interval, tiled, compressed, with overviews.",
@@ -149,6 +168,24 @@ class PredictAlgorithm(CovariateAlgorithm):
             "Optional: one single-band GeoTIFF per depth, added to the project as 'SOC 0–5 cm', … in a group named "
             "after the folder (one group per run, inside 'SOC depth maps'), styled with one colour ramp and one "
             "value range.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_AOA, self.tr("Area of applicability (DI, inside)"), optional=True, createByDefault=False
+            ),
+            "Optional two-band GeoTIFF on the maps' grid: band 1 the dissimilarity index (0 at a training site's "
+            "covariates; 1 is the mean distance between training sites), band 2 1 inside the area of "
+            "applicability (DI at most the threshold, which the file's AOA_THRESHOLD tag holds) and 0 outside. "
+            "Needs a model trained with validation.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_LPD, self.tr("Local point density"), optional=True, createByDefault=False
+            ),
+            "Optional GeoTIFF: for each pixel, how many training sites are closer than the AOA threshold in the "
+            "weighted covariates (CAST's LPD); 0 means outside the area of applicability, more means better "
+            "supported. Needs a model trained with validation.",
+            advanced=True,
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -194,6 +231,7 @@ class PredictAlgorithm(CovariateAlgorithm):
         if with_uncertainty and not uncertainty_path:
             uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or None
+        aoa = self._aoa_request(bundle, parameters, context)
 
         with open_stack(*self.covariates(parameters, context)) as stack:
             self._check_covariates(bundle, stack, feedback)
@@ -223,6 +261,7 @@ class PredictAlgorithm(CovariateAlgorithm):
                     depth_folder=folder,
                     depth_file_names=file_names if folder else None,
                     training_ranges=bundle.training_ranges,
+                    aoa=aoa,
                     progress=progress_callback(feedback),
                 )
             except Cancelled as cancelled:
@@ -253,6 +292,8 @@ class PredictAlgorithm(CovariateAlgorithm):
                     "the model extrapolates there, so treat those predictions with care."
                 ).format(result.n_out_of_range, share)
             )
+        if aoa is not None:
+            self._report_aoa(feedback, result, aoa)
         if bundle.n_floored:
             feedback.pushWarning(
                 self.tr(
@@ -263,10 +304,49 @@ class PredictAlgorithm(CovariateAlgorithm):
         outputs = {self.OUTPUT: result.output}
         if result.uncertainty:
             outputs[self.OUTPUT_UNCERTAINTY] = result.uncertainty
+        if result.aoa:
+            outputs[self.OUTPUT_AOA] = result.aoa
+        if result.lpd:
+            outputs[self.OUTPUT_LPD] = result.lpd
         if folder:
             outputs[self.OUTPUT_FOLDER] = folder
             self._load_depth_maps(context, folder, result.depth_files, band_labels)
         return outputs
+
+    def _aoa_request(self, bundle, parameters, context):
+        """The area of applicability asked for (a file, the LPD or the mask), or None; refused before any work
+        for a model file that lacks it."""
+        from ..core.predict import AoaRequest
+
+        path = self.parameterAsOutputLayer(parameters, self.OUTPUT_AOA, context) or None
+        lpd_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_LPD, context) or None
+        mask_maps = self.parameterAsBoolean(parameters, self.MASK_OUTSIDE_AOA, context)
+        if not (path or lpd_path or mask_maps):
+            return None
+        try:
+            dissimilarity = bundle.dissimilarity_index()
+        except ValueError as error:
+            raise QgsProcessingException(
+                self.tr("{} Leave 'Area of applicability' and 'Local point density' empty and 'Mask maps outside "
+                        "the area of applicability' unticked.").format(error)
+            ) from error  # fmt: skip
+        return AoaRequest(dissimilarity, path, lpd_path, mask_maps)
+
+    def _report_aoa(self, feedback, result, aoa) -> None:
+        share = 100.0 * result.n_inside_aoa / max(result.n_aoa_cells, 1)
+        feedback.pushInfo(
+            self.tr(
+                "Area of applicability: {} of {} predicted pixels ({:.1f} %) are inside (DI at most {:.4g})."
+            ).format(result.n_inside_aoa, result.n_aoa_cells, share, aoa.dissimilarity.threshold)
+        )
+        outside = result.n_aoa_cells - result.n_inside_aoa
+        if outside:
+            feedback.pushWarning(
+                self.tr(
+                    "{} predicted pixels ({:.1f} %) lie outside the area of applicability: their covariates are "
+                    "unlike the training sites', so the validation metrics do not hold there{}."
+                ).format(outside, 100.0 - share, self.tr(" (set to nodata in the maps)") if aoa.mask_maps else "")
+            )
 
     def _check_covariates(self, bundle, stack, feedback) -> None:
         """The covariates must match what the model saw, band for band; say exactly what differs."""
