@@ -86,7 +86,9 @@ class TrainAlgorithm(CovariateAlgorithm):
         "(PICP) and mean width of its out-of-fold 90 % prediction intervals. The final model is then fitted on "
         "all sites.<br>"
         "<b>Outputs</b>: the model file (no executable code inside), a metrics table, optional out-of-fold "
-        "predictions per site and depth, and an optional HTML report."
+        "predictions per site and depth, and an optional HTML report. With validation the model file also holds "
+        "the area of applicability (the training sites' covariates weighted by the bands' permutation importance, "
+        "and the DI threshold), which 'Predict SOC maps' can map."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -397,6 +399,13 @@ class TrainAlgorithm(CovariateAlgorithm):
                             "CCC {ccc:.3f}"
                         ).format(**row)
                     )
+            aoa = bundle.card.aoa_reference
+            weights = ", ".join(f"{name} {value:.3g}" for name, value in zip(data.band_names, aoa["importance"]))
+            feedback.pushInfo(
+                self.tr("Area of applicability: DI threshold {:.4g}; band weights (permutation importance): {}").format(
+                    aoa["threshold"], weights
+                )
+            )
 
         fields = QgsFields()
         for name in ("model", "depth", "group"):

@@ -12,6 +12,7 @@ import rasterio
 DATA = Path(__file__).resolve().parents[2] / "sample_data" / "edgeroi"
 COVARIATES = DATA / "covariates_250m.tif"
 GSM = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
+BANDS = ["DEMSRT5", "TWISRT5", "PMTGEO5", "EV1MOD5", "EV2MOD5", "EV3MOD5"]
 
 
 def covariate_layer():
@@ -22,7 +23,7 @@ def covariate_layer():
     return layer
 
 
-def train(processing, harmonised, folder: Path, validation: int) -> str:
+def train(processing, harmonised, folder: Path, validation: int, feedback=None) -> str:
     return processing.run(
         "socdepth:train",
         {
@@ -36,12 +37,34 @@ def train(processing, harmonised, folder: Path, validation: int) -> str:
             "N_TREES": 30,
             "OUTPUT_MODEL": str(folder / "model.socmodel"),
         },
+        feedback=feedback,
     )["OUTPUT_MODEL"]
 
 
 @pytest.fixture(scope="module")
 def validated_model(qgis_processing, harmonised, tmp_path_factory) -> str:
-    return train(qgis_processing, harmonised, tmp_path_factory.mktemp("aoa_model"), validation=2)
+    """A forest trained with spatial validation; its log names the AOA threshold stored in the model file."""
+    from qgis.core import QgsProcessingFeedback
+
+    from soc_depth_mapper.core.bundle import SocModel
+
+    class Recording(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.infos: list[str] = []
+
+        def pushInfo(self, info):  # noqa: N802 - QGIS API
+            self.infos.append(info)
+
+    feedback = Recording()
+    model = train(qgis_processing, harmonised, tmp_path_factory.mktemp("aoa_model"), 2, feedback)
+    reference = SocModel.load(model).card.aoa_reference
+    logged = [info for info in feedback.infos if info.startswith("Area of applicability: DI threshold")]
+    assert logged == [
+        f"Area of applicability: DI threshold {reference['threshold']:.4g}; band weights (permutation importance): "
+        + ", ".join(f"cov_{b} {w:.3g}" for b, w in zip(BANDS, reference["importance"]))
+    ]
+    return model
 
 
 def read(path: str) -> np.ndarray:
