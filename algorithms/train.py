@@ -383,7 +383,10 @@ class TrainAlgorithm(CovariateAlgorithm):
         from ..core.training import out_of_fold_rows
 
         feedback.setProgressText(self.tr("Writing the model file"))
-        bundle = SocModel.from_training(result, data, sampled.grid)
+        try:
+            bundle = SocModel.from_training(result, data, sampled.grid)
+        except ValueError as error:  # e.g. sites too alike for an area of applicability
+            raise QgsProcessingException(str(error)) from error
         os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
         bundle.save(model_path)
         outputs = {self.OUTPUT_MODEL: model_path}
