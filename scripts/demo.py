@@ -2,8 +2,9 @@
 
 Runs the plugin's Processing algorithms headless, exactly as the Toolbox would, and writes into --out:
 harmonised.gpkg, transfer_cnn.socmodel (named after --model), metrics.csv, predictions.gpkg, report.html, soc_maps.tif,
-soc_intervals.tif, maps/ (one GeoTIFF per depth), previews/ (one PNG per depth), stocks.tif, stock_uncertainty.tif and
-stocks_summary.csv (0-30 and 0-100 cm) and demo.qgz.
+soc_intervals.tif, maps/ (one GeoTIFF per depth), previews/ (one PNG per depth), aoa.tif and aoa.png (the area of
+applicability and its preview), stocks.tif, stock_uncertainty.tif and stocks_summary.csv (0-30 and 0-100 cm) and
+demo.qgz.
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ def render_preview(layer, path: Path, title: str) -> None:
     draw_colour_bar(painter, layer, left=12, top=image.height() - 44, width=260)
     painter.end()
     image.save(str(path))
+
+
+def style_dissimilarity(layer) -> float:
+    """Colours the DI band from 0 to twice the AOA threshold (the file's AOA_THRESHOLD tag), which it returns: the
+    threshold falls mid-ramp, so inside and outside read at a glance."""
+    import rasterio
+    from qgis.core import QgsColorRampShader, QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsStyle
+
+    with rasterio.open(layer.source()) as dataset:
+        threshold = float(dataset.tags()["AOA_THRESHOLD"])
+    shader_function = QgsColorRampShader(0.0, 2 * threshold, QgsStyle.defaultStyle().colorRamp("Viridis"))
+    shader_function.classifyColorRamp(9, -1)
+    shader = QgsRasterShader(0.0, 2 * threshold)
+    shader.setRasterShaderFunction(shader_function)
+    layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
+    return threshold
 
 
 def draw_colour_bar(painter, layer, left: int, top: int, width: int) -> None:
@@ -195,6 +212,7 @@ def run_demo(out: Path, model: int, folds: int) -> None:
             "OUTPUT": str(out / "soc_maps.tif"),
             "OUTPUT_UNCERTAINTY": str(out / "soc_intervals.tif"),
             "OUTPUT_FOLDER": str(out / "maps"),
+            "OUTPUT_AOA": str(out / "aoa.tif"),
         },
         feedback=feedback,
     )
@@ -224,6 +242,10 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     project.addMapLayer(QgsRasterLayer(str(DATA / "covariates_250m.tif"), "Covariates (250 m)"))
     project.addMapLayer(QgsRasterLayer(stocks["OUTPUT"], "SOC stocks (t/ha)"))
     project.addMapLayer(QgsRasterLayer(stocks["OUTPUT_UNCERTAINTY"], "SOC stocks 5/50/95 % (t/ha)"))
+    aoa = QgsRasterLayer(predicted["OUTPUT_AOA"], "Area of applicability (DI, inside)")
+    project.addMapLayer(aoa)
+    threshold = style_dissimilarity(aoa)
+    render_preview(aoa, out / "aoa.png", f"Dissimilarity index: inside the area of applicability up to {threshold:.2f}")
     files = sorted((out / "maps").glob("*.tif"), key=lambda p: parse_map_file_name(p.name)[1])
     styler = DepthMapStyler(shared_value_range([str(f) for f in files]))
     context = QgsProcessingContext()
