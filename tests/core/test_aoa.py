@@ -10,7 +10,7 @@ import pytest
 
 from soc_depth_mapper.core.aoa import AoaReference, DissimilarityIndex, permutation_importance, upper_whisker
 from soc_depth_mapper.core.bundle import SocModel
-from soc_depth_mapper.core.training import TrainingData, train
+from soc_depth_mapper.core.training import CrossValidation, TrainingData, TrainingResult, train
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GRID = {"crs_wkt": "EPSG:28355", "transform": [0, 250, 0, 0, 0, -250], "res": [250, 250], "nodata": [None, None]}
@@ -244,3 +244,27 @@ def test_bad_reference_inputs_name_the_problem():
     reference = AoaReference.of_training(np.eye(3), (), np.ones(3), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="have 2 bands but the area of applicability was computed on 3"):
         DissimilarityIndex(reference).di(np.ones((5, 2)))
+
+
+class CentreOfBandOne:
+    """A 3 x 3 patch model reading only band 1's centre cell."""
+
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        return patches[:, 1:2, 1, 1].repeat(2, axis=1)
+
+
+def test_patch_models_take_the_di_on_the_centre_cell():
+    rng = np.random.default_rng(8)
+    n = 40
+    patches = rng.normal(0, 1, (n, 2, 3, 3))
+    targets = patches[:, 1:2, 1, 1].repeat(2, axis=1) + rng.normal(0, 0.1, (n, 2))
+    folds = np.arange(n) % 4
+    data = TrainingData(
+        np.arange(n), np.zeros(n), np.zeros(n), patches, targets, np.array([[0.0, 5.0], [5.0, 15.0]]), "SOC", ["a", "b"]
+    )
+    validation = CrossValidation(folds, targets, [CentreOfBandOne()] * 4, [], None, 0.0, "random")
+    result = TrainingResult(CentreOfBandOne(), "none", validation, 0.0, {"random_state": 3})
+    reference = SocModel._aoa_reference(result, data)
+    importance = permutation_importance([CentreOfBandOne()] * 4, patches, targets, folds, seed=3)
+    assert importance[0] == 0.0 < importance[1]
+    assert reference == AoaReference.of_training(patches[:, :, 1, 1], (), importance, folds)
