@@ -125,10 +125,10 @@ class AoaReference:
     def of_training(
         cls, values: np.ndarray, categorical: Sequence[int], importance: np.ndarray, folds: np.ndarray
     ) -> AoaReference:
-        """From the sites' band values (S, B), the categorical band indices, each band's importance (B,) and
-        the cross-validation fold of each site (S,)."""
+        """From the sites' band values (S, B), the categorical band indices, each band's importance (B,;
+        negatives count as 0, as in CAST) and the cross-validation fold of each site (S,)."""
         values = np.asarray(values, dtype=float)
-        importance = np.asarray(importance, dtype=float)
+        importance = np.maximum(np.asarray(importance, dtype=float), 0.0)
         folds = np.asarray(folds)
         n_sites, n_bands = values.shape
         if n_sites < 2:

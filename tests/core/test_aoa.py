@@ -120,12 +120,14 @@ def test_a_pixel_equal_to_a_training_site_has_di_zero():
     assert np.all(DissimilarityIndex(reference).di(values) == 0.0)
 
 
-def test_bands_without_importance_weigh_one_each():
+def test_bands_without_importance_weigh_one_each_and_negative_importance_counts_as_zero():
     values = np.array([[0.0, 0.0], [1.0, 5.0], [2.0, 1.0], [4.0, 2.0]])
     unweighted = AoaReference.of_training(values, (), np.zeros(2), np.array([0, 1, 0, 1]))
     ones = AoaReference.of_training(values, (), np.ones(2), np.array([0, 1, 0, 1]))
     assert unweighted.weights == (1.0, 1.0) and unweighted.importance == (0.0, 0.0)
     assert unweighted.training_di == ones.training_di and unweighted.threshold == ones.threshold
+    negative = AoaReference.of_training(values, (), np.array([-0.5, 2.0]), np.array([0, 1, 0, 1]))
+    assert negative.importance == (0.0, 2.0) and negative.weights == (0.0, 2.0)
 
 
 class LinearOnBandZero:
