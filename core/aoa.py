@@ -18,8 +18,9 @@ R's CAST (`trainDI`, `aoa`) does, so that results match what R users expect.
   the AOA.
 - Local point density (LPD): how many training sites lie closer than the threshold, in DI units (CAST's LPD).
 
-New points are matched against a k-d tree (scipy's cKDTree) over the weighted, scaled sites, so a map is
-processed block by block in memory that does not grow with the map.
+New points are matched against k-d trees (scipy's cKDTree) over the weighted, scaled sites, one per class of the
+most important categorical band (see `DissimilarityIndex`), so a map is processed block by block in memory that
+does not grow with the map.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ IMPORTANCE_REPEATS = 3
 #: sites per leaf of the k-d tree: in the 10–20 dimensions of a covariate stack larger leaves than scipy's 16
 #: answer a query about 25 % sooner (bench/aoa.py)
 TREE_LEAF_SIZE = 32
+#: a search bounded by each point's best distance so far goes in batches of similar bounds (a query takes one)
+BOUND_BATCHES = 8
 #: rows of the training sites compared at once when averaging pairwise distances (bounds memory to ~64 MB)
 DISTANCE_ROWS = 2048
 
@@ -237,20 +240,40 @@ def _column_bands(n_bands: int, categorical: tuple[int, ...], levels: tuple[tupl
 
 
 class DissimilarityIndex:
-    """DI, AOA and LPD of new points against an `AoaReference`, through a k-d tree over the training sites."""
+    """DI, AOA and LPD of new points against an `AoaReference`, through k-d trees over the training sites.
+
+    Exact, and faster than one tree over every column: the dummies of the most important categorical band are
+    left out of the trees, with one tree per class of that band instead. Between a point and the sites of one
+    class those dummies add the same squared distance (the class's penalty), so the nearest site is the least of
+    (nearest site of each class in the other columns)² + penalty, and a class whose penalty alone exceeds the
+    best distance found so far is never searched. The trees have fewer dimensions and fewer sites each, which
+    is what a k-d tree needs.
+    """
 
     def __init__(self, reference: AoaReference) -> None:
         self.reference = reference
         self.threshold = reference.threshold
         weights = np.asarray(reference.weights)
-        #: columns of weight 0 add nothing to any distance: the tree does without them (fewer dimensions)
+        #: columns of weight 0 add nothing to any distance: the trees do without them (fewer dimensions)
         self._used = np.flatnonzero(weights > 0)
         self._centre = np.asarray(reference.centre)[self._used]
         self._scale = np.asarray(reference.scale)[self._used]
         self._weights = weights[self._used]
-        sites = np.asarray(reference.sites, dtype=float)[:, self._used]
-        self._tree = cKDTree(sites, leafsize=TREE_LEAF_SIZE)
         self._n_bands = len(reference.importance)
+        sites = np.asarray(reference.sites, dtype=float)[:, self._used]
+        bands = _column_bands(self._n_bands, reference.categorical, reference.levels)[self._used]
+        used_categorical = [b for b in reference.categorical if reference.importance[b] > 0 and (bands == b).any()]
+        split = max(used_categorical, key=lambda b: reference.importance[b], default=None)
+        self._dummies = np.flatnonzero(bands == split)
+        self._others = np.flatnonzero(bands != split)
+        # a site's class: the dummy column where it holds the value of 1, the only one above the column's minimum
+        dummies = sites[:, self._dummies]
+        self._zero = dummies.min(axis=0)
+        site_class = _dummy_class(dummies, self._zero)
+        classes = np.unique(site_class)
+        #: per class: the dummy values of its sites, and a tree over their other columns
+        self._prototypes = [dummies[np.argmax(site_class == k)] for k in classes]
+        self._trees = [cKDTree(sites[site_class == k][:, self._others], leafsize=TREE_LEAF_SIZE) for k in classes]
 
     def _points(self, values: np.ndarray) -> np.ndarray:
         if values.shape[1] != self._n_bands:
@@ -261,15 +284,64 @@ class DissimilarityIndex:
         columns = _columns(values, self.reference.categorical, self.reference.levels)[:, self._used]
         return (columns - self._centre) / self._scale * self._weights  # as the sites: a site's twin is at 0
 
+    def _groups(self, points: np.ndarray):
+        """Per distinct dummy part of the points (a class, or a class unseen in training): the rows, the other
+        columns, and the classes' penalties in ascending order."""
+        dummies = points[:, self._dummies]
+        kinds = _dummy_class(dummies, self._zero)
+        for kind in np.unique(kinds):
+            rows = np.flatnonzero(kinds == kind)
+            dummy = dummies[rows[0]]  # the same for every row of the kind
+            penalties = [float(((dummy - prototype) ** 2).sum()) for prototype in self._prototypes]
+            order = np.argsort(penalties, kind="stable")
+            yield rows, points[rows][:, self._others], [(penalties[k], self._trees[k]) for k in order]
+
     def di(self, values: np.ndarray) -> np.ndarray:
         """(N, B) band values -> (N,) DI."""
-        distance = self._tree.query(self._points(np.asarray(values, dtype=float)), workers=-1)[0]
-        return distance / self.reference.mean_distance
+        points = self._points(np.asarray(values, dtype=float))
+        squared = np.full(len(points), np.inf)
+        for rows, others, trees in self._groups(points):
+            best = np.full(len(rows), np.inf)
+            for penalty, tree in trees:
+                searched = np.flatnonzero(best > penalty)
+                if not searched.size:
+                    break  # the penalties only grow from here
+                best[searched] = np.minimum(
+                    best[searched], _bounded_nearest(tree, others[searched], best[searched] - penalty) + penalty
+                )
+            squared[rows] = best
+        return np.sqrt(squared) / self.reference.mean_distance
 
     def lpd(self, values: np.ndarray) -> np.ndarray:
         """(N, B) band values -> (N,) the number of training sites at a DI below the threshold."""
         points = self._points(np.asarray(values, dtype=float))
-        radius = np.nextafter(self.threshold * self.reference.mean_distance, 0.0)  # strictly below, as CAST
-        if radius <= 0:
-            return np.zeros(len(points), dtype=int)
-        return self._tree.query_ball_point(points, radius, workers=-1, return_length=True)
+        counts = np.zeros(len(points), dtype=int)
+        radius = self.threshold * self.reference.mean_distance
+        for rows, others, trees in self._groups(points):
+            for penalty, tree in trees:
+                if penalty >= radius**2:
+                    break
+                within = np.nextafter(np.sqrt(radius**2 - penalty), 0.0)  # strictly below, as CAST
+                counts[rows] += tree.query_ball_point(others, within, workers=-1, return_length=True)
+        return counts
+
+
+def _dummy_class(dummies: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """The column of each row's dummy 1 (the one value above the column's 0), or -1 where there is none (a class
+    unseen in training, or a band without dummies)."""
+    if not dummies.shape[1]:
+        return np.full(len(dummies), -1)
+    ones = dummies > zero
+    return np.where(ones.any(axis=1), np.argmax(ones, axis=1), -1)
+
+
+def _bounded_nearest(tree: cKDTree, points: np.ndarray, squared_bounds: np.ndarray) -> np.ndarray:
+    """Squared distance to the nearest point of `tree`, inf where none is closer than the point's bound."""
+    squared = np.full(len(points), np.inf)
+    if np.isinf(squared_bounds).all():
+        return tree.query(points, workers=-1)[0] ** 2
+    order = np.argsort(squared_bounds)
+    for batch in np.array_split(order, min(BOUND_BATCHES, len(order))):
+        bound = np.sqrt(squared_bounds[batch[-1]])
+        squared[batch] = tree.query(points[batch], distance_upper_bound=bound, workers=-1)[0] ** 2
+    return squared

@@ -89,22 +89,43 @@ def brute_force_reference(values, categorical, importance, folds):
     return mean_distance, di, threshold, di_of, lpd_of
 
 
-def test_di_threshold_and_lpd_equal_a_brute_force_implementation():
+@pytest.mark.parametrize(
+    ("categorical", "importance"),
+    [
+        ((2,), [0.4, 0.0, 1.3, 0.2]),  # the class band weighs most: its classes are far apart
+        ((2,), [1.0, 0.5, 0.02, 0.8]),  # it weighs little: the nearest site is often of another class
+        ((2, 4), [0.3, 0.6, 0.1, 0.2, 0.4]),  # two class bands, the second one's classes searched by tree
+        ((), [0.3, 0.6, 0.1, 0.2, 0.4]),  # none
+    ],
+)
+def test_di_threshold_and_lpd_equal_a_brute_force_implementation(categorical, importance):
     rng = np.random.default_rng(11)
     n = 150
     values = np.column_stack(
-        [rng.normal(100, 30, n), rng.uniform(0, 1, n), rng.integers(1, 5, n).astype(float), rng.lognormal(0, 1, n)]
-    )
-    importance = np.array([0.4, 0.0, 1.3, 0.2])
+        [
+            rng.normal(100, 30, n),
+            rng.uniform(0, 1, n),
+            rng.integers(1, 5, n).astype(float),
+            rng.lognormal(0, 1, n),
+            rng.integers(0, 3, n).astype(float),
+        ]
+    )[:, : len(importance)]
+    importance = np.array(importance)
     folds = rng.integers(0, 5, n)
-    reference = AoaReference.of_training(values, (2,), importance, folds)
-    mean_distance, di, threshold, di_of, lpd_of = brute_force_reference(values, (2,), importance, folds)
+    reference = AoaReference.of_training(values, categorical, importance, folds)
+    mean_distance, di, threshold, di_of, lpd_of = brute_force_reference(values, categorical, importance, folds)
     assert reference.mean_distance == pytest.approx(mean_distance, rel=1e-12)
     np.testing.assert_allclose(reference.training_di, di, rtol=1e-12)
     assert reference.threshold == pytest.approx(threshold, rel=1e-12)
     new = np.column_stack(
-        [rng.normal(110, 50, 400), rng.uniform(-1, 2, 400), rng.integers(0, 6, 400), rng.lognormal(0, 1.5, 400)]
-    )  # class codes 0 and 5 were never seen in training
+        [
+            rng.normal(110, 50, 400),
+            rng.uniform(-1, 2, 400),
+            rng.integers(0, 6, 400),  # class codes 0 and 5 were never seen in training
+            rng.lognormal(0, 1.5, 400),
+            rng.integers(0, 4, 400),  # nor 3 here
+        ]
+    )[:, : len(importance)]
     index = DissimilarityIndex(reference)
     np.testing.assert_allclose(index.di(new), di_of(new), rtol=1e-10)
     np.testing.assert_array_equal(index.lpd(new), lpd_of(new))
