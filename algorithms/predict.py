@@ -306,6 +306,10 @@ class PredictAlgorithm(CovariateAlgorithm):
             outputs[self.OUTPUT_UNCERTAINTY] = result.uncertainty
         if result.aoa:
             outputs[self.OUTPUT_AOA] = result.aoa
+            if context.willLoadLayerOnCompletion(result.aoa):  # the dialog loads it: coloured around the threshold
+                styler = DissimilarityStyler(aoa.dissimilarity.threshold)
+                DissimilarityStyler.pending.append(styler)
+                context.layerToLoadOnCompletionDetails(result.aoa).setPostProcessor(styler)
         if result.lpd:
             outputs[self.OUTPUT_LPD] = result.lpd
         if folder:
@@ -423,6 +427,39 @@ class PredictAlgorithm(CovariateAlgorithm):
             DepthMapStyler.pending.append(styler)
             details.setPostProcessor(styler)
             context.addLayerToLoadOnCompletion(path, details)
+
+
+class DissimilarityStyler(QgsProcessingLayerPostProcessorInterface):
+    """Colours an area-of-applicability layer by its DI band, from 0 to twice the threshold, so that the threshold
+    falls mid-ramp and inside and outside read at a glance."""
+
+    #: stylers waiting for QGIS to load their layer (the layer details hold only a C++ pointer)
+    pending: ClassVar[list[DissimilarityStyler]] = []
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        style_dissimilarity(layer, self.threshold)
+        if self in DissimilarityStyler.pending:
+            DissimilarityStyler.pending.remove(self)
+
+
+def style_dissimilarity(layer, threshold: float) -> None:
+    """Band 1 (DI) in a Viridis ramp from 0 to 2 × threshold; higher DI takes the last colour."""
+    from qgis.core import QgsColorRampShader, QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsStyle
+
+    high = 2 * threshold if threshold > 0 else 1.0
+    shader_function = QgsColorRampShader(0.0, high, QgsStyle.defaultStyle().colorRamp("Viridis"))
+    shader_function.classifyColorRamp(9, -1)
+    shader = QgsRasterShader(0.0, high)
+    shader.setRasterShaderFunction(shader_function)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(high)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
 
 
 def shared_value_range(files: list[str]) -> tuple[float, float]:

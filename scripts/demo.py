@@ -84,22 +84,6 @@ def render_preview(layer, path: Path, title: str) -> None:
     image.save(str(path))
 
 
-def style_dissimilarity(layer) -> float:
-    """Colours the DI band from 0 to twice the AOA threshold (the file's AOA_THRESHOLD tag), which it returns: the
-    threshold falls mid-ramp, so inside and outside read at a glance."""
-    import rasterio
-    from qgis.core import QgsColorRampShader, QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsStyle
-
-    with rasterio.open(layer.source()) as dataset:
-        threshold = float(dataset.tags()["AOA_THRESHOLD"])
-    shader_function = QgsColorRampShader(0.0, 2 * threshold, QgsStyle.defaultStyle().colorRamp("Viridis"))
-    shader_function.classifyColorRamp(9, -1)
-    shader = QgsRasterShader(0.0, 2 * threshold)
-    shader.setRasterShaderFunction(shader_function)
-    layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
-    return threshold
-
-
 def draw_colour_bar(painter, layer, left: int, top: int, width: int) -> None:
     """The layer's colour ramp as a bar with its lowest and highest value, so a preview can be read alone."""
     from qgis.PyQt.QtCore import QPointF, QRectF, Qt
@@ -150,9 +134,10 @@ def main() -> None:
 def run_demo(out: Path, model: int, folds: int) -> None:
     """The three steps, the project and the previews, written into `out`."""
     import processing
+    import rasterio
     from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-    from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range
+    from soc_depth_mapper.algorithms.predict import DepthMapStyler, shared_value_range, style_dissimilarity
     from soc_depth_mapper.core.depths import interval_label, parse_map_file_name
     from soc_depth_mapper.core.registry import entry, kinds
     from soc_depth_mapper.core.report import append_maps
@@ -244,7 +229,9 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     project.addMapLayer(QgsRasterLayer(stocks["OUTPUT_UNCERTAINTY"], "SOC stocks 5/50/95 % (t/ha)"))
     aoa = QgsRasterLayer(predicted["OUTPUT_AOA"], "Area of applicability (DI, inside)")
     project.addMapLayer(aoa)
-    threshold = style_dissimilarity(aoa)
+    with rasterio.open(predicted["OUTPUT_AOA"]) as dataset:
+        threshold = float(dataset.tags()["AOA_THRESHOLD"])
+    style_dissimilarity(aoa, threshold)
     render_preview(aoa, out / "aoa.png", f"Dissimilarity index: inside the area of applicability up to {threshold:.2f}")
     files = sorted((out / "maps").glob("*.tif"), key=lambda p: parse_map_file_name(p.name)[1])
     styler = DepthMapStyler(shared_value_range([str(f) for f in files]))

@@ -172,3 +172,28 @@ def test_a_model_without_validation_refuses_the_aoa_and_writes_nothing(qgis_proc
             },
         )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.socmodel"]
+
+
+def test_a_loaded_aoa_layer_is_coloured_around_the_threshold(qgis_processing, validated_model, tmp_path):
+    from qgis.core import QgsProject, QgsSingleBandPseudoColorRenderer
+
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    try:
+        qgis_processing.runAndLoadResults(
+            "socdepth:predict",
+            {
+                "MODEL": validated_model,
+                "COVARIATES": [str(COVARIATES)],
+                "OUTPUT": str(tmp_path / "soc.tif"),
+                "OUTPUT_AOA": str(tmp_path / "aoa.tif"),
+            },
+        )
+        with rasterio.open(tmp_path / "aoa.tif") as dataset:
+            threshold = float(dataset.tags()["AOA_THRESHOLD"])
+        (layer,) = [layer for layer in project.mapLayers().values() if layer.source() == str(tmp_path / "aoa.tif")]
+        renderer = layer.renderer()
+        assert isinstance(renderer, QgsSingleBandPseudoColorRenderer) and renderer.band() == 1
+        assert (renderer.classificationMin(), renderer.classificationMax()) == pytest.approx((0.0, 2 * threshold))
+    finally:
+        project.removeAllMapLayers()
