@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -20,7 +23,7 @@ from qgis.core import (
 
 from .base import CovariateAlgorithm
 from .layers import open_stack, progress_callback, report_infinite
-from .styling import MapStyler, RunGroup, raster_details, shared_value_range
+from .styling import MapStyler, RunGroup, dissimilarity_renderer, raster_details, shared_value_range
 
 
 class PredictAlgorithm(CovariateAlgorithm):
@@ -34,11 +37,17 @@ class PredictAlgorithm(CovariateAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
+    MASK_OUTSIDE_AOA = "MASK_OUTSIDE_AOA"
+    OUTPUT_AOA = "OUTPUT_AOA"
+    OUTPUT_LPD = "OUTPUT_LPD"
 
     NAME = "predict"
     DISPLAY_NAME = "Predict SOC maps"
     SHORT_DESCRIPTION = "SOC maps at each depth from a trained model and the covariates, with prediction intervals."
-    TAGS = ("map", "prediction", "raster", "uncertainty", "prediction interval", "random forest", "CNN")
+    TAGS = (
+        "map", "prediction", "raster", "uncertainty", "prediction interval", "random forest", "CNN",
+        "area of applicability", "AOA", "dissimilarity index", "extrapolation",
+    )  # fmt: skip
     GROUP = "map"
     ICON = "predict.svg"
     HELP_ANCHOR = "predict-soc-maps"
@@ -58,7 +67,14 @@ class PredictAlgorithm(CovariateAlgorithm):
         "<b>One map per depth</b>: optionally one GeoTIFF per depth, added to the project in depth order in a "
         "group of the run named after the folder and interval level (inside 'SOC depth maps'), all with one colour "
         "ramp and one value range, legends in g/kg; the multi-band maps go hidden below them, showing the first "
-        "depth in the same colours (without the folder they are the run's map, shown)."
+        "depth in the same colours (without the folder they are the run's map, shown).<br>"
+        "<b>Area of applicability</b> (Meyer & Pebesma 2021, as R's CAST): where the covariates resemble the "
+        "training sites enough for the cross-validated accuracy to hold. The dissimilarity index (DI) is a pixel's "
+        "distance to the nearest training site in the covariates, scaled and weighted by each band's importance "
+        "to the model, divided by the mean distance between training sites; the pixel is inside the AOA when its "
+        "DI is at most the threshold learnt in cross-validation (the upper whisker of the training sites' DI to "
+        "the nearest site of another fold). CNNs: the DI uses the site's (centre) cell, the conditions at the "
+        "site. Needs a model trained with validation. The log reports the share of pixels inside."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -109,6 +125,13 @@ class PredictAlgorithm(CovariateAlgorithm):
             "Probability that the true value lies between lower and upper limit, e.g. 90 for the 5 % and 95 % limits.",
         )
         self.add_parameter(
+            QgsProcessingParameterBoolean(
+                self.MASK_OUTSIDE_AOA, self.tr("Mask maps outside the area of applicability"), False
+            ),
+            "Set the maps (and prediction intervals) to nodata where the covariates are too unlike the training "
+            "sites (DI above the threshold). Needs a model trained with validation.",
+        )
+        self.add_parameter(
             QgsProcessingParameterNumber(
                 self.MEMORY_MB,
                 self.tr("Memory budget (MB)"),
@@ -139,6 +162,24 @@ class PredictAlgorithm(CovariateAlgorithm):
             "in a group of the run named after the folder and the interval level (e.g. 'maps · 90 % interval', "
             "inside 'SOC depth maps'), styled with one colour ramp and one value range; the multi-band maps "
             "are added hidden below them.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_AOA, self.tr("Area of applicability (DI, inside)"), optional=True, createByDefault=False
+            ),
+            "Optional two-band GeoTIFF on the maps' grid: band 1 the dissimilarity index (0 at a training site's "
+            "covariates; 1 is the mean distance between training sites), band 2 1 inside the area of "
+            "applicability (DI at most the threshold, which the file's AOA_THRESHOLD tag holds) and 0 outside. "
+            "Needs a model trained with validation.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_LPD, self.tr("Local point density"), optional=True, createByDefault=False
+            ),
+            "Optional GeoTIFF: for each pixel, how many training sites are closer than the AOA threshold in the "
+            "weighted covariates (CAST's LPD); 0 means outside the area of applicability, more means better "
+            "supported. Needs a model trained with validation.",
+            advanced=True,
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -184,6 +225,7 @@ class PredictAlgorithm(CovariateAlgorithm):
         if with_uncertainty and not uncertainty_path:
             uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or None
+        aoa = self._aoa_request(bundle, parameters, context)
 
         with open_stack(*self.covariates(parameters, context)) as stack:
             self._check_covariates(bundle, stack, feedback)
@@ -213,6 +255,7 @@ class PredictAlgorithm(CovariateAlgorithm):
                     depth_folder=folder,
                     depth_file_names=file_names if folder else None,
                     training_ranges=bundle.training_ranges,
+                    aoa=aoa,
                     progress=progress_callback(feedback),
                 )
             except Cancelled as cancelled:
@@ -243,6 +286,8 @@ class PredictAlgorithm(CovariateAlgorithm):
                     "the model extrapolates there, so treat those predictions with care."
                 ).format(result.n_out_of_range, share)
             )
+        if aoa is not None:
+            self._report_aoa(feedback, result, aoa)
         if bundle.n_floored:
             feedback.pushWarning(
                 self.tr(
@@ -253,13 +298,53 @@ class PredictAlgorithm(CovariateAlgorithm):
         outputs = {self.OUTPUT: result.output}
         if result.uncertainty:
             outputs[self.OUTPUT_UNCERTAINTY] = result.uncertainty
+        if result.aoa:
+            outputs[self.OUTPUT_AOA] = result.aoa
+        if result.lpd:
+            outputs[self.OUTPUT_LPD] = result.lpd
         if folder:
             outputs[self.OUTPUT_FOLDER] = folder
         # the run's group is named after what the user chose: the folder, else the map file, else the model file
         named_after = folder or (model_path if output.startswith(QgsProcessingUtils.tempFolder()) else output)
         title = RunGroup.title_of(named_after, level if with_uncertainty else None)
-        self._load_results(context, result, folder, band_labels, title)
+        threshold = aoa.dissimilarity.threshold if aoa is not None else None
+        self._load_results(context, result, folder, band_labels, title, threshold)
         return outputs
+
+    def _aoa_request(self, bundle, parameters, context):
+        """The area of applicability asked for (a file, the LPD or the mask), or None; refused before any work
+        for a model file that lacks it."""
+        from ..core.predict import AoaRequest
+
+        path = self.parameterAsOutputLayer(parameters, self.OUTPUT_AOA, context) or None
+        lpd_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_LPD, context) or None
+        mask_maps = self.parameterAsBoolean(parameters, self.MASK_OUTSIDE_AOA, context)
+        if not (path or lpd_path or mask_maps):
+            return None
+        try:
+            dissimilarity = bundle.dissimilarity_index()
+        except ValueError as error:
+            raise QgsProcessingException(
+                self.tr("{} Leave 'Area of applicability' and 'Local point density' empty and 'Mask maps outside "
+                        "the area of applicability' unticked.").format(error)
+            ) from error  # fmt: skip
+        return AoaRequest(dissimilarity, path, lpd_path, mask_maps)
+
+    def _report_aoa(self, feedback, result, aoa) -> None:
+        share = 100.0 * result.n_inside_aoa / max(result.n_aoa_cells, 1)
+        feedback.pushInfo(
+            self.tr(
+                "Area of applicability: {} of {} predicted pixels ({:.1f} %) are inside (DI at most {:.4g})."
+            ).format(result.n_inside_aoa, result.n_aoa_cells, share, aoa.dissimilarity.threshold)
+        )
+        outside = result.n_aoa_cells - result.n_inside_aoa
+        if outside:
+            feedback.pushWarning(
+                self.tr(
+                    "{} predicted pixels ({:.1f} %) lie outside the area of applicability: their covariates are "
+                    "unlike the training sites', so the validation metrics do not hold there{}."
+                ).format(outside, 100.0 - share, self.tr(" (set to nodata in the maps)") if aoa.mask_maps else "")
+            )
 
     def _check_covariates(self, bundle, stack, feedback) -> None:
         """The covariates must match what the model saw, band for band; say exactly what differs."""
@@ -324,14 +409,17 @@ class PredictAlgorithm(CovariateAlgorithm):
             raise QgsProcessingException(self.tr("The mask layer has no polygons; give one with polygons or none."))
         return geometries
 
-    def _load_results(self, context, result, folder: str | None, labels: list[str], title: str) -> None:
+    def _load_results(
+        self, context, result, folder: str | None, labels: list[str], title: str, aoa_threshold: float | None
+    ) -> None:
         """Styles the maps QGIS loads on completion alike and places them in a group of this run (on the main
         thread, after the run): the per-depth maps in depth order, then the multi-band files, hidden where
-        per-depth maps show the same."""
+        per-depth maps show the same, then the area of applicability, coloured around its threshold."""
         files = list(result.depth_files) if folder else []
         multi_band = [result.output] + ([result.uncertainty] if result.uncertainty else [])
         opened = {path for path in multi_band if context.willLoadLayerOnCompletion(path)}  # the user asked so
-        if not files and not opened:
+        aoa = result.aoa if result.aoa and context.willLoadLayerOnCompletion(result.aoa) else None
+        if not files and not opened and aoa is None:
             return
         value_range = shared_value_range(files or [result.output])
         run_group = RunGroup(title)
@@ -346,3 +434,9 @@ class PredictAlgorithm(CovariateAlgorithm):
                 details.layerTypeHint = QgsProcessingUtils.LayerHint.Raster
                 visible = not files and path == result.output  # the only map of the run
                 details.setPostProcessor(MapStyler(value_range, run_group, position, visible))
+        if aoa is not None:
+            details = context.layerToLoadOnCompletionDetails(aoa)
+            details.layerTypeHint = QgsProcessingUtils.LayerHint.Raster
+            position = len(files) + len(multi_band)
+            colours = partial(dissimilarity_renderer, threshold=aoa_threshold)
+            details.setPostProcessor(MapStyler(value_range, run_group, position, visible=False, renderer=colours))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
+from collections.abc import Callable
 from typing import ClassVar
 
 from qgis.core import (
@@ -111,16 +112,28 @@ class MapStyler(QgsProcessingLayerPostProcessorInterface):
     #: stylers waiting for QGIS to load their layer (the layer details hold only a C++ pointer)
     pending: ClassVar[list[MapStyler]] = []
 
-    def __init__(self, value_range: tuple[float, float], run_group: RunGroup, position: int, visible: bool = True):
+    def __init__(
+        self,
+        value_range: tuple[float, float],
+        run_group: RunGroup,
+        position: int,
+        visible: bool = True,
+        renderer: Callable | None = None,
+    ):
         super().__init__()
         self.value_range = value_range
         self.run_group = run_group
         self.position = position
         self.visible = visible
+        #: provider -> renderer for a layer that is not a map of the property (the area of applicability)
+        self.renderer = renderer
         MapStyler.pending.append(self)
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        layer.setRenderer(pseudocolour_renderer(layer.dataProvider(), *self.value_range))
+        if self.renderer is not None:
+            layer.setRenderer(self.renderer(layer.dataProvider()))
+        else:
+            layer.setRenderer(pseudocolour_renderer(layer.dataProvider(), *self.value_range))
         layer.triggerRepaint()
         project = context.project() or QgsProject.instance()
         root = project.layerTreeRoot()
@@ -173,6 +186,22 @@ def pseudocolour_renderer(provider, low: float, high: float):
     shader.setRasterShaderFunction(function)
     renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
     renderer.setClassificationMin(low)
+    renderer.setClassificationMax(high)
+    return renderer
+
+
+def dissimilarity_renderer(provider, threshold: float):
+    """Band 1 (the dissimilarity index) in Viridis from 0 to twice the AOA threshold, so that the threshold falls
+    mid-ramp and inside and outside read at a glance; higher DI takes the last colour."""
+    from qgis.core import QgsColorRampShader, QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsStyle
+
+    high = 2 * threshold if threshold > 0 else 1.0
+    function = QgsColorRampShader(0.0, high, QgsStyle.defaultStyle().colorRamp("Viridis"))
+    function.classifyColorRamp(9, -1)
+    shader = QgsRasterShader(0.0, high)
+    shader.setRasterShaderFunction(function)
+    renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
+    renderer.setClassificationMin(0.0)
     renderer.setClassificationMax(high)
     return renderer
 

@@ -91,7 +91,9 @@ class TrainAlgorithm(CovariateAlgorithm):
         "(PICP) and mean width of its out-of-fold 90 % prediction intervals. The final model is then fitted on "
         "all sites.<br>"
         "<b>Outputs</b>: the model file (no executable code inside), a metrics table, optional out-of-fold "
-        "predictions per site and depth, and an optional HTML report."
+        "predictions per site and depth, and an optional HTML report. With validation the model file also holds "
+        "the area of applicability (the training sites' covariates weighted by the bands' permutation importance, "
+        "and the DI threshold), which 'Predict SOC maps' can map."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -399,7 +401,10 @@ class TrainAlgorithm(CovariateAlgorithm):
         from ..core.training import out_of_fold_rows
 
         feedback.setProgressText(self.tr("Writing the model file"))
-        bundle = SocModel.from_training(result, data, sampled.grid)
+        try:
+            bundle = SocModel.from_training(result, data, sampled.grid)
+        except ValueError as error:  # e.g. sites too alike for an area of applicability
+            raise QgsProcessingException(str(error)) from error
         os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
         bundle.save(model_path)
         outputs = {self.OUTPUT_MODEL: model_path}
@@ -415,6 +420,13 @@ class TrainAlgorithm(CovariateAlgorithm):
                             "CCC {ccc:.3f}"
                         ).format(**row)
                     )
+            aoa = bundle.card.aoa_reference
+            weights = ", ".join(f"{name} {value:.3g}" for name, value in zip(data.band_names, aoa["importance"]))
+            feedback.pushInfo(
+                self.tr("Area of applicability: DI threshold {:.4g}; band weights (permutation importance): {}").format(
+                    aoa["threshold"], weights
+                )
+            )
 
         fields = QgsFields()
         for name in ("model", "depth", "group"):

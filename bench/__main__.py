@@ -13,6 +13,7 @@ BENCHMARKS: list[str] = [
     "bench.predict",
     "bench.ranger",
     "bench.limits",
+    "bench.aoa",
 ]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .aoa import AoaReference, DissimilarityIndex, permutation_importance
 from .card import SCHEMA_VERSION, Bands, Grid, ModelCard, TargetScale, TrainingSettings
 from .depths import interval_labels
 from .modelfile import ModelFileError, load_model_file, save_model_file
@@ -123,6 +124,16 @@ class SocModel:
         ranges = self.card.covariate_ranges
         return None if ranges is None else np.asarray(ranges, dtype=float)
 
+    def dissimilarity_index(self) -> DissimilarityIndex:
+        """The DI and area of applicability of new covariate values; refused for a model file without them."""
+        if self.card.aoa_reference is None:
+            raise ValueError(
+                "This model file holds no area of applicability: it was trained without cross-validation or by "
+                "an earlier version of SOC Depth Mapper. Retrain it with Validation 'Random k-fold' or 'Spatial "
+                "block k-fold', or predict without the area of applicability."
+            )
+        return DissimilarityIndex(AoaReference.from_dict(self.card.aoa_reference))
+
     def interval_labels(self, unit: str = " cm") -> list[str]:
         return interval_labels(self.intervals, unit)
 
@@ -163,8 +174,24 @@ class SocModel:
             covariate_ranges=tuple((float(low), float(high)) for low, high in ranges),
             spread_floors=tuple(floors),
             versions=library_versions(),
+            aoa_reference=None if result.validation is None else cls._aoa_reference(result, data).to_dict(),
         )
         return cls(result.model, card, fold_models, scores)
+
+    @staticmethod
+    def _aoa_reference(result: TrainingResult, data: TrainingData) -> AoaReference:
+        """The area of applicability's training reference: the sites' centre-cell covariates, weighted by the
+        fold models' out-of-fold permutation importance (on the scale the models are fitted on)."""
+        cv = result.validation
+        importance = permutation_importance(
+            cv.fold_models,
+            data.patches,
+            forward_transform(data.targets, result.transform),
+            cv.folds,
+            seed=result.settings["random_state"],
+        )
+        centre = data.patches.shape[-1] // 2
+        return AoaReference.of_training(data.patches[:, :, centre, centre], data.categorical, importance, cv.folds)
 
     @staticmethod
     def _conformal_scores(

@@ -86,7 +86,8 @@ class ModelCard:
     #: conformal intervals: per depth, the floor added to the fold models' spread; empty for other methods
     spread_floors: tuple[float, ...] = ()
     versions: dict[str, str] = field(default_factory=dict)
-    #: reserved for the area of applicability: the training data's reference in predictor space
+    #: the area of applicability's training reference in predictor space (`core.aoa.AoaReference.to_dict`);
+    #: None without cross-validation and in files written before it
     aoa_reference: dict[str, Any] | None = None
     #: reserved for transferred models: the model and data set this one was derived from
     transferred_from: dict[str, Any] | None = None

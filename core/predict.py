@@ -67,6 +67,9 @@ GDAL_CACHE_SHARE = 0.25
 GDAL_CACHE_MIN, GDAL_CACHE_MAX = 8 << 20, 256 << 20
 #: progress fraction reached when all blocks are predicted; the rest is for overviews and moving files
 BLOCKS_DONE = 0.95
+#: band descriptions of the area-of-applicability rasters
+AOA_LABELS = ["Dissimilarity index (DI)", "Area of applicability (1 inside, 0 outside)"]
+LPD_LABELS = ["Local point density (training sites within the AOA threshold)"]
 
 ProgressCallback = Optional[Callable[[float, str], Any]]
 Extent = tuple[float, float, float, float]
@@ -89,6 +92,29 @@ class BlockPredictor(Protocol):
         """Working memory per output pixel while predicting a block, for block sizing."""
 
 
+class Dissimilarity(Protocol):
+    """The area of applicability of a model (e.g. `core.aoa.DissimilarityIndex`)."""
+
+    threshold: float
+
+    def di(self, values: np.ndarray) -> np.ndarray:
+        """(N, B) covariate values -> (N,) dissimilarity index; inside the AOA where DI <= threshold."""
+
+    def lpd(self, values: np.ndarray) -> np.ndarray:
+        """(N, B) covariate values -> (N,) local point density: training sites closer than the threshold."""
+
+
+@dataclass
+class AoaRequest:
+    """What to make of the area of applicability: `path` a two-band raster (DI, and 1 inside / 0 outside),
+    `lpd_path` a raster of the local point density, `mask_maps` nodata in the maps outside the AOA."""
+
+    dissimilarity: Dissimilarity
+    path: str | None = None
+    lpd_path: str | None = None
+    mask_maps: bool = False
+
+
 @dataclass
 class PredictionResult:
     """What was written and what it holds. `n_nodata` cells were not predicted: `n_masked` lie outside the mask,
@@ -107,6 +133,13 @@ class PredictionResult:
     n_model_nodata: int
     n_out_of_range: int
     value_range: tuple[float, float]
+    #: with an `AoaRequest`: the files, the predicted cells whose DI was computed, those inside the AOA and
+    #: those set to nodata for lying outside (with `mask_maps`, counted in `n_nodata`, not in `n_predicted`)
+    aoa: str | None = None
+    lpd: str | None = None
+    n_aoa_cells: int = 0
+    n_inside_aoa: int = 0
+    n_aoa_masked: int = 0
 
 
 @dataclass
@@ -129,6 +162,8 @@ class _Outputs:
 
     values: np.ndarray
     uncertainty: np.ndarray | None
+    aoa: np.ndarray | None = None
+    lpd: np.ndarray | None = None
 
 
 def predict_rasters(
@@ -146,6 +181,7 @@ def predict_rasters(
     depth_folder: str | None = None,
     depth_file_names: Sequence[str] | None = None,
     training_ranges: np.ndarray | None = None,
+    aoa: AoaRequest | None = None,
     progress: ProgressCallback = None,
 ) -> PredictionResult:
     """Predicts the depths `depth_indices` of `predictor` on `stack` and writes them as GeoTIFFs.
@@ -162,6 +198,8 @@ def predict_rasters(
       name followed by the band label).
     - `training_ranges` (B, 2): per band the minimum and maximum seen in training (NaN skips a band, e.g. a
       class layer); predicted cells with a covariate outside are counted in `n_out_of_range`.
+    - `aoa`: the DI (and LPD) of every predicted cell's covariates, written and counted as `AoaRequest` says; the
+      AOA band is 1 where the DI (as float32, as in the file) is at most the threshold.
     - `progress(fraction, message)`: returning False cancels; files are removed and `Cancelled` is raised.
     """
     depth_indices = [int(d) for d in depth_indices]
@@ -172,10 +210,13 @@ def predict_rasters(
     transform = stack.transform * Affine.translation(col_off, row_off)
     halo = int(predictor.patch_size) // 2
 
-    destinations = RasterDestinations(output_path, uncertainty_path, depth_folder, depth_file_names, band_labels)
+    destinations = RasterDestinations(
+        output_path, uncertainty_path, depth_folder, depth_file_names, band_labels,
+        aoa_path=None if aoa is None else aoa.path, lpd_path=None if aoa is None else aoa.lpd_path,
+    )  # fmt: skip
     budget = int(memory_mb * (1 << 20))
     cache_bytes = int(min(max(budget * GDAL_CACHE_SHARE, GDAL_CACHE_MIN), GDAL_CACHE_MAX))
-    per_cell = _bytes_per_cell(predictor, stack.count, len(depth_indices), interval is not None)
+    per_cell = _bytes_per_cell(predictor, stack.count, len(depth_indices), interval is not None, aoa is not None)
     block_budget = int(budget * (1 - GDAL_CACHE_SHARE))
     sizer = BlockSizer(_block_cells(block_budget, per_cell, stack.count, halo))
 
@@ -185,9 +226,11 @@ def predict_rasters(
             with rasterio.Env(GDAL_CACHEMAX=cache_bytes):
                 writers = destinations.open(stack.crs_wkt or None, transform, height, width, interval)
                 try:
+                    if writers.aoa is not None:
+                        writers.aoa.update_tags(AOA_THRESHOLD=repr(float(aoa.dissimilarity.threshold)))
                     run = _BlockRun(
                         predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries,
-                        state,
+                        state, aoa,
                     )  # fmt: skip
                     run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
                     if state.n_predicted == 0:
@@ -218,6 +261,11 @@ def predict_rasters(
         n_model_nodata=state.n_model_nodata,
         n_out_of_range=state.n_out_of_range,
         value_range=(state.value_min, state.value_max) if state.n_predicted else (math.nan, math.nan),
+        aoa=destinations.aoa,
+        lpd=destinations.lpd,
+        n_aoa_cells=state.n_aoa_cells,
+        n_inside_aoa=state.n_inside_aoa,
+        n_aoa_masked=state.n_aoa_masked,
     )
 
 
@@ -329,17 +377,24 @@ class BlockSizer:
         return int(min(limit, max(by_time, MIN_TIMED_CELLS)))
 
 
-def _bytes_per_cell(predictor: BlockPredictor, n_bands: int, n_depths: int, with_interval: bool) -> int:
+def _bytes_per_cell(
+    predictor: BlockPredictor, n_bands: int, n_depths: int, with_interval: bool, with_aoa: bool = False
+) -> int:
     """Memory per output cell of a block: input blocks and output arrays in flight plus the model's scratch.
 
     Input: float32 bands plus the reader's copy in the file's type (counted as float32 too). Output: float32
-    predictions, and with an interval the lower and upper bounds (float32) and the three-band product.
+    predictions, and with an interval the lower and upper bounds (float32) and the three-band product; with the
+    area of applicability its three float32 bands, and the DI's float64 copies of the covariates (scratch).
     """
     input_bytes = 2 * 4 * n_bands
     output_bytes = 4 * n_depths + 4 * n_depths  # predictions, and their NODATA-filled copy
     if with_interval:
         output_bytes += 2 * 4 * n_depths + 3 * 4 * n_depths
-    return BLOCKS_IN_FLIGHT * (input_bytes + output_bytes) + int(predictor.bytes_per_pixel())
+    scratch = int(predictor.bytes_per_pixel())
+    if with_aoa:
+        output_bytes += 3 * 4
+        scratch += 3 * 8 * n_bands + 32
+    return BLOCKS_IN_FLIGHT * (input_bytes + output_bytes) + scratch
 
 
 def _block_cells(budget_bytes: int, per_cell: int, n_bands: int, halo: int) -> int:
@@ -366,6 +421,9 @@ class _RunState:
         self.n_masked = 0
         self.n_covariate_nodata = 0
         self.n_model_nodata = 0
+        self.n_aoa_cells = 0
+        self.n_inside_aoa = 0
+        self.n_aoa_masked = 0
         self.value_min = math.inf
         self.value_max = -math.inf
 
@@ -375,11 +433,17 @@ class _RunState:
         self.n_model_nodata += int((inside & complete & ~predicted).sum())
 
     def nothing_predicted(self, n_cells: int) -> str:
+        reasons = [
+            f"{self.n_masked:,} lie outside the mask",
+            f"{self.n_covariate_nodata:,} have nodata in a covariate",
+            f"{self.n_model_nodata:,} got no value from the model",
+        ]
+        if self.n_aoa_masked:
+            reasons.append(f"{self.n_aoa_masked:,} lie outside the area of applicability (masked)")
         return (
             f"Nothing was predicted, so no file was written: of the {n_cells:,} cells in the extent, "
-            f"{self.n_masked:,} lie outside the mask, {self.n_covariate_nodata:,} have nodata in a covariate "
-            f"and {self.n_model_nodata:,} got no value from the model. Check that the extent and the mask cover "
-            "cells where every covariate holds data."
+            f"{', '.join(reasons[:-1])} and {reasons[-1]}. Check that the extent and the mask cover cells where "
+            "every covariate holds data."
         )
 
     def add(self, predicted: np.ndarray, values: np.ndarray, centre: np.ndarray) -> None:
@@ -410,6 +474,7 @@ class _BlockRun:
         interval: float | None,
         mask_geometries: Sequence[dict[str, Any]] | None,
         state: _RunState,
+        aoa: AoaRequest | None = None,
     ) -> None:
         self.predictor = predictor
         self.stack = stack
@@ -420,6 +485,7 @@ class _BlockRun:
         self.interval = interval
         self.mask_geometries = mask_geometries
         self.state = state
+        self.aoa = aoa
 
     def run(
         self,
@@ -486,12 +552,36 @@ class _BlockRun:
         predicted = wanted & np.isfinite(values).all(axis=0)
         if bounds is not None:
             predicted &= np.isfinite(bounds).all(axis=0)
-        self.state.add(predicted, values, centre)
         self.state.count_unpredicted(inside, complete, predicted)
+        aoa, lpd = None, None
+        if self.aoa is not None:
+            aoa, lpd = self.area_of_applicability(centre, predicted)
+            inside_aoa = aoa[1] == 1
+            self.state.n_aoa_cells += int(predicted.sum())
+            self.state.n_inside_aoa += int(inside_aoa.sum())
+            if self.aoa.mask_maps:
+                self.state.n_aoa_masked += int((predicted & ~inside_aoa).sum())
+                predicted &= inside_aoa
+        self.state.add(predicted, values, centre)
         values[:, ~predicted] = NODATA
         if bounds is not None:
             bounds[:, ~predicted] = NODATA
-        return _Outputs(values, bounds)
+        return _Outputs(values, bounds, aoa, lpd)
+
+    def area_of_applicability(self, centre: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(2, h, w) DI and 1/0 inside/outside the AOA, and (h, w) LPD where asked for, at `cells` (else NODATA).
+        The inside flag is taken from the float32 DI the file holds, so the two bands always agree."""
+        measure = self.aoa.dissimilarity
+        values = centre[:, cells].T
+        bands = np.full((2, *cells.shape), NODATA, dtype=np.float32)
+        lpd = None if self.aoa.lpd_path is None else np.full(cells.shape, NODATA, dtype=np.float32)
+        if values.size:
+            di = measure.di(values).astype(np.float32)
+            bands[0, cells] = di
+            bands[1, cells] = di <= np.float32(measure.threshold)
+            if lpd is not None:
+                lpd[cells] = measure.lpd(values)
+        return bands, lpd
 
 
 def _checked(values: np.ndarray, shape: tuple[int, int, int], method: str) -> np.ndarray:
@@ -516,10 +606,12 @@ class _Writers:
         self.output = None
         self.uncertainty = None
         self.depth_files: list = []
+        self.aoa = None
+        self.lpd = None
 
     @property
     def all(self) -> list:
-        return [d for d in (self.output, self.uncertainty, *self.depth_files) if d is not None]
+        return [d for d in (self.output, self.uncertainty, *self.depth_files, self.aoa, self.lpd) if d is not None]
 
     @contextmanager
     def writing(self, temporary: str) -> Iterator[None]:
@@ -538,6 +630,12 @@ class _Writers:
         for band, dataset in enumerate(self.depth_files):
             with self.writing(dataset.name):
                 dataset.write(outputs.values[band], 1, window=window)
+        if self.aoa is not None:
+            with self.writing(self.aoa.name):
+                self.aoa.write(outputs.aoa, window=window)
+        if self.lpd is not None:
+            with self.writing(self.lpd.name):
+                self.lpd.write(outputs.lpd, 1, window=window)
 
     def build_overviews(self, height: int, width: int) -> None:
         factors = overview_factors(height, width)
@@ -574,19 +672,23 @@ class RasterDestinations:
         depth_folder: str | None,
         depth_file_names: Sequence[str] | None,
         band_labels: list[str],
+        aoa_path: str | None = None,
+        lpd_path: str | None = None,
     ) -> None:
         self.band_labels = band_labels
         self.output = os.path.abspath(os.fspath(output_path))
         self.uncertainty = None if uncertainty_path is None else os.path.abspath(os.fspath(uncertainty_path))
         self.depth_files = _depth_paths(self.output, depth_folder, depth_file_names, band_labels)
+        self.aoa = None if aoa_path is None else os.path.abspath(os.fspath(aoa_path))
+        self.lpd = None if lpd_path is None else os.path.abspath(os.fspath(lpd_path))
         self.created_folder: str | None = None
-        finals = [p for p in (self.output, self.uncertainty, *self.depth_files) if p is not None]
+        finals = [p for p in (self.output, self.uncertainty, *self.depth_files, self.aoa, self.lpd) if p is not None]
         if len(set(finals)) != len(finals):
             raise ValueError(
-                "Two outputs would be written to the same file; give the prediction, the uncertainty and the "
-                "per-depth files different names."
+                "Two outputs would be written to the same file; give the prediction, the uncertainty, the "
+                "per-depth files and the area of applicability different names."
             )
-        for path in (self.output, self.uncertainty):  # the per-depth folder is created when missing
+        for path in (self.output, self.uncertainty, self.aoa, self.lpd):  # the per-depth folder is created
             if path is not None and not os.path.isdir(os.path.dirname(path)):
                 raise ValueError(
                     f"The folder '{os.path.dirname(path)}' for '{os.path.basename(path)}' does not exist; create it "
@@ -617,6 +719,12 @@ class RasterDestinations:
                     writers.depth_files.append(
                         _create(self.temporary[path], crs_wkt, transform, height, width, [label])
                     )
+            if self.aoa is not None:
+                with writers.writing(self.temporary[self.aoa]):
+                    writers.aoa = _create(self.temporary[self.aoa], crs_wkt, transform, height, width, AOA_LABELS)
+            if self.lpd is not None:
+                with writers.writing(self.temporary[self.lpd]):
+                    writers.lpd = _create(self.temporary[self.lpd], crs_wkt, transform, height, width, LPD_LABELS)
         except BaseException:
             writers.close()
             raise

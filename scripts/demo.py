@@ -2,8 +2,9 @@
 
 Runs the plugin's Processing algorithms headless, exactly as the Toolbox would, and writes into --out:
 harmonised.gpkg, transfer_cnn.socmodel (named after --model), metrics.csv, predictions.gpkg, report.html, soc_maps.tif,
-soc_intervals.tif, maps/ (one GeoTIFF per depth), previews/ (one PNG per depth), stocks.tif, stock_uncertainty.tif and
-stocks_summary.csv (0-30 and 0-100 cm) and demo.qgz.
+soc_intervals.tif, maps/ (one GeoTIFF per depth), previews/ (one PNG per depth), aoa.tif and aoa.png (the area of
+applicability and its preview), stocks.tif, stock_uncertainty.tif and stocks_summary.csv (0-30 and 0-100 cm) and
+demo.qgz.
 """
 
 from __future__ import annotations
@@ -133,9 +134,10 @@ def main() -> None:
 def run_demo(out: Path, model: int, folds: int) -> None:
     """The three steps, the project and the previews, written into `out`."""
     import processing
+    import rasterio
     from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-    from soc_depth_mapper.algorithms.styling import MapStyler, RunGroup, shared_value_range
+    from soc_depth_mapper.algorithms.styling import MapStyler, RunGroup, dissimilarity_renderer, shared_value_range
     from soc_depth_mapper.core.depths import interval_label, parse_map_file_name
     from soc_depth_mapper.core.registry import entry, kinds
     from soc_depth_mapper.core.report import append_maps
@@ -195,6 +197,7 @@ def run_demo(out: Path, model: int, folds: int) -> None:
             "OUTPUT": str(out / "soc_maps.tif"),
             "OUTPUT_UNCERTAINTY": str(out / "soc_intervals.tif"),
             "OUTPUT_FOLDER": str(out / "maps"),
+            "OUTPUT_AOA": str(out / "aoa.tif"),
         },
         feedback=feedback,
     )
@@ -224,6 +227,12 @@ def run_demo(out: Path, model: int, folds: int) -> None:
     project.addMapLayer(QgsRasterLayer(str(DATA / "covariates_250m.tif"), "Covariates (250 m)"))
     project.addMapLayer(QgsRasterLayer(stocks["OUTPUT"], "SOC stocks (t/ha)"))
     project.addMapLayer(QgsRasterLayer(stocks["OUTPUT_UNCERTAINTY"], "SOC stocks 5/50/95 % (t/ha)"))
+    aoa = QgsRasterLayer(predicted["OUTPUT_AOA"], "Area of applicability (DI, inside)")
+    project.addMapLayer(aoa)
+    with rasterio.open(predicted["OUTPUT_AOA"]) as dataset:
+        threshold = float(dataset.tags()["AOA_THRESHOLD"])
+    aoa.setRenderer(dissimilarity_renderer(aoa.dataProvider(), threshold))
+    render_preview(aoa, out / "aoa.png", f"Dissimilarity index: inside the area of applicability up to {threshold:.2f}")
     files = sorted((out / "maps").glob("*.tif"), key=lambda p: parse_map_file_name(p.name)[1])
     value_range = shared_value_range([str(f) for f in files])
     run_group = RunGroup(RunGroup.title_of(str(out / "maps"), 0.9))

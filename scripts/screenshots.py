@@ -1,5 +1,5 @@
 """Makes the README's pictures headless from a finished `make demo`: the Train dialog as QGIS shows it, filled in
-for the Edgeroi data, and a montage of the six depth maps.
+for the Edgeroi data, a montage of the six depth maps and the area of applicability.
 
     .venv/bin/python scripts/screenshots.py --demo demo_output --out docs/images
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -81,7 +82,8 @@ def main() -> None:
     plugin.initProcessing()
     dialog_screenshot(demo, out)
     maps_montage(demo, out)
-    print(f"Wrote {out / 'train_dialog.png'} and {out / 'soc_maps.png'}")
+    shutil.copyfile(demo / "aoa.png", out / "aoa_map.png")  # the demo's preview, drawn as QGIS draws the layer
+    print(f"Wrote {out / 'train_dialog.png'}, {out / 'soc_maps.png'} and {out / 'aoa_map.png'}")
     plugin.unload()
 
 

@@ -56,7 +56,7 @@ def test_the_card_holds_each_fact_once_from_the_training_run(forest):
     assert card.n_sites == 60 and card.n_observations_per_depth == (60, 60)
     assert [row["depth"] for row in card.metrics] == ["0-5", "5-15", "all"]
     assert card.spread_floors == ()  # the forest's intervals are its own quantiles
-    assert card.aoa_reference is None and card.transferred_from is None
+    assert card.aoa_reference is not None and card.transferred_from is None  # validated: an AOA
 
 
 def test_the_model_file_holds_the_card_and_the_model_state_only(forest, tmp_path):
@@ -74,7 +74,7 @@ def test_a_card_without_later_optional_fields_loads_with_their_defaults(forest):
     for name in ("aoa_reference", "transferred_from", "spread_floors", "versions"):
         del values[name]
     card = ModelCard.from_dict(values)
-    assert card == dataclasses.replace(forest.card, versions={})
+    assert card == dataclasses.replace(forest.card, versions={}, aoa_reference=None)
 
 
 def test_unknown_card_fields_and_versions_are_refused_with_a_reason(forest, tmp_path):

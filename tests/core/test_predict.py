@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from rasterio.transform import from_origin
 
 from soc_depth_mapper.core import predict
+from soc_depth_mapper.core.aoa import AoaReference, DissimilarityIndex
 from soc_depth_mapper.core.models.base import Cancelled
-from soc_depth_mapper.core.predict import NODATA, TILE, BlockSizer, iter_blocks, predict_rasters
+from soc_depth_mapper.core.predict import NODATA, TILE, AoaRequest, BlockSizer, iter_blocks, predict_rasters
 from soc_depth_mapper.core.rasters import CovariateStack
 
 X0, Y0, CELL = 700_000.0, 6_650_000.0, 10.0
@@ -513,8 +514,11 @@ def test_a_read_only_folder_fails_the_run_before_predicting(stack, small_file_sy
         "256k", prepare=lambda folder: (folder / "soc.tif").write_bytes(b"an earlier map"), read_only=True
     )
     model = LinearModel()
-    with pytest.raises(predict.IncompleteOutputError, match=r"^'soc.tif' could not be written to '.*mount0' "
-                       r"\(Attempt to create new tiff file '.*' failed: Read-only file system\): the disk may be full"):
+    with pytest.raises(
+        predict.IncompleteOutputError,
+        match=r"^'soc.tif' could not be written to '.*mount0' "
+        r"\(Attempt to create new tiff file '.*' failed: Read-only file system\): the disk may be full",
+    ):
         predict_rasters(model, stack, str(folder / "soc.tif"), DEPTHS, LABELS)
     assert model.block_shapes == []
     assert os.listdir(folder) == ["soc.tif"] and (folder / "soc.tif").read_bytes() == b"an earlier map"
@@ -624,3 +628,62 @@ def test_a_signal_during_a_run_removes_its_files_and_then_ends_the_process(tmp_p
     assert child.returncode == -signum  # the signal ended the process, as it would have without the plugin
     assert "finished" not in child.stdout.read()
     assert os.listdir(folder) == ["soc.tif"] and (folder / "soc.tif").read_bytes() == b"an earlier map"
+
+
+@pytest.fixture(scope="module")
+def dissimilarity(data):
+    """A DI from 60 valid cells of the stack as training sites, band 2 weighed most."""
+    valid = np.flatnonzero(np.isfinite(data).all(axis=0).ravel())
+    cells = np.random.default_rng(1).choice(valid, 60, replace=False)
+    sites = data.reshape(3, -1)[:, cells].T
+    return DissimilarityIndex(AoaReference.of_training(sites, (), np.array([0.5, 2.0, 0.1]), np.arange(60) % 5))
+
+
+@pytest.mark.parametrize("mask_maps", [False, True])
+def test_area_of_applicability_rasters(tmp_path, stack, data, dissimilarity, mask_maps):
+    """Oracle: the DI of every valid cell in one call, against the maps written block by block with a halo."""
+    request = AoaRequest(dissimilarity, str(tmp_path / "aoa.tif"), str(tmp_path / "lpd.tif"), mask_maps)
+    result = predict_rasters(
+        PatchMeanModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, memory_mb=TINY_MB, aoa=request
+    )
+    valid = np.isfinite(data).all(axis=0)
+    di = np.full((ROWS, COLS), np.nan)
+    di[valid] = dissimilarity.di(data[:, valid].T).astype(np.float32)
+    inside = valid & (di <= np.float32(dissimilarity.threshold))
+    aoa = read(result.aoa)
+    np.testing.assert_array_equal(aoa[0], di)
+    np.testing.assert_array_equal(aoa[1], np.where(valid, inside, np.nan))
+    lpd = np.full((ROWS, COLS), np.nan)
+    lpd[valid] = dissimilarity.lpd(data[:, valid].T)
+    np.testing.assert_array_equal(read(result.lpd)[0], lpd)
+    assert 0 < inside.sum() < valid.sum()  # the test straddles the threshold
+    assert (result.n_aoa_cells, result.n_inside_aoa) == (valid.sum(), inside.sum())
+    maps = expected_maps(data, patch_oracle)
+    if mask_maps:
+        maps[:, ~inside] = np.nan
+    np.testing.assert_allclose(read(result.output), maps, rtol=1e-6, atol=1e-4)
+    assert result.n_aoa_masked == (valid.sum() - inside.sum() if mask_maps else 0)
+    assert result.n_predicted == (inside.sum() if mask_maps else valid.sum())
+    with rasterio.open(result.aoa) as written:
+        assert float(written.tags()["AOA_THRESHOLD"]) == dissimilarity.threshold
+        assert written.descriptions == tuple(predict.AOA_LABELS)
+
+
+def test_a_failed_run_leaves_no_area_of_applicability(tmp_path, stack, dissimilarity):
+    request = AoaRequest(dissimilarity, str(tmp_path / "aoa.tif"), str(tmp_path / "lpd.tif"))
+    with pytest.raises(RuntimeError, match="model failure"):
+        predict_rasters(
+            LinearModel(fail_at_call=5), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, memory_mb=TINY_MB,
+            aoa=request,
+        )  # fmt: skip
+    assert os.listdir(tmp_path) == []
+
+
+def test_masking_everything_outside_the_aoa_is_an_error_that_says_so(tmp_path, stack):
+    far = np.random.default_rng(2).normal(1000.0, 1.0, (30, 3))  # training sites nowhere near the stack's values
+    far_away = DissimilarityIndex(AoaReference.of_training(far, (), np.ones(3), np.arange(30) % 3))
+    request = AoaRequest(far_away, str(tmp_path / "aoa.tif"), mask_maps=True)
+    n_valid = ROWS * COLS - len(NODATA_CELLS)
+    with pytest.raises(predict.NothingPredictedError, match=f"{n_valid:,} lie outside the area of applicability"):
+        predict_rasters(LinearModel(), stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, aoa=request)
+    assert os.listdir(tmp_path) == []

@@ -36,6 +36,9 @@ def test_demo_writes_maps_previews_report_and_a_project_that_opens(tmp_path):
     assert (out / "random_forest.socmodel").is_file()
     with rasterio.open(out / "soc_maps.tif") as maps:
         assert maps.count == len(GSM)
+    with rasterio.open(out / "aoa.tif") as aoa:
+        assert aoa.count == 2 and float(aoa.tags()["AOA_THRESHOLD"]) > 0
+    assert (out / "aoa.png").stat().st_size > 10_000
     with rasterio.open(out / "stocks.tif") as stocks:
         assert stocks.descriptions[-2:] == ("SOC stock 0-30 cm (t/ha)", "SOC stock 0-100 cm (t/ha)")
     with open(out / "stocks_summary.csv", newline="", encoding="utf-8") as handle:
@@ -63,4 +66,4 @@ def test_demo_writes_maps_previews_report_and_a_project_that_opens(tmp_path):
     )
     assert opened.returncode == 0, opened.stderr[-2000:]
     count, valid = opened.stdout.split()[-2:]
-    assert int(count) == 6 + len(GSM) and valid == "True"
+    assert int(count) == 7 + len(GSM) and valid == "True"
