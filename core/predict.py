@@ -374,6 +374,16 @@ class _RunState:
             "cells where every covariate holds data."
         )
 
+    def merge(self, other: _RunState) -> None:
+        """Adds the counts of `other`, gathered on blocks predicted elsewhere (a cluster worker)."""
+        self.n_predicted += other.n_predicted
+        self.n_out_of_range += other.n_out_of_range
+        self.n_masked += other.n_masked
+        self.n_covariate_nodata += other.n_covariate_nodata
+        self.n_model_nodata += other.n_model_nodata
+        self.value_min = min(self.value_min, other.value_min)
+        self.value_max = max(self.value_max, other.value_max)
+
     def add(self, predicted: np.ndarray, values: np.ndarray, centre: np.ndarray) -> None:
         count = int(predicted.sum())
         if count == 0:
