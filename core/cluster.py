@@ -149,7 +149,8 @@ def local_cluster(workers: int) -> Iterator[Client]:
 
     python = worker_python()
     with LocalCluster(
-        n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR
+        n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its HTTP server on a free port, not on 8787
     ) as cluster, Client(cluster, set_as_default=False) as client, tempfile.TemporaryFile() as log:  # fmt: skip
         command = [
             python, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--nworkers", str(workers),
