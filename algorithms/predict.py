@@ -46,6 +46,7 @@ class PredictAlgorithm(CovariateAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
+    CLUSTER = "CLUSTER"
 
     NAME = "predict"
     DISPLAY_NAME = "Predict SOC maps"
@@ -129,9 +130,18 @@ class PredictAlgorithm(CovariateAlgorithm):
             "Working memory for prediction; larger rasters are processed block by block within it.",
             advanced=True,
         )
-        self.add_resample(
-            "Warp the other covariates onto the first raster's grid (nearest neighbour), as in training."
+        self.add_parameter(
+            QgsProcessingParameterString(self.CLUSTER, self.tr("Dask cluster (empty = in QGIS)"), "", optional=True),
+            "Predict the blocks as tasks on a Dask cluster, with bit-identical maps. Empty: in QGIS. 'local' or "
+            "'local:N': starts N worker processes on this computer (default one per core) and stops them after "
+            "the run; they run the Python named by the environment variable SOCDEPTH_WORKER_PYTHON (default: a "
+            "Python beside QGIS's, e.g. /usr/bin/python3), which needs dask and distributed. 'tcp://host:port': a "
+            "running scheduler ('dask scheduler'; workers: 'dask worker tcp://host:port --nthreads 1' with the "
+            "folder holding the plugin on their PYTHONPATH). The model file, the covariates and the output folder "
+            "must be reachable by every worker under the same paths. See 'Running on a cluster' in the README.",
+            advanced=True,
         )
+        self.add_resample("Warp the other covariates onto the first raster's grid (nearest neighbour), as in training.")
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("SOC maps (one band per depth)")),
             "A float32 GeoTIFF with one band per depth interval, tiled, compressed, with overviews.",
@@ -194,6 +204,7 @@ class PredictAlgorithm(CovariateAlgorithm):
         if with_uncertainty and not uncertainty_path:
             uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or None
+        cluster = self._cluster(parameters, context, model_path)
 
         with open_stack(*self.covariates(parameters, context)) as stack:
             self._check_covariates(bundle, stack, feedback)
@@ -224,6 +235,7 @@ class PredictAlgorithm(CovariateAlgorithm):
                     depth_file_names=file_names if folder else None,
                     training_ranges=bundle.training_ranges,
                     progress=progress_callback(feedback),
+                    cluster=cluster,
                 )
             except Cancelled as cancelled:
                 # stop as a failed run: QGIS must not load outputs that were never written
@@ -267,6 +279,22 @@ class PredictAlgorithm(CovariateAlgorithm):
             outputs[self.OUTPUT_FOLDER] = folder
             self._load_depth_maps(context, folder, result.depth_files, band_labels)
         return outputs
+
+    def _cluster(self, parameters, context, model_path: str):
+        """The cluster run for CLUSTER, None for a run in this process."""
+        from ..core.cluster import ClusterRun, parse_cluster
+        from ..core.dependencies import install_hint, missing_modules
+
+        try:
+            spec = parse_cluster(self.parameterAsString(parameters, self.CLUSTER, context))
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
+        if spec is None:
+            return None
+        missing = missing_modules(("dask", "distributed"))
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+        return ClusterRun(spec, model_path)
 
     def _check_covariates(self, bundle, stack, feedback) -> None:
         """The covariates must match what the model saw, band for band; say exactly what differs."""

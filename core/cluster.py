@@ -325,6 +325,8 @@ class ClusterRun:
         progress: ProgressCallback,
     ) -> None:
         """Submits the blocks in order, a few ahead, and writes each as soon as it and those before it are done."""
+        from distributed import KilledWorker
+
         n_workers = sum(client.nthreads().values())
         ahead = max(2, TASKS_PER_WORKER * n_workers)
         token = secrets.token_hex(6)
@@ -343,6 +345,11 @@ class ClusterRun:
                 except TimeoutError:
                     check_progress(progress, BLOCKS_DONE * done_cells / total_cells, message)
                     continue
+                except KilledWorker as error:
+                    raise ValueError(
+                        f"Block {written + 1} of {len(blocks)} ended every worker that tried it ({error}); a worker "
+                        "may run out of memory: give the workers more memory or lower the memory budget."
+                    ) from None
                 if result is None:
                     raise RuntimeError(f"The tile folder '{job.tile_folder}' vanished during the run.")
                 block = blocks[written]

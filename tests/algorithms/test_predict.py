@@ -123,8 +123,11 @@ def test_a_full_disk_fails_the_run_and_keeps_the_earlier_map(qgis_processing, mo
     folder = small_file_system(
         "1m", prepare=lambda folder: shutil.copy(earlier, folder / "soc.tif"), leave_free=earlier.stat().st_size // 2
     )
-    with pytest.raises(QgsProcessingException, match=r"'soc.tif' could not be written to '.*mount0' \(.*\): the disk "
-                       "may be full, or the folder not writable. Nothing was replaced"):
+    with pytest.raises(
+        QgsProcessingException,
+        match=r"'soc.tif' could not be written to '.*mount0' \(.*\): the disk "
+        "may be full, or the folder not writable. Nothing was replaced",
+    ):
         qgis_processing.run(
             "socdepth:predict",
             {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)], "OUTPUT": str(folder / "soc.tif")},
@@ -158,6 +161,44 @@ def test_a_mask_that_covers_no_cell_fails_the_run_saying_why(qgis_processing, mo
         "outside the mask, 0 have nodata in a covariate and 0 got no value from the model. Check that the extent "
         "and the mask cover cells where every covariate holds data."
     )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_maps_on_a_local_cluster_equal_those_made_in_qgis(qgis_processing, model, tmp_path):
+    maps = []
+    for cluster in ("", "local:2"):
+        out = tmp_path / (cluster.replace(":", "_") or "in_qgis")
+        out.mkdir()
+        result = qgis_processing.run(
+            "socdepth:predict",
+            {
+                "MODEL": model,
+                "COVARIATES": [covariate_layer(COVARIATES)],
+                "MEMORY_MB": 64,
+                "CLUSTER": cluster,
+                "OUTPUT": str(out / "soc.tif"),
+            },
+        )
+        with rasterio.open(result["OUTPUT"]) as dataset:
+            maps.append(dataset.read())
+        assert [p.name for p in out.iterdir()] == ["soc.tif"]
+    assert (maps[0] != NODATA).sum() > 10_000
+    np.testing.assert_array_equal(maps[0], maps[1])
+
+
+def test_a_wrong_cluster_is_refused_before_any_work(qgis_processing, model, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="Cluster 'local:0'.*whole number >= 1"):
+        qgis_processing.run(
+            "socdepth:predict",
+            {
+                "MODEL": model,
+                "COVARIATES": [covariate_layer(COVARIATES)],
+                "CLUSTER": "local:0",
+                "OUTPUT": str(tmp_path / "soc.tif"),
+            },
+        )
     assert list(tmp_path.iterdir()) == []
 
 
