@@ -445,13 +445,28 @@ def _load_model(job: TileJob):
             f"The model file '{job.model_path}' seen by worker {_worker_address()} differs from the one the run "
             "started with; give the workers the same file (a shared folder) and do not change it during a run."
         )
-    return SocModel.load(job.model_path)
+    bundle = SocModel.load(job.model_path)
+    threads = _worker_threads()
+    for model in (bundle.model, *bundle.fold_models):
+        if hasattr(model, "n_jobs"):  # the forest: its values do not depend on n_jobs, its speed does
+            model.n_jobs = threads
+    return bundle
 
 
 def _open_stack(job: TileJob):
     from .rasters import CovariateStack
 
     return CovariateStack(list(job.covariate_paths), list(job.layer_names), job.resample)
+
+
+def _worker_threads() -> int:
+    """The threads this worker runs tasks on (one for the workers a local cluster starts)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return 1
 
 
 def _worker_address() -> str:
