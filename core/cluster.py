@@ -96,7 +96,7 @@ def parse_cluster(text: str | None) -> ClusterSpec | None:
         return ClusterSpec(workers=int(count))
     scheme, _, rest = text.partition("://")
     host, _, port = rest.rpartition(":")
-    if scheme in ("tcp", "tls") and host and port.isdigit():
+    if scheme == "tcp" and host and port.isdigit():
         return ClusterSpec(address=text)
     raise ValueError(f"Cluster '{text}' is not understood. {CLUSTER_HELP}")
 
@@ -223,13 +223,13 @@ def check_workers(client: Client) -> None:
         raise ValueError("The Dask scheduler has no workers; start some with 'dask worker <scheduler address>'.")
     for address, version in sorted(versions.items()):
         if version != ENGINE_VERSION:
-            raise EngineVersionError(_version_message(address, version))
+            raise EngineVersionError(_version_message(address, version, ENGINE_VERSION))
 
 
-def _version_message(worker: str, version: str) -> str:
+def _version_message(worker: str, worker_version: str, plugin_version: str) -> str:
     return (
-        f"The Dask worker {worker} runs SOC Depth Mapper engine {version}, but this plugin is {ENGINE_VERSION}; "
-        f"install version {ENGINE_VERSION} on the workers."
+        f"The Dask worker {worker} runs SOC Depth Mapper engine {worker_version}, but this plugin is "
+        f"{plugin_version}; install version {plugin_version} on the workers."
     )
 
 
@@ -403,9 +403,11 @@ def predict_tile(job: TileJob, block: Block) -> TileResult | None:
     """Predicts `block` on a worker and writes its tile file; None when the run's tile folder is gone (the run
     was cancelled)."""
     if job.engine_version != ENGINE_VERSION:
-        raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION))
+        raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, job.engine_version))
     model = _cached("model", (job.model_path, job.model_digest), lambda: _load_model(job))
-    stack = _cached("stack", (job.covariate_paths, job.layer_names, job.resample), lambda: _open_stack(job))
+    # a rewritten covariate file is opened again: a handle held from an earlier run would read the old one
+    stamps = tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in job.covariate_paths)
+    stack = _cached("stack", (job.covariate_paths, stamps, job.layer_names, job.resample), lambda: _open_stack(job))
     if job.prediction_threads is not None:
         from .models import cnn
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import shutil
 import signal
 import sys
 import time
@@ -175,6 +176,21 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_maps_are_the_same(model_fil
     assert killed
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)  # the worker is dead indeed
+
+
+def test_a_covariate_file_rewritten_between_runs_is_read_again(model_files, covariate_path, scheduler, tmp_path):
+    rewritten = tmp_path / "cov.tif"
+    shutil.copy(covariate_path, rewritten)
+    run = ClusterRun(parse_cluster(scheduler), model_files["forest"])
+    (tmp_path / "first").mkdir()
+    predict(model_files["forest"], str(rewritten), tmp_path / "first", run)
+    with rasterio.open(rewritten, "r+") as dataset:  # new values under the same name
+        dataset.write(dataset.read(1)[::-1, ::-1], 1)
+    (tmp_path / "second").mkdir()
+    (tmp_path / "local").mkdir()
+    maps = predict(model_files["forest"], str(rewritten), tmp_path / "second", run)[1]
+    expected = predict(model_files["forest"], str(rewritten), tmp_path / "local")[1]
+    assert all(np.array_equal(mine, theirs) for mine, theirs in zip(maps, expected))
 
 
 def test_workers_of_another_engine_version_are_refused(model_files, covariate_path, scheduler, tmp_path,
