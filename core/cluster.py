@@ -1,4 +1,4 @@
-"""Prediction on a Dask cluster: the blocks of `core.predict` as tasks, assembled into the same files.
+"""Prediction and training on a Dask cluster: `core.predict`'s blocks and `core.training`'s fits as tasks.
 
 Why it is built this way:
 
@@ -16,6 +16,8 @@ Why it is built this way:
   next, so tiles do not pile up on disk when the client writes slower than the cluster predicts.
 - Cancel cancels the futures and removes the tile folder; a task still running then finds its folder gone and
   writes nothing. Workers of another engine version are refused before any task runs.
+- Training (`fit_models`): the cross-validation folds and the final model are fitted as one task each and
+  returned to this process; each fit is seeded by the run's `random_state` alone, so the models are the same.
 - Workers are never started by forking this process: inside QGIS `sys.executable` is QGIS itself. A local
   cluster runs the scheduler in this process and starts `dask worker` with the interpreter of
   `worker_python()` (the environment variable `SOCDEPTH_WORKER_PYTHON`, else a Python beside this one), with
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -48,6 +50,9 @@ from .predict import BLOCKS_DONE, Block, ProgressCallback, _BlockRun, _Outputs, 
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from .models.base import DepthModel
+    from .training import TrainingData
 
 #: environment variable naming the Python interpreter that runs local workers
 WORKER_PYTHON_VARIABLE = "SOCDEPTH_WORKER_PYTHON"
@@ -391,6 +396,82 @@ def file_digest(path: str) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def fit_models(
+    spec: ClusterSpec,
+    kind: str,
+    params: dict[str, Any],
+    random_state: int,
+    data: TrainingData,
+    fitted_targets: np.ndarray,
+    row_sets: Sequence[np.ndarray | None],
+    progress: ProgressCallback = None,
+) -> list[DepthModel]:
+    """Models of `kind` fitted on the sites `rows` (None: all) of each of `row_sets`, one task each on the
+    cluster `spec`: the cross-validation folds and the final model of `core.training.train`, bit-identical to
+    fitting them in this process (every fit is seeded by `random_state` alone)."""
+    with connect(spec) as client:
+        n_workers = sum(client.nthreads().values())
+        token = secrets.token_hex(6)
+        futures = []
+        for index, rows in enumerate(row_sets):
+            selected = slice(None) if rows is None else rows
+            futures.append(
+                client.submit(
+                    fit_model,
+                    ENGINE_VERSION,
+                    kind,
+                    params,
+                    random_state,
+                    data.patches[selected],
+                    fitted_targets[selected],
+                    data.intervals,
+                    tuple(data.categorical),
+                    key=f"socdepth-fit-{token}-{index}",
+                    pure=False,
+                )  # fmt: skip
+            )
+        try:
+            while True:
+                done = sum(future.done() for future in futures)
+                message = f"{done} of {len(futures)} models fitted on {n_workers} Dask worker(s)"
+                check_progress(progress, done / len(futures), message)
+                if done == len(futures):
+                    return [future.result() for future in futures]
+                first_unfinished = next(future for future in futures if not future.done())
+                with suppress(TimeoutError):
+                    first_unfinished.result(timeout=POLL_SECONDS)  # raises the task's error, if any
+        finally:
+            client.cancel(futures)
+
+
+def fit_model(
+    engine: str,
+    kind: str,
+    params: dict[str, Any],
+    random_state: int,
+    patches: np.ndarray,
+    targets: np.ndarray,
+    intervals: np.ndarray,
+    categorical: tuple[int, ...],
+) -> DepthModel:
+    """One fit on a worker, as `core.training.train` does it in process."""
+    from .registry import entry
+
+    if engine != ENGINE_VERSION:
+        raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, engine))
+    model = entry(kind).loader()(**params, random_state=random_state)
+    jobs = getattr(model, "n_jobs", None)
+    if jobs is not None:  # the forest fits the same trees on any number of threads: the worker's own
+        model.n_jobs = _worker_threads()
+    model.fit(patches, targets, intervals, categorical=categorical)
+    if jobs is not None:
+        model.n_jobs = jobs  # the setting as given, as the model file records it
+    return model
 
 
 # -------------------------------------------------------------------------------------------- on a worker

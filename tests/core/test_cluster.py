@@ -37,6 +37,12 @@ GRID = {"crs_wkt": "", "transform": [X0, 1, 0, Y0, 0, -1], "res": [1.0, 1.0], "n
 SMALL_MB = 0.3
 #: x from inside column 2 to inside column 290, y from inside row 60 to inside row 4
 EXTENT = (X0 + 2.5, Y0 - 60.5, X0 + 289.5, Y0 - 4.5)
+#: kind, patch size and settings of the two models; the CNN without n_threads: it predicts on every core, and
+#: its maps depend on the thread count
+TRAINING = {
+    "forest": ("random_forest", 1, {"n_trees": 30}),
+    "cnn": ("cnn", 5, {"patch_size": 5, "epochs": 8, "conv_channels": (4,), "dense_units": (8,)}),
+}
 TRIANGLE = {"type": "Polygon", "coordinates": [[(X0, Y0), (X0 + 400, Y0), (X0, Y0 - 200), (X0, Y0)]]}
 
 
@@ -82,13 +88,8 @@ def covariate_path(folder) -> str:
 def model_files(folder) -> dict[str, str]:
     """A quantile forest and a CNN with conformal intervals from its fold models, saved as model files."""
     raster = covariates()
-    settings = {
-        "forest": ("random_forest", 1, {"n_trees": 30}),
-        # no n_threads: it predicts on every core, and its maps depend on the thread count
-        "cnn": ("cnn", 5, {"patch_size": 5, "epochs": 8, "conv_channels": (4,), "dense_units": (8,)}),
-    }
     paths = {}
-    for name, (kind, patch, params) in settings.items():
+    for name, (kind, patch, params) in TRAINING.items():
         data = training_data(raster, patch)
         result = train(data, kind, params, validation="random", folds=3, random_state=2)
         paths[name] = str(folder / f"{name}.socmodel")
@@ -232,6 +233,26 @@ def worker_processes() -> set[int]:
         except psutil.NoSuchProcess:
             pass
     return workers
+
+
+@pytest.mark.parametrize("name", ["forest", "cnn"])
+def test_training_folds_on_the_cluster_give_the_same_models(name, scheduler):
+    kind, patch, params = TRAINING[name]
+    data = training_data(covariates(), patch, n=80)
+    local = train(data, kind, params, validation="spatial", folds=3, random_state=4)
+    spec = parse_cluster(scheduler)
+    remote = train(data, kind, params, validation="spatial", folds=3, random_state=4, cluster=spec)
+    np.testing.assert_array_equal(local.validation.predictions, remote.validation.predictions)
+    assert repr(local.validation.metrics) == repr(remote.validation.metrics)  # NaN (no interval) equal too
+    for mine, theirs in zip(
+        [local.model, *local.validation.fold_models], [remote.model, *remote.validation.fold_models]
+    ):
+        mine_config, mine_arrays = mine.get_state()
+        their_config, their_arrays = theirs.get_state()
+        assert mine_config == their_config  # the settings as given, n_jobs too
+        assert mine_arrays.keys() == their_arrays.keys()
+        for key, array in mine_arrays.items():
+            np.testing.assert_array_equal(array, their_arrays[key])  # NaN where NaN (leaf draws of inner nodes)
 
 
 def test_cluster_specs():
