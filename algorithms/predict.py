@@ -46,7 +46,6 @@ class PredictAlgorithm(CovariateAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_UNCERTAINTY = "OUTPUT_UNCERTAINTY"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
-    CLUSTER = "CLUSTER"
 
     NAME = "predict"
     DISPLAY_NAME = "Predict SOC maps"
@@ -130,16 +129,9 @@ class PredictAlgorithm(CovariateAlgorithm):
             "Working memory for prediction; larger rasters are processed block by block within it.",
             advanced=True,
         )
-        self.add_parameter(
-            QgsProcessingParameterString(self.CLUSTER, self.tr("Dask cluster (empty = in QGIS)"), "", optional=True),
-            "Predict the blocks as tasks on a Dask cluster, with bit-identical maps. Empty: in QGIS. 'local' or "
-            "'local:N': starts N worker processes on this computer (default one per core) and stops them after "
-            "the run; they run the Python named by the environment variable SOCDEPTH_WORKER_PYTHON (default: a "
-            "Python beside QGIS's, e.g. /usr/bin/python3), which needs dask and distributed. 'tcp://host:port': a "
-            "running scheduler ('dask scheduler'; workers: 'dask worker tcp://host:port --nthreads 1' with the "
-            "folder holding the plugin on their PYTHONPATH). The model file, the covariates and the output folder "
-            "must be reachable by every worker under the same paths. See 'Running on a cluster' in the README.",
-            advanced=True,
+        self.add_cluster(
+            "Predict the blocks as tasks on a Dask cluster, with bit-identical maps. The model file, the covariates "
+            "and the output folder must be reachable by every worker under the same paths."
         )
         self.add_resample("Warp the other covariates onto the first raster's grid (nearest neighbour), as in training.")
         self.add_parameter(
@@ -163,6 +155,7 @@ class PredictAlgorithm(CovariateAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.bundle import SocModel
+        from ..core.cluster import ClusterRun
         from ..core.depths import map_file_name, select_intervals
         from ..core.modelfile import ModelFileError
         from ..core.models.base import Cancelled
@@ -204,7 +197,7 @@ class PredictAlgorithm(CovariateAlgorithm):
         if with_uncertainty and not uncertainty_path:
             uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or None
-        cluster = self._cluster(parameters, context, model_path)
+        spec = self.cluster_spec(parameters, context)
 
         with open_stack(*self.covariates(parameters, context)) as stack:
             self._check_covariates(bundle, stack, feedback)
@@ -235,7 +228,7 @@ class PredictAlgorithm(CovariateAlgorithm):
                     depth_file_names=file_names if folder else None,
                     training_ranges=bundle.training_ranges,
                     progress=progress_callback(feedback),
-                    cluster=cluster,
+                    cluster=None if spec is None else ClusterRun(spec, model_path),
                 )
             except Cancelled as cancelled:
                 # stop as a failed run: QGIS must not load outputs that were never written
@@ -279,22 +272,6 @@ class PredictAlgorithm(CovariateAlgorithm):
             outputs[self.OUTPUT_FOLDER] = folder
             self._load_depth_maps(context, folder, result.depth_files, band_labels)
         return outputs
-
-    def _cluster(self, parameters, context, model_path: str):
-        """The cluster run for CLUSTER, None for a run in this process."""
-        from ..core.cluster import ClusterRun, parse_cluster
-        from ..core.dependencies import install_hint, missing_modules
-
-        try:
-            spec = parse_cluster(self.parameterAsString(parameters, self.CLUSTER, context))
-        except ValueError as error:
-            raise QgsProcessingException(str(error)) from error
-        if spec is None:
-            return None
-        missing = missing_modules(("dask", "distributed"))
-        if missing:
-            raise QgsProcessingException(install_hint(missing))
-        return ClusterRun(spec, model_path)
 
     def _check_covariates(self, bundle, stack, feedback) -> None:
         """The covariates must match what the model saw, band for band; say exactly what differs."""
