@@ -123,11 +123,8 @@ def test_a_full_disk_fails_the_run_and_keeps_the_earlier_map(qgis_processing, mo
     folder = small_file_system(
         "1m", prepare=lambda folder: shutil.copy(earlier, folder / "soc.tif"), leave_free=earlier.stat().st_size // 2
     )
-    with pytest.raises(
-        QgsProcessingException,
-        match=r"'soc.tif' could not be written to '.*mount0' \(.*\): the disk "
-        "may be full, or the folder not writable. Nothing was replaced",
-    ):
+    with pytest.raises(QgsProcessingException, match=r"'soc.tif' could not be written to '.*mount0' \(.*\): the disk "
+                       "may be full, or the folder not writable. Nothing was replaced"):
         qgis_processing.run(
             "socdepth:predict",
             {"MODEL": model, "COVARIATES": [covariate_layer(COVARIATES)], "OUTPUT": str(folder / "soc.tif")},

@@ -529,11 +529,8 @@ def test_a_read_only_folder_fails_the_run_before_predicting(stack, small_file_sy
         "256k", prepare=lambda folder: (folder / "soc.tif").write_bytes(b"an earlier map"), read_only=True
     )
     model = LinearModel()
-    with pytest.raises(
-        predict.IncompleteOutputError,
-        match=r"^'soc.tif' could not be written to '.*mount0' "
-        r"\(Attempt to create new tiff file '.*' failed: Read-only file system\): the disk may be full",
-    ):
+    with pytest.raises(predict.IncompleteOutputError, match=r"^'soc.tif' could not be written to '.*mount0' "
+                       r"\(Attempt to create new tiff file '.*' failed: Read-only file system\): the disk may be full"):
         predict_rasters(model, stack, str(folder / "soc.tif"), DEPTHS, LABELS)
     assert model.block_shapes == []
     assert os.listdir(folder) == ["soc.tif"] and (folder / "soc.tif").read_bytes() == b"an earlier map"
