@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -500,7 +500,7 @@ def predict_tile(job: TileJob, block: Block) -> TileResult | None:
     floored_before = getattr(model, "n_floored", 0)
     infinite_before = stack.infinite_cells.copy()
     outputs = run.predict(run.read(block), block)
-    path = os.path.join(job.tile_folder, f"tile_{block.row}_{block.col}.npy")
+    path = os.path.join(job.tile_folder, f"tile_{block.row}_{block.col}.npz")
     try:
         write_atomically(path, lambda stream: _write_tile(stream, outputs))
     except FileNotFoundError:
@@ -562,17 +562,15 @@ def _worker_address() -> str:
 
 
 def _write_tile(stream: BinaryIO, outputs: _Outputs) -> None:
-    np.save(stream, outputs.values)
-    if outputs.uncertainty is not None:
-        np.save(stream, outputs.uncertainty)
+    """Every array of the block's outputs, by field name (so an output added to `_Outputs` travels too)."""
+    arrays = {field.name: getattr(outputs, field.name) for field in fields(outputs)}
+    np.savez(stream, **{name: array for name, array in arrays.items() if array is not None})
 
 
 def read_tile(path: str) -> _Outputs:
     """The outputs of a block from its tile file."""
-    with open(path, "rb") as stream:
-        values = np.load(stream)
-        uncertainty = np.load(stream) if stream.tell() < os.fstat(stream.fileno()).st_size else None
-    return _Outputs(values, uncertainty)
+    with np.load(path) as archive:
+        return _Outputs(**{field.name: archive.get(field.name) for field in fields(_Outputs)})
 
 
 def _available_cores() -> int:

@@ -375,12 +375,10 @@ class _RunState:
         )
 
     def merge(self, other: _RunState) -> None:
-        """Adds the counts of `other`, gathered on blocks predicted elsewhere (a cluster worker)."""
-        self.n_predicted += other.n_predicted
-        self.n_out_of_range += other.n_out_of_range
-        self.n_masked += other.n_masked
-        self.n_covariate_nodata += other.n_covariate_nodata
-        self.n_model_nodata += other.n_model_nodata
+        """Adds the counts (every `n_...`) of `other`, gathered on blocks predicted elsewhere (a cluster worker)."""
+        for name, count in vars(other).items():
+            if name.startswith("n_"):
+                setattr(self, name, getattr(self, name) + count)
         self.value_min = min(self.value_min, other.value_min)
         self.value_max = max(self.value_max, other.value_max)
 
