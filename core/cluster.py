@@ -60,8 +60,10 @@ WORKER_PYTHON_VARIABLE = "SOCDEPTH_WORKER_PYTHON"
 TASKS_PER_WORKER = 2
 #: seconds between two looks at the futures (progress and cancel are answered at least this often)
 POLL_SECONDS = 0.25
-#: seconds to wait for local workers to start, or for a scheduler to answer
+#: seconds to wait for local workers to start
 START_SECONDS = 120
+#: seconds to wait for a scheduler to answer
+CONNECT_SECONDS = 30
 #: seconds given to local workers to stop before they are killed
 STOP_SECONDS = 15
 #: seconds spent removing a tile folder that a task still running may write into
@@ -195,7 +197,7 @@ def connect(spec: ClusterSpec) -> Iterator[Client]:
         from distributed import Client
 
         try:
-            client = Client(spec.address, timeout=START_SECONDS, set_as_default=False)
+            client = Client(spec.address, timeout=CONNECT_SECONDS, set_as_default=False)
         except (OSError, TimeoutError) as error:
             raise ValueError(
                 f"No Dask scheduler answers at {spec.address} ({error}); start one with 'dask scheduler' and "

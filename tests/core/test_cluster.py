@@ -255,6 +255,15 @@ def test_training_folds_on_the_cluster_give_the_same_models(name, scheduler):
             np.testing.assert_array_equal(array, their_arrays[key])  # NaN where NaN (leaf draws of inner nodes)
 
 
+def test_an_unreachable_scheduler_is_a_clear_error_and_leaves_no_file(model_files, covariate_path, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1)
+    run = ClusterRun(parse_cluster("tcp://127.0.0.1:9"), model_files["forest"])  # the discard port: nobody there
+    with pytest.raises(ValueError, match="No Dask scheduler answers at tcp://127.0.0.1:9 .*start one with 'dask sch"):
+        predict(model_files["forest"], covariate_path, tmp_path, run)
+    assert os.listdir(tmp_path) == []
+
+
 def test_cluster_specs():
     assert parse_cluster("") is None and parse_cluster("  ") is None
     assert parse_cluster("local:3") == ClusterSpec(workers=3)
