@@ -70,7 +70,7 @@ STOP_SECONDS = 15
 REMOVE_SECONDS = 10
 
 CLUSTER_HELP = (
-    "'' (empty) predicts in this process; 'local' or 'local:N' starts N local worker processes (default: one "
+    "'' (empty) works in this process; 'local' or 'local:N' starts N local worker processes (default: one "
     "per core); 'tcp://host:port' uses a running Dask scheduler."
 )
 
