@@ -26,6 +26,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -109,8 +110,9 @@ def parse_cluster(text: str | None) -> ClusterSpec | None:
 
 
 def worker_python() -> str:
-    """The Python interpreter for local workers: `SOCDEPTH_WORKER_PYTHON` when set, else this interpreter when it
-    is a Python (not QGIS embedding one), else a Python of the same version in this one's installation."""
+    """The Python interpreter for local workers: `SOCDEPTH_WORKER_PYTHON` when set, else the first that can import
+    dask's `distributed` of this interpreter (when it is a Python, not QGIS embedding one), a Python in this
+    one's installation, /usr/bin/python3 and the Pythons on the PATH."""
     configured = os.environ.get(WORKER_PYTHON_VARIABLE, "").strip()
     if configured:
         if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
@@ -119,23 +121,38 @@ def worker_python() -> str:
                 "interpreter that has the plugin's dependencies (numpy, rasterio, dask), e.g. /usr/bin/python3."
             )
         return configured
-    if os.path.basename(sys.executable).lower().startswith("python"):
-        return sys.executable
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     candidates = [
+        # inside QGIS `sys.executable` is QGIS, or the first python3 on the PATH, which need not be QGIS's
+        sys.executable if os.path.basename(sys.executable).lower().startswith("python") else None,
         os.path.join(sys.exec_prefix, "bin", f"python{version}"),
         os.path.join(sys.exec_prefix, "bin", "python3"),
         os.path.join(sys.exec_prefix, "python.exe"),  # Windows (OSGeo4W)
+        "/usr/bin/python3",  # Debian and Ubuntu, whose QGIS runs the system's Python
         shutil.which(f"python{version}"),
         shutil.which("python3"),
     ]
-    for candidate in candidates:
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
+    tried = []
+    for candidate in dict.fromkeys(filter(None, candidates)):
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            if _runs_workers(candidate):
+                return candidate
+            tried.append(candidate)
     raise ValueError(
-        f"No Python interpreter was found to start the workers (this process runs {sys.executable}); set "
-        f"{WORKER_PYTHON_VARIABLE} to the Python that has the plugin's dependencies."
+        f"No Python interpreter with dask's 'distributed' was found to start the workers (this process runs "
+        f"{sys.executable}; tried {', '.join(tried) or 'none'}); install it (Debian/Ubuntu: sudo apt install "
+        f"python3-distributed) or set {WORKER_PYTHON_VARIABLE} to the Python that has it."
     )
+
+
+@functools.cache
+def _runs_workers(python: str) -> bool:
+    """Whether `python` imports what a worker needs (asked once per interpreter and process)."""
+    try:
+        done = subprocess.run([python, "-c", "import distributed, numpy, rasterio"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def worker_environment() -> dict[str, str]:
