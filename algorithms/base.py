@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterString,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -187,6 +188,7 @@ class CovariateAlgorithm(SocAlgorithm):
 
     COVARIATES = "COVARIATES"
     RESAMPLE = "RESAMPLE"
+    CLUSTER = "CLUSTER"
 
     def add_covariates(self, help_text: str) -> None:
         self.add_parameter(
@@ -202,6 +204,33 @@ class CovariateAlgorithm(SocAlgorithm):
             help_text,
             advanced=True,
         )
+
+    def add_cluster(self, help_text: str) -> None:
+        """CLUSTER (train and predict): where the work runs, as `core.cluster.parse_cluster` reads it."""
+        self.add_parameter(
+            QgsProcessingParameterString(self.CLUSTER, self.tr("Dask cluster (empty = in QGIS)"), "", optional=True),
+            help_text
+            + " Empty: in QGIS. 'local' or 'local:N': starts N worker processes on this computer (default one per "
+            "core) and stops them after the run; they run the Python named by the environment variable "
+            "SOCDEPTH_WORKER_PYTHON (default: a Python beside QGIS's, e.g. /usr/bin/python3), which needs dask and "
+            "distributed. 'tcp://host:port': a running scheduler ('dask scheduler'; workers: 'dask worker "
+            "tcp://host:port --nthreads 1' with the folder holding the plugin on their PYTHONPATH). See 'Running "
+            "on a cluster' in the README.",
+            advanced=True,
+        )
+
+    def cluster_spec(self, parameters, context):
+        """The `core.cluster.ClusterSpec` of CLUSTER, None to work in QGIS; checked before any work."""
+        from ..core.cluster import parse_cluster
+
+        try:
+            spec = parse_cluster(self.parameterAsString(parameters, self.CLUSTER, context))
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
+        missing = missing_modules(("dask", "distributed")) if spec is not None else []
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+        return spec
 
     def covariates(self, parameters, context) -> tuple[list, bool]:
         """The covariate layers and whether to resample them onto the first one's grid."""

@@ -142,6 +142,10 @@ class PredictAlgorithm(CovariateAlgorithm):
             "Working memory for prediction; larger rasters are processed block by block within it.",
             advanced=True,
         )
+        self.add_cluster(
+            "Predict the blocks as tasks on a Dask cluster, with bit-identical maps. The model file, the covariates "
+            "and the output folder must be reachable by every worker under the same paths."
+        )
         self.add_resample("Warp the other covariates onto the first raster's grid (nearest neighbour), as in training.")
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("SOC maps (one band per depth)")),
@@ -184,6 +188,7 @@ class PredictAlgorithm(CovariateAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.bundle import SocModel
+        from ..core.cluster import ClusterRun
         from ..core.depths import map_file_name, select_intervals
         from ..core.modelfile import ModelFileError
         from ..core.models.base import Cancelled
@@ -226,6 +231,7 @@ class PredictAlgorithm(CovariateAlgorithm):
             uncertainty_path = QgsProcessingUtils.generateTempFilename("prediction_intervals.tif")
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or None
         aoa = self._aoa_request(bundle, parameters, context)
+        spec = self.cluster_spec(parameters, context)
 
         with open_stack(*self.covariates(parameters, context)) as stack:
             self._check_covariates(bundle, stack, feedback)
@@ -257,6 +263,7 @@ class PredictAlgorithm(CovariateAlgorithm):
                     training_ranges=bundle.training_ranges,
                     aoa=aoa,
                     progress=progress_callback(feedback),
+                    cluster=None if spec is None else ClusterRun(spec, model_path),
                 )
             except Cancelled as cancelled:
                 # stop as a failed run: QGIS must not load outputs that were never written

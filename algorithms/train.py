@@ -188,6 +188,10 @@ class TrainAlgorithm(CovariateAlgorithm):
             "The same inputs and seed give the same model and metrics (on the CPU).",
             advanced=True,
         )
+        self.add_cluster(
+            "Fit the cross-validation folds and the final model as tasks on a Dask cluster, with the same model "
+            "and metrics."
+        )
         self.add_resample(
             "Rasters normally must share one grid. Tick this to warp the others onto the first raster's grid "
             "(nearest neighbour)."
@@ -255,6 +259,7 @@ class TrainAlgorithm(CovariateAlgorithm):
         block_size = self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or None
         transform = TRANSFORMS[self.parameterAsEnum(parameters, self.TRANSFORM, context)]
         seed = self.parameterAsInt(parameters, self.SEED, context)
+        cluster = self.cluster_spec(parameters, context)
         params = self._model_params(kind, parameters, context)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
 
@@ -273,6 +278,7 @@ class TrainAlgorithm(CovariateAlgorithm):
                 transform=transform,
                 random_state=seed,
                 progress=progress_callback(feedback, 2, 93),
+                cluster=cluster,
             )
         except Cancelled:
             feedback.pushInfo(self.tr("Training cancelled; nothing was written."))

@@ -14,6 +14,7 @@ BENCHMARKS: list[str] = [
     "bench.ranger",
     "bench.limits",
     "bench.aoa",
+    "bench.cluster",
 ]
 
 

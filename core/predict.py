@@ -6,9 +6,12 @@ Why it is built this way:
   one tile) and each tile is finished before the next is started, so GDAL never has to re-compress a half-written
   tile and its cache only ever holds a few dirty tiles. Peak memory is therefore set by `memory_mb`, not by the
   size of the map.
-- Within the memory budget, blocks are sized by time: about one second of prediction each (measured on the blocks
-  already done), so that progress is reported and a cancel request is answered about once a second, whether
-  the model is a quick linear model or a 500-tree forest.
+- The block layout depends only on the size of the output, the model's memory per cell and `memory_mb`, never
+  on timing: a patch model's values depend (in the last bits) on how the raster is cut, so the same inputs give
+  bit-identical maps whatever the machine's load, and a cluster run (`core.cluster`), whose tasks are these
+  blocks, gives the same maps as a run in this process. Progress and cancel are answered between steps of
+  `STEP_CELLS` inside a block for pixel models (whose values do not depend on the cut); a patch model, which
+  would recompute the halo of every step, predicts a block at once.
 - Each block is read with a halo of `patch_size // 2` cells, so a patch model sees exactly the neighbourhood it
   would see on the whole raster: block edges are invisible in the maps.
 - Reading the next block and writing (compressing) the previous one run in two helper threads while the model
@@ -28,7 +31,6 @@ import os
 import secrets
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -46,19 +48,18 @@ from rasterio.windows import Window
 from .models.base import check_progress
 
 if TYPE_CHECKING:
+    from .cluster import ClusterRun
     from .rasters import CovariateStack
 
 #: value of cells without a prediction in every output file
 NODATA = -9999.0
 #: tile size of the outputs; blocks are laid out on this grid
 TILE = 256
-#: prediction time aimed at for one block (progress and cancel are checked between blocks)
-TARGET_BLOCK_SECONDS = 1.0
-#: the first block, which measures the model's speed: a band of 16 rows of a tile
-FIRST_BLOCK_CELLS = 16 * TILE
-#: block size limits from timing (the memory budget may impose smaller blocks): below the minimum the fixed
-#: costs of a call dominate; above the maximum nothing is gained
-MIN_TIMED_CELLS, MAX_BLOCK_CELLS = 4 * TILE, 4 * TILE * TILE
+#: the largest block (the memory budget may impose smaller ones): beyond it nothing is gained
+MAX_BLOCK_CELLS = 4 * TILE * TILE
+#: cells a pixel model predicts between two progress reports (and cancel checks): a fraction of a second for a
+#: 500-tree forest on two cores, and enough cells that the fixed costs of a call do not count
+STEP_CELLS = 64 * TILE
 #: blocks alive at once for each role: the one being predicted plus the next being read (input), or the
 #: previous one being written (outputs)
 BLOCKS_IN_FLIGHT = 2
@@ -183,6 +184,7 @@ def predict_rasters(
     training_ranges: np.ndarray | None = None,
     aoa: AoaRequest | None = None,
     progress: ProgressCallback = None,
+    cluster: ClusterRun | None = None,
 ) -> PredictionResult:
     """Predicts the depths `depth_indices` of `predictor` on `stack` and writes them as GeoTIFFs.
 
@@ -201,6 +203,7 @@ def predict_rasters(
     - `aoa`: the DI (and LPD) of every predicted cell's covariates, written and counted as `AoaRequest` says; the
       AOA band is 1 where the DI (as float32, as in the file) is at most the threshold.
     - `progress(fraction, message)`: returning False cancels; files are removed and `Cancelled` is raised.
+    - `cluster`: the blocks are predicted as tasks on a Dask cluster (see `core.cluster`), with the same result.
     """
     depth_indices = [int(d) for d in depth_indices]
     band_labels = [str(label) for label in band_labels]
@@ -218,7 +221,7 @@ def predict_rasters(
     cache_bytes = int(min(max(budget * GDAL_CACHE_SHARE, GDAL_CACHE_MIN), GDAL_CACHE_MAX))
     per_cell = _bytes_per_cell(predictor, stack.count, len(depth_indices), interval is not None, aoa is not None)
     block_budget = int(budget * (1 - GDAL_CACHE_SHARE))
-    sizer = BlockSizer(_block_cells(block_budget, per_cell, stack.count, halo))
+    blocks = block_layout(height, width, min(_block_cells(block_budget, per_cell, stack.count, halo), MAX_BLOCK_CELLS))
 
     state = _RunState(ranges)
     with _signals_stop_the_run():
@@ -232,7 +235,10 @@ def predict_rasters(
                         predictor, stack, (row_off, col_off), transform, depth_indices, interval, mask_geometries,
                         state, aoa,
                     )  # fmt: skip
-                    run.run(iter_blocks(height, width, sizer.cells), height * width, sizer, writers, progress)
+                    if cluster is None:
+                        run.run(blocks, writers, progress)
+                    else:
+                        cluster.run(run, blocks, writers, progress)
                     if state.n_predicted == 0:
                         raise NothingPredictedError(state.nothing_predicted(height * width))
                     check_progress(progress, BLOCKS_DONE, "Building overviews")
@@ -358,23 +364,9 @@ def iter_blocks(height: int, width: int, cells_for_next: Callable[[], int]) -> I
             left += tile_w
 
 
-class BlockSizer:
-    """Cells in the next block: what the memory budget allows, and about `TARGET_BLOCK_SECONDS` of prediction
-    at the speed measured on the previous block."""
-
-    def __init__(self, budget_cells: int) -> None:
-        self.budget_cells = max(1, int(budget_cells))
-        self.seconds_per_cell: float | None = None
-
-    def record(self, cells: int, seconds: float) -> None:
-        self.seconds_per_cell = seconds / cells
-
-    def cells(self) -> int:
-        limit = min(self.budget_cells, MAX_BLOCK_CELLS)
-        if self.seconds_per_cell is None:
-            return min(limit, FIRST_BLOCK_CELLS)
-        by_time = TARGET_BLOCK_SECONDS / max(self.seconds_per_cell, 1e-12)
-        return int(min(limit, max(by_time, MIN_TIMED_CELLS)))
+def block_layout(height: int, width: int, cells: int) -> list[Block]:
+    """The blocks of at most `cells` cells covering a height x width output, in writing order."""
+    return list(iter_blocks(height, width, lambda: cells))
 
 
 def _bytes_per_cell(
@@ -446,6 +438,14 @@ class _RunState:
             "every covariate holds data."
         )
 
+    def merge(self, other: _RunState) -> None:
+        """Adds the counts (every `n_...`) of `other`, gathered on blocks predicted elsewhere (a cluster worker)."""
+        for name, count in vars(other).items():
+            if name.startswith("n_"):
+                setattr(self, name, getattr(self, name) + count)
+        self.value_min = min(self.value_min, other.value_min)
+        self.value_max = max(self.value_max, other.value_max)
+
     def add(self, predicted: np.ndarray, values: np.ndarray, centre: np.ndarray) -> None:
         count = int(predicted.sum())
         if count == 0:
@@ -487,36 +487,29 @@ class _BlockRun:
         self.state = state
         self.aoa = aoa
 
-    def run(
-        self,
-        blocks: Iterator[Block],
-        total_cells: int,
-        sizer: BlockSizer,
-        writers: _Writers,
-        progress: ProgressCallback,
-    ) -> None:
+    def run(self, blocks: Sequence[Block], writers: _Writers, progress: ProgressCallback) -> None:
         """Predicts every block while the next one is read and the previous one written."""
+        total_cells = sum(block.height * block.width for block in blocks)
         done_cells = 0
+
+        def report(cells: int) -> None:
+            nonlocal done_cells
+            done_cells += cells
+            message = f"Predicted {done_cells:,} of {total_cells:,} cells"
+            check_progress(progress, BLOCKS_DONE * done_cells / total_cells, message)
+
         with ThreadPoolExecutor(1, "socdepth-read") as reader, ThreadPoolExecutor(1, "socdepth-write") as writer:
-            block = next(blocks)
-            pending_read: Future = reader.submit(self.read, block)
+            pending_read: Future = reader.submit(self.read, blocks[0])
             pending_write: Future | None = None
             try:
-                while block is not None:
+                for index, block in enumerate(blocks):
                     data = pending_read.result()
-                    following = next(blocks, None)
-                    if following is not None:
-                        pending_read = reader.submit(self.read, following)
-                    start = time.perf_counter()
-                    outputs = self.predict(data, block)
-                    sizer.record(block.height * block.width, time.perf_counter() - start)
+                    if index + 1 < len(blocks):
+                        pending_read = reader.submit(self.read, blocks[index + 1])
+                    outputs = self.predict(data, block, report)
                     if pending_write is not None:
                         pending_write.result()  # at most one block waits for the disk; re-raises a write error
                     pending_write = writer.submit(writers.write, block, outputs)
-                    done_cells += block.height * block.width
-                    message = f"Predicted {done_cells:,} of {total_cells:,} cells"
-                    check_progress(progress, BLOCKS_DONE * done_cells / total_cells, message)
-                    block = following
                 pending_write.result()
             except BaseException:
                 pending_read.cancel()
@@ -526,7 +519,8 @@ class _BlockRun:
         row_off, col_off = self.origin
         return self.stack.read_block(row_off + block.row, col_off + block.col, block.height, block.width, self.halo)
 
-    def predict(self, data: np.ndarray, block: Block) -> _Outputs:
+    def predict(self, data: np.ndarray, block: Block, report: Callable[[int], None] | None = None) -> _Outputs:
+        """The outputs of one block read with its halo; `report(cells)` after each step (it may raise to stop)."""
         h, w, halo = block.height, block.width, self.halo
         centre = data[:, halo : halo + h, halo : halo + w]
         complete = np.isfinite(centre).all(axis=0)
@@ -542,13 +536,13 @@ class _BlockRun:
         shape = (len(self.depth_indices), h, w)
         values = np.full(shape, np.nan, dtype=np.float32)
         bounds = None if self.interval is None else np.full((3 * shape[0], h, w), np.nan, dtype=np.float32)
-        if wanted.any():
-            values[:] = _checked(self.predictor.predict_block(data, self.depth_indices), shape, "predict_block")
-            if bounds is not None:
-                lower, upper = self.predictor.predict_block_interval(data, self.depth_indices, self.interval)
-                bounds[0::3] = _checked(lower, shape, "predict_block_interval")
-                bounds[1::3] = _checked(upper, shape, "predict_block_interval")
-                bounds[2::3] = bounds[1::3] - bounds[0::3]
+        step_rows = h if halo else max(1, STEP_CELLS // w)
+        for top in range(0, h, step_rows):
+            rows = slice(top, top + step_rows)
+            if wanted[rows].any():
+                self._predict_step(data[:, top : top + step_rows + 2 * halo], values[:, rows], bounds, rows)
+            if report is not None:
+                report(min(step_rows, h - top) * w)
         predicted = wanted & np.isfinite(values).all(axis=0)
         if bounds is not None:
             predicted &= np.isfinite(bounds).all(axis=0)
@@ -582,6 +576,16 @@ class _BlockRun:
             if lpd is not None:
                 lpd[cells] = measure.lpd(values)
         return bands, lpd
+
+    def _predict_step(self, data: np.ndarray, values: np.ndarray, bounds: np.ndarray | None, rows: slice) -> None:
+        """Fills `values` (and the rows `rows` of `bounds`) from `data`, the step's rows with their halo."""
+        shape = values.shape
+        values[:] = _checked(self.predictor.predict_block(data, self.depth_indices), shape, "predict_block")
+        if bounds is not None:
+            lower, upper = self.predictor.predict_block_interval(data, self.depth_indices, self.interval)
+            bounds[0::3, rows] = _checked(lower, shape, "predict_block_interval")
+            bounds[1::3, rows] = _checked(upper, shape, "predict_block_interval")
+            bounds[2::3, rows] = bounds[1::3, rows] - bounds[0::3, rows]
 
 
 def _checked(values: np.ndarray, shape: tuple[int, int, int], method: str) -> np.ndarray:

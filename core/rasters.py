@@ -135,6 +135,8 @@ class CovariateStack:
                 f"{len(layer_names)} layer names were given for {len(paths)} rasters; give one name per raster "
                 "or none to use the file names."
             )
+        #: the files, as given (a cluster's workers open them again)
+        self.paths: list[str] = paths
         self.layer_names: list[str] = _unique_names([str(n) for n in layer_names])
         self.resample = resample
         self._files: list = []

@@ -7,9 +7,9 @@ square blocks of sites, which keeps near neighbours out of each other's test fol
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from .folds import default_block_size, random_folds, spatial_block_folds
 from .metrics import metrics_table
 from .models.base import DepthModel, check_progress
 from .registry import entry
+
+if TYPE_CHECKING:
+    from .cluster import ClusterSpec
 
 TRANSFORMS = ("none", "log")
 VALIDATIONS = ("none", "random", "spatial")
@@ -137,8 +140,10 @@ def cross_validate(
     progress: Progress | None = None,
     block_size: float | None = None,
     scheme: str = "random",
+    fitted: Sequence[DepthModel] | None = None,
 ) -> CrossValidation:
-    """Out-of-fold predictions for every site, each from a model that never saw that site."""
+    """Out-of-fold predictions for every site, each from a model that never saw that site. `fitted`: the fold
+    models, already fitted elsewhere (on a cluster) in the order of the fold ids; otherwise they are fitted here."""
     started = time.perf_counter()
     fold_ids = np.unique(folds)
     predictions = np.full(data.targets.shape, np.nan)
@@ -152,12 +157,16 @@ def cross_validate(
         train = ~test
         label = f"fold {i + 1}/{len(fold_ids)}: "
         check_progress(progress, i / len(fold_ids), f"{label}training")
-        model = make_model().fit(
-            data.patches[train],
-            fitted_targets[train],
-            data.intervals,
-            categorical=data.categorical,
-            progress=_scaled(progress, i / len(fold_ids), 1 / len(fold_ids), label),
+        model = (
+            fitted[i]
+            if fitted is not None
+            else make_model().fit(
+                data.patches[train],
+                fitted_targets[train],
+                data.intervals,
+                categorical=data.categorical,
+                progress=_scaled(progress, i / len(fold_ids), 1 / len(fold_ids), label),
+            )
         )
         predictions[test] = to_property_scale(model.predict(data.patches[test]), transform, floor)
         if hasattr(model, "predict_quantiles"):  # quantiles are monotone in the transform: bounds map to bounds
@@ -222,8 +231,10 @@ def train(
     transform: str = "none",
     random_state: int = 0,
     progress: Progress | None = None,
+    cluster: ClusterSpec | None = None,
 ) -> TrainingResult:
-    """Cross-validates (unless `validation` is 'none'), then fits the final model on all sites."""
+    """Cross-validates (unless `validation` is 'none'), then fits the final model on all sites. With `cluster`,
+    the fold models and the final model are fitted as tasks on that Dask cluster, with the same result."""
     if transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
     started = time.perf_counter()
@@ -235,9 +246,20 @@ def train(
 
     result_cv = None
     final_share = 1.0
+    fold_ids = None
     if validation != "none":
         fold_ids, used_block = make_folds(data, validation, folds, block_size, random_state)
         final_share = 1.0 / (len(np.unique(fold_ids)) + 1)
+    fitted = None
+    if cluster is not None:
+        from .cluster import fit_models
+
+        rows = [] if fold_ids is None else [fold_ids != fold for fold in np.unique(fold_ids)]
+        fitted = fit_models(
+            cluster, kind, params, random_state, data, forward_transform(data.targets, transform), [*rows, None],
+            _scaled(progress, 0.0, 0.95, "on the cluster: "),
+        )  # fmt: skip
+    if fold_ids is not None:
         result_cv = cross_validate(
             data,
             make_model,
@@ -247,13 +269,18 @@ def train(
             progress=_scaled(progress, 0.0, 1.0 - final_share, "validation "),
             block_size=used_block,
             scheme=validation,
+            fitted=None if fitted is None else fitted[:-1],
         )
-    model = make_model().fit(
-        data.patches,
-        forward_transform(data.targets, transform),
-        data.intervals,
-        categorical=data.categorical,
-        progress=_scaled(progress, 1.0 - final_share, final_share, "final model: "),
+    model = (
+        fitted[-1]
+        if fitted is not None
+        else make_model().fit(
+            data.patches,
+            forward_transform(data.targets, transform),
+            data.intervals,
+            categorical=data.categorical,
+            progress=_scaled(progress, 1.0 - final_share, final_share, "final model: "),
+        )
     )
     settings = {
         "kind": kind,

@@ -77,6 +77,10 @@ MIN_SITES_FOR_VALIDATION = 5
 #: descheduled thread stalls them all. Measured on 2 cores beside one CPU-bound process, 30 epochs of the
 #: test survey took 6 s on one thread and 136-159 s on two.
 TRAINING_THREADS = 1
+#: threads for prediction when a model's `n_threads` is not given; None: every core of this process. The maps
+#: depend in their last bits on the thread count (oneDNN and the vectorised activations split their work by
+#: thread), so a cluster worker takes the count of the process that started the run (see `core.cluster`)
+PREDICTION_THREADS: Optional[int] = None
 #: seconds between cancellation checks inside an epoch
 CHECK_INTERVAL_S = 0.5
 
@@ -557,7 +561,7 @@ class _CNNBase(DepthModel):
         warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
         device = self._resolve_device()
         cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        torch.set_num_threads(threads or self.n_threads or _available_cores())
+        torch.set_num_threads(threads or self.n_threads or prediction_threads())
         try:
             with torch.random.fork_rng(devices=cuda_devices, enabled=seed is not None):
                 if seed is not None:
@@ -803,6 +807,11 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [torch.cat(batches[-2:])]
     return batches
+
+
+def prediction_threads() -> int:
+    """Threads a model without its own `n_threads` predicts on here."""
+    return PREDICTION_THREADS or _available_cores()
 
 
 def _available_cores() -> int:

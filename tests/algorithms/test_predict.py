@@ -164,6 +164,44 @@ def test_a_mask_that_covers_no_cell_fails_the_run_saying_why(qgis_processing, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_maps_on_a_local_cluster_equal_those_made_in_qgis(qgis_processing, model, tmp_path):
+    maps = []
+    for cluster in ("", "local:2"):
+        out = tmp_path / (cluster.replace(":", "_") or "in_qgis")
+        out.mkdir()
+        result = qgis_processing.run(
+            "socdepth:predict",
+            {
+                "MODEL": model,
+                "COVARIATES": [covariate_layer(COVARIATES)],
+                "MEMORY_MB": 64,
+                "CLUSTER": cluster,
+                "OUTPUT": str(out / "soc.tif"),
+            },
+        )
+        with rasterio.open(result["OUTPUT"]) as dataset:
+            maps.append(dataset.read())
+        assert [p.name for p in out.iterdir()] == ["soc.tif"]
+    assert (maps[0] != NODATA).sum() > 10_000
+    np.testing.assert_array_equal(maps[0], maps[1])
+
+
+def test_a_wrong_cluster_is_refused_before_any_work(qgis_processing, model, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="Cluster 'local:0'.*whole number >= 1"):
+        qgis_processing.run(
+            "socdepth:predict",
+            {
+                "MODEL": model,
+                "COVARIATES": [covariate_layer(COVARIATES)],
+                "CLUSTER": "local:0",
+                "OUTPUT": str(tmp_path / "soc.tif"),
+            },
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_run_creates_no_depth_folder(qgis_processing, model, tmp_path):
     from qgis.core import QgsProcessingException
 

@@ -134,6 +134,24 @@ def test_train_is_reproducible_with_the_same_seed(qgis_processing, harmonised, c
     assert Path(first["OUTPUT_MODEL"]).read_bytes() == Path(second["OUTPUT_MODEL"]).read_bytes()
 
 
+def test_training_on_a_local_cluster_writes_the_same_model_file(qgis_processing, harmonised, covariates, tmp_path):
+    runs = [
+        qgis_processing.run(
+            "socdepth:train", train_params(harmonised, covariates, tmp_path / name, N_TREES=20, CLUSTER=cluster)
+        )
+        for name, cluster in (("in_qgis", ""), ("cluster", "local:2"))
+    ]
+    assert Path(runs[0]["OUTPUT_MODEL"]).read_bytes() == Path(runs[1]["OUTPUT_MODEL"]).read_bytes()
+
+
+def test_a_wrong_cluster_is_refused_before_training(qgis_processing, harmonised, covariates, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="Cluster 'tcp://head' is not understood.*local:N"):
+        qgis_processing.run("socdepth:train", train_params(harmonised, covariates, tmp_path, CLUSTER="tcp://head"))
+    assert not (tmp_path / "model.socmodel").exists()
+
+
 def test_points_in_another_crs_are_transformed(qgis_processing, harmonised, covariates, tmp_path):
     reprojected = qgis_processing.run(
         "native:reprojectlayer", {"INPUT": harmonised, "TARGET_CRS": "EPSG:4326", "OUTPUT": "memory:"}

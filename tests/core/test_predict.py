@@ -22,7 +22,7 @@ from rasterio.transform import from_origin
 from soc_depth_mapper.core import predict
 from soc_depth_mapper.core.aoa import AoaReference, DissimilarityIndex
 from soc_depth_mapper.core.models.base import Cancelled
-from soc_depth_mapper.core.predict import NODATA, TILE, AoaRequest, BlockSizer, iter_blocks, predict_rasters
+from soc_depth_mapper.core.predict import NODATA, TILE, AoaRequest, iter_blocks, predict_rasters
 from soc_depth_mapper.core.rasters import CovariateStack
 
 X0, Y0, CELL = 700_000.0, 6_650_000.0, 10.0
@@ -397,41 +397,57 @@ def test_larger_budget_means_fewer_blocks(tmp_path, stack):
     assert counts[0] > counts[1] > counts[2]
 
 
-def test_block_sizer_aims_at_one_second_within_the_budget():
-    sizer = BlockSizer(budget_cells=200_000)
-    assert sizer.cells() == predict.FIRST_BLOCK_CELLS  # nothing measured yet
-    sizer.record(cells=1000, seconds=0.5)  # 2000 cells per second
-    assert sizer.cells() == 2000
-    sizer.record(cells=100, seconds=10.0)  # very slow: the floor keeps calls worth making
-    assert sizer.cells() == predict.MIN_TIMED_CELLS
-    sizer.record(cells=1000, seconds=1e-6)  # very fast: the budget limits
-    assert sizer.cells() == 200_000
-    assert BlockSizer(budget_cells=10**9).cells() == predict.FIRST_BLOCK_CELLS
-    fast = BlockSizer(budget_cells=10**9)
-    fast.record(1000, 1e-6)
-    assert fast.cells() == predict.MAX_BLOCK_CELLS
-    tiny = BlockSizer(budget_cells=50)
-    assert tiny.cells() == 50
-    tiny.record(cells=10, seconds=10.0)
-    assert tiny.cells() == 50  # the budget wins over the timing floor
+def test_blocks_depend_on_size_model_and_budget_never_on_timing(tmp_path, stack, monkeypatch):
+    monkeypatch.setattr(predict, "STEP_CELLS", 12 * COLS)
 
+    class Timed(LinearModel):
+        """A model `seconds_per_cell` slow, as a loaded machine would make it."""
 
-def test_slow_model_gets_blocks_of_the_target_time(tmp_path, stack, monkeypatch):
-    class Slow(LinearModel):
+        def __init__(self, seconds_per_cell: float) -> None:
+            super().__init__()
+            self.seconds_per_cell = seconds_per_cell
+
         def predict_block(self, block, depth_indices):
-            time.sleep(2e-5 * block.shape[1] * block.shape[2])  # 50,000 cells per second
+            time.sleep(self.seconds_per_cell * block.shape[1] * block.shape[2])
             return super().predict_block(block, depth_indices)
 
-    monkeypatch.setattr(predict, "TARGET_BLOCK_SECONDS", 0.05)  # -> about 2,500 cells per block
-    monkeypatch.setattr(predict, "FIRST_BLOCK_CELLS", 4 * TILE)
-    model = Slow()
+    runs = []
+    for seconds_per_cell in (0.0, 2e-5):
+        model = Timed(seconds_per_cell)
+        result = predict_rasters(model, stack, str(tmp_path / f"soc{seconds_per_cell}.tif"), DEPTHS, LABELS)
+        runs.append((model.block_shapes, read(result.output)))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    # the default budget holds the whole 40 x 300 output in one block, predicted in steps of 12 rows
+    assert runs[0][0] == [(3, 12, COLS)] * 3 + [(3, 4, COLS)]
+
+
+def test_a_patch_model_predicts_each_block_at_once(tmp_path, stack, monkeypatch):
+    model = PatchMeanModel()
+    monkeypatch.setattr(predict, "STEP_CELLS", 10 * COLS)
     predict_rasters(model, stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS)
-    sizes = [rows * cols for _, rows, cols in model.block_shapes]
-    assert sizes[:2] == [4 * TILE] * 2  # read before any block was timed
-    # then bands of 9 tile rows (2,304 cells) until the tile's last rows and the narrow tile at the right edge
-    assert len(sizes) >= 6
-    assert all(2000 <= size <= 3000 for size in sizes[2:-2])
-    assert sum(sizes) == ROWS * COLS
+    assert model.block_shapes == [(3, ROWS + 2, COLS + 2)]  # one block, one call, read with its halo
+
+
+def test_cancel_is_answered_between_steps_of_a_block(tmp_path, stack, monkeypatch):
+    monkeypatch.setattr(predict, "STEP_CELLS", 10 * COLS)
+    calls = []
+
+    def progress(fraction: float, message: str) -> bool:
+        calls.append(fraction)
+        return len(calls) < 2
+
+    model = LinearModel()
+    with pytest.raises(Cancelled):
+        predict_rasters(model, stack, str(tmp_path / "soc.tif"), DEPTHS, LABELS, progress=progress)
+    assert len(model.block_shapes) == 2  # two steps of the only block, then stopped
+    assert os.listdir(tmp_path) == []
+
+
+def test_block_layout_follows_the_budget():
+    assert predict.block_layout(40, 300, 10**9) == [predict.Block(0, 0, 40, 300)]
+    assert predict.block_layout(40, 300, 40 * TILE) == [predict.Block(0, 0, 40, 256), predict.Block(0, 256, 40, 44)]
+    assert predict.block_layout(40, 300, 20 * TILE)[:2] == [predict.Block(0, 0, 20, 256), predict.Block(20, 0, 20, 256)]
 
 
 @settings(max_examples=60, deadline=None)
