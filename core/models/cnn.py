@@ -269,9 +269,22 @@ class _CNNBase(DepthModel):
         intervals: np.ndarray,
         categorical: tuple[int, ...] = (),
         progress: ProgressCallback = None,
+        sample_weight: np.ndarray | None = None,
     ) -> _CNNBase:
+        """`sample_weight` (S,): a weight per site, as scikit-learn's: each site's squared errors count that
+        much in the loss (e.g. borrowed sites of another data set less than local ones); weight 0 leaves a site
+        out. None weighs all sites alike."""
         patches, targets, intervals = self._check_fit_inputs(patches, targets, intervals)
-        targets = np.where(centre_valid(patches)[:, None], targets, np.nan)
+        usable = centre_valid(patches)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=float).ravel()
+            if sample_weight.shape != (len(patches),) or not np.all(np.isfinite(sample_weight) & (sample_weight >= 0)):
+                raise ValueError(
+                    f"Give one finite, non-negative sample weight per site: {len(patches)} sites, "
+                    f"{sample_weight.size} weights."
+                )
+            usable &= sample_weight > 0
+        targets = np.where(usable[:, None], targets, np.nan)
         self.encoder_ = PatchEncoder(categorical, self.covariate_scaling).fit(patches)
         self.intervals_ = intervals
         self.target_mean_, self.target_std_ = _depth_scales(targets)
@@ -285,6 +298,7 @@ class _CNNBase(DepthModel):
                 self.device_,
                 self.augment,
                 self.target_std_,
+                sample_weight,
             )
             self._fit_networks(inputs, progress)
         return self
@@ -354,7 +368,11 @@ class _CNNBase(DepthModel):
                 x, depth, y = inputs.batch(train, batch, generator)
                 output = net(x, depth).flatten(1)
                 observed = torch.isfinite(y)  # a multi-task row may miss some intervals
-                loss = ((output - y)[observed] ** 2).mean()
+                if train.weights is None:
+                    loss = ((output - y)[observed] ** 2).mean()
+                else:
+                    row_weights = train.weights[batch].to(self.device_)[:, None].expand_as(y)[observed]
+                    loss = (row_weights * (output - y)[observed] ** 2).sum() / row_weights.sum()
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -381,15 +399,22 @@ class _CNNBase(DepthModel):
 
     @staticmethod
     def _mean_loss(net: _PatchNet, inputs: _Inputs, samples: _Samples) -> float:
-        """Mean squared error on the target's (fitted) scale."""
+        """Mean squared error on the target's (fitted) scale, weighted by the samples' weights if any."""
         net.eval()
+        weights = torch.ones(len(samples)) if samples.weights is None else samples.weights
+        row_weights = weights[:, None].expand_as(samples.targets)
         with torch.no_grad():
             total = 0.0
             for start in range(0, len(samples), PREDICT_BATCH):
                 batch = torch.arange(start, min(start + PREDICT_BATCH, len(samples)))
                 x, depth, y = inputs.batch(samples, batch, None)
-                total += inputs.fitted_squared_error(samples, batch, net(x, depth).flatten(1), y).nansum().item()
-        return total / int(torch.isfinite(samples.targets).sum())
+                errors = inputs.fitted_squared_error(samples, batch, net(x, depth).flatten(1), y)
+                if samples.weights is not None:
+                    errors = errors * row_weights[batch].to(errors.device)
+                total += errors.nansum().item()
+        if samples.weights is None:
+            return total / int(torch.isfinite(samples.targets).sum())
+        return total / float(row_weights[torch.isfinite(samples.targets)].sum())
 
     # -------------------------------------------------------------------------------------------- prediction
 
@@ -727,12 +752,16 @@ def _depth_scales(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Samples:
-    """Training rows: a site, the interval whose depth is fed (None: no depth input), and the target(s)."""
+    """Training rows: a site, the interval whose depth is fed (None: no depth input), the target(s) and the
+    site's weight (None: all alike)."""
 
-    def __init__(self, sites: np.ndarray, depths: np.ndarray | None, targets: np.ndarray):
+    def __init__(
+        self, sites: np.ndarray, depths: np.ndarray | None, targets: np.ndarray, weights: np.ndarray | None = None
+    ):
         self.sites = torch.from_numpy(sites.astype(np.int64))
         self.depths = None if depths is None else torch.from_numpy(depths.astype(np.int64))
         self.targets = torch.from_numpy(targets.astype(np.float32))
+        self.weights = None if weights is None else torch.from_numpy(weights.astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.sites)
@@ -749,8 +778,10 @@ class _Inputs:
         device: torch.device,
         augment: bool,
         target_std: np.ndarray,
+        site_weights: np.ndarray | None = None,
     ):
         self.targets = targets
+        self.site_weights = site_weights
         self.device = device
         #: each interval's standard deviation, to turn standardised errors into errors on the target's scale
         self.std = torch.tensor(target_std, dtype=torch.float32, device=device)
@@ -767,12 +798,15 @@ class _Inputs:
         if interval is not None:
             has_target[:, np.arange(has_target.shape[1]) != interval] = False
         sites, depths = np.nonzero(has_target)
-        return _Samples(sites, depths, self.targets[sites, depths][:, None])
+        return _Samples(sites, depths, self.targets[sites, depths][:, None], self._weights_of(sites))
 
     def site_samples(self, site_mask: np.ndarray) -> _Samples:
         """One row per masked site, with the targets at every interval, NaN where missing (multi-task)."""
         sites = np.flatnonzero(site_mask)
-        return _Samples(sites, None, self.targets[sites])
+        return _Samples(sites, None, self.targets[sites], self._weights_of(sites))
+
+    def _weights_of(self, sites: np.ndarray) -> np.ndarray | None:
+        return None if self.site_weights is None else self.site_weights[sites]
 
     def batch(
         self, samples: _Samples, rows: torch.Tensor, generator: torch.Generator | None
