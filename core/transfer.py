@@ -1,0 +1,297 @@
+"""Instance transfer: a larger data set (the source, e.g. a national survey) lends its sites to a small local one.
+
+Source sites join the local training data with a weight relative to a local site (Shen et al. 2022, Geoderma
+423:115989, found instance transfer the best of their strategies). Borrowing can also hurt: a library from
+another region can follow another relation between covariates and SOC. So the weight is by default chosen by an
+inner cross-validation on the local training sites only, from a grid that starts at 0 (no borrowing): a library
+that does not predict the local sites well backs off, one that fits is borrowed fully.
+
+Source samples only ever train: validation folds hold local sites alone, and source sites within the exclusion
+radius (the spatial block size; 0, i.e. the same location, for random folds) of a fold's test sites are left out
+of that fold's training, so that a profile present in both data sets cannot leak the answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .folds import random_folds
+from .models.base import DepthModel
+
+if TYPE_CHECKING:  # training imports this module; the types only
+    from .training import Progress, TrainingData
+
+#: TRANSFER options of 'Train SOC model', in their order there
+STRATEGIES = ("none", "instances", "representation", "both")
+#: SOURCE_SELECTION options, in their order there
+SELECTIONS = ("all", "nearest")
+#: source weights the automatic choice tries: from none and almost none to a source site counting as a local one
+WEIGHT_GRID = (0.0, 0.01, 0.1, 0.3, 1.0)
+#: folds of the inner cross-validation over the local training sites that chooses the weight
+INNER_FOLDS = 5
+#: trees of the random forests fitted while choosing the weight: enough to rank weights, far cheaper than 500
+INNER_TREES = 100
+#: 'nearest' selection keeps, for every local training site, this many nearest source sites in covariate space
+NEAREST_PER_SITE = 10
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What to borrow: the source sites (same property, depth intervals and covariate bands as the local data),
+    which of them (`selection`) and their weight (0: chosen automatically from `WEIGHT_GRID`)."""
+
+    source: TrainingData
+    selection: str = "all"
+    weight: float = 0.0
+
+
+@dataclass
+class FoldTransfer:
+    """What one fit borrowed: the weight used, the source sites used and excluded, the inner scores per weight."""
+
+    weight: float
+    source_sites: int
+    excluded: int = 0
+    scores: dict[float, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weight": self.weight,
+            "source_sites": self.source_sites,
+            "excluded": self.excluded,
+            "inner_rmse": {f"{w:g}": score for w, score in self.scores.items()},
+        }
+
+
+def check_transfer(local: TrainingData, transfer: Transfer) -> None:
+    """The source must describe the same thing as the local data, or pooling them is meaningless."""
+    source = transfer.source
+    if transfer.selection not in SELECTIONS:
+        raise ValueError(f"Unknown source selection '{transfer.selection}'; expected one of {', '.join(SELECTIONS)}.")
+    if not (np.isfinite(transfer.weight) and transfer.weight >= 0):
+        raise ValueError(f"The source weight is {transfer.weight}; give 0 (automatic) or a positive weight, e.g. 0.3.")
+    if not len(source.site_ids):
+        raise ValueError("The source data set has no usable site; check that its points lie on its covariates.")
+    if source.property_name != local.property_name:
+        raise ValueError(
+            f"The source holds {source.property_name} but the local data {local.property_name}; harmonise the "
+            "same property for both."
+        )
+    if not np.array_equal(source.intervals, local.intervals):
+        raise ValueError(
+            f"The source has the depth intervals {', '.join(source.interval_labels())} but the local data "
+            f"{', '.join(local.interval_labels())}; harmonise both to the same depths."
+        )
+    if list(source.band_names) != list(local.band_names):
+        raise ValueError(
+            f"The source covariates have the bands {', '.join(source.band_names)} but the local ones "
+            f"{', '.join(local.band_names)}; give the same bands in the same order."
+        )
+    if source.patches.shape[1:] != local.patches.shape[1:]:
+        raise ValueError(
+            f"Source patches are {source.patches.shape[1:]} but local ones {local.patches.shape[1:]}; sample both "
+            "with the same patch size."
+        )
+
+
+def subset(data: TrainingData, mask: np.ndarray) -> TrainingData:
+    """The sites where `mask` is True, with everything else unchanged."""
+    per_site = ("site_ids", "x", "y", "patches", "targets")
+    picked = {name: getattr(data, name)[mask] for name in per_site}
+    if data.groups is not None:
+        picked["groups"] = np.asarray(data.groups)[mask]
+    return dataclasses.replace(data, **picked)
+
+
+def source_summary(source: TrainingData) -> dict[str, Any]:
+    """What the model card records of the source: sites, observations per depth, extent and a digest."""
+    return {
+        "sites": len(source.site_ids),
+        "observations_per_depth": [int(n) for n in np.sum(~np.isnan(source.targets), axis=0)],
+        "extent": [float(source.x.min()), float(source.y.min()), float(source.x.max()), float(source.y.max())],
+        "sha256": source_digest(source),
+    }
+
+
+def source_digest(data: TrainingData) -> str:
+    """SHA-256 of the source table (site ids, coordinates, targets and covariates): names the exact data set
+    borrowed from, so that two models can be told to share (or not) their source."""
+    digest = hashlib.sha256()
+    digest.update("\n".join(str(site) for site in data.site_ids).encode())
+    for values in (data.x, data.y, data.targets, data.patches):
+        digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def nearest_source_sites(local: TrainingData, source: TrainingData, per_site: int = NEAREST_PER_SITE) -> np.ndarray:
+    """Mask of the source sites among the `per_site` nearest to some local site in covariate space, each band
+    scaled by the local sites' standard deviation (so that units do not matter)."""
+    local_values, source_values = _centre_values(local), _centre_values(source)
+    centre = np.nanmean(local_values, axis=0)
+    spread = np.nanstd(local_values, axis=0)
+    spread[~(spread > 0)] = 1.0
+    scaled_source = np.nan_to_num((source_values - centre) / spread)
+    scaled_local = np.nan_to_num((local_values - centre) / spread)
+    k = min(per_site, len(source_values))
+    _, nearest = cKDTree(scaled_source).query(scaled_local, k=k)
+    mask = np.zeros(len(source_values), dtype=bool)
+    mask[np.asarray(nearest).ravel()] = True
+    return mask
+
+
+def near_sites(source: TrainingData, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """Mask of the source sites within `radius` (map units; 0: at the same place) of any of the points x, y."""
+    if not len(x):
+        return np.zeros(len(source.site_ids), dtype=bool)
+    distance, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([source.x, source.y]), k=1)
+    return distance <= radius
+
+
+def fit_with_source(
+    local: TrainingData,
+    transfer: Transfer,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+    exclusion_radius: float = 0.0,
+    progress: Progress | None = None,
+    available: np.ndarray | None = None,
+) -> tuple[DepthModel, FoldTransfer]:
+    """A model fitted on the local sites plus the borrowed source sites, and what was borrowed.
+
+    `available`: the source sites this fit may use (a validation fold excludes those near its test sites).
+    `fitted_targets` maps targets to the scale the model is fitted on, `to_property` predictions back.
+    With `transfer.weight` 0 the weight is chosen by `choose_weight` on the local sites alone.
+    """
+    source = transfer.source if available is None else subset(transfer.source, available)
+    excluded = 0 if available is None else int(np.sum(~available))
+    scores: dict[float, float] = {}
+    weight = transfer.weight
+    if weight == 0:
+        weight, scores = choose_weight(
+            local, source, transfer.selection, make_model, fitted_targets, to_property, random_state, exclusion_radius
+        )
+    borrowed = _selected(local, source, transfer.selection)
+    model = _fit_pooled(local, borrowed, weight, make_model, fitted_targets, progress)
+    used = len(borrowed.site_ids) if weight > 0 else 0
+    return model, FoldTransfer(weight, used, excluded, scores)
+
+
+def choose_weight(
+    local: TrainingData,
+    source: TrainingData,
+    selection: str,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+    exclusion_radius: float = 0.0,
+) -> tuple[float, dict[float, float]]:
+    """The weight of `WEIGHT_GRID` whose pooled models best predict held-out local sites (RMSE over every site
+    and depth of an inner random k-fold over the local sites), and the RMSE of every weight. Equal scores go to
+    the smaller weight. Source sites near an inner test site are left out as in the outer folds."""
+    n_sites = len(local.site_ids)
+    if n_sites < 2:
+        raise ValueError("Choosing the source weight needs at least 2 local sites; give a weight instead.")
+    folds = random_folds(n_sites, min(INNER_FOLDS, n_sites), random_state)
+    predicted = {weight: np.full(local.targets.shape, np.nan) for weight in WEIGHT_GRID}
+    for fold in np.unique(folds):
+        test = folds == fold
+        inner_local = subset(local, ~test)
+        if not np.isfinite(inner_local.targets).any():
+            continue
+        near = near_sites(source, local.x[test], local.y[test], exclusion_radius)
+        borrowed = _selected(inner_local, subset(source, ~near), selection)
+        for weight in WEIGHT_GRID:
+            model = _fit_pooled(inner_local, borrowed, weight, lambda: _screening_model(make_model), fitted_targets)
+            predicted[weight][test] = to_property(model.predict(local.patches[test]))
+    observed = np.isfinite(local.targets)
+    scores = {}
+    for weight, values in predicted.items():
+        pairs = observed & np.isfinite(values)
+        scores[weight] = float(np.sqrt(np.mean((values[pairs] - local.targets[pairs]) ** 2)))
+    best = min(WEIGHT_GRID, key=lambda weight: (scores[weight], weight))
+    return best, scores
+
+
+def _selected(local: TrainingData, source: TrainingData, selection: str) -> TrainingData:
+    if selection == "nearest" and len(source.site_ids):
+        return subset(source, nearest_source_sites(local, source))
+    return source
+
+
+def _fit_pooled(
+    local: TrainingData,
+    source: TrainingData,
+    weight: float,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    progress: Progress | None = None,
+) -> DepthModel:
+    """Fitted on local sites (weight 1) and source sites (`weight`); weight 0 is exactly the local-only fit."""
+    if weight == 0 or not len(source.site_ids):
+        return make_model().fit(
+            local.patches, fitted_targets(local.targets), local.intervals, categorical=local.categorical,
+            progress=progress,
+        )  # fmt: skip
+    weights = np.concatenate([np.ones(len(local.site_ids)), np.full(len(source.site_ids), weight)])
+    return make_model().fit(
+        np.concatenate([local.patches, source.patches]),
+        fitted_targets(np.concatenate([local.targets, source.targets])),
+        local.intervals,
+        categorical=local.categorical,
+        progress=progress,
+        sample_weight=weights,
+    )
+
+
+def _screening_model(make_model: Callable[[], DepthModel]) -> DepthModel:
+    """The model for the inner weight choice: a random forest with `INNER_TREES` trees and no tuning of its own
+    (the ranking of weights needs far fewer trees than the map); other models as they are."""
+    model = make_model()
+    params = model.get_params()
+    overrides: dict[str, Any] = {}
+    if "n_trees" in params:
+        overrides["n_trees"] = min(params["n_trees"], INNER_TREES)
+    if params.get("tune"):
+        overrides["tune"] = False
+    return model.set_params(**overrides)
+
+
+def _centre_values(data: TrainingData) -> np.ndarray:
+    centre = data.patches.shape[-1] // 2
+    return data.patches[:, :, centre, centre].astype(float)
+
+
+def gain_rows(transfer_metrics: list[dict[str, Any]], local_metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per depth and over all depths (group 'all'): RMSE, MAE and CCC of the local-only and the transfer model on
+    the same folds, and the change of RMSE in % (negative: transfer helped)."""
+    local_by_depth = {row["depth"]: row for row in local_metrics if row["group"] == "all"}
+    rows = []
+    for row in transfer_metrics:
+        if row["group"] != "all" or row["depth"] not in local_by_depth:
+            continue
+        base = local_by_depth[row["depth"]]
+        change = 100.0 * (row["rmse"] - base["rmse"]) / base["rmse"] if base["rmse"] > 0 else float("nan")
+        rows.append(
+            {
+                "depth": row["depth"],
+                "n": row["n"],
+                "rmse_local": base["rmse"],
+                "rmse_transfer": row["rmse"],
+                "rmse_change_percent": change,
+                "mae_local": base["mae"],
+                "mae_transfer": row["mae"],
+                "ccc_local": base["ccc"],
+                "ccc_transfer": row["ccc"],
+            }
+        )
+    return rows
