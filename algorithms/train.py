@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import registry
 from .base import CovariateAlgorithm
 from .layers import open_sink, progress_callback, report_infinite, report_skipped, sample_points
+from .transfer_source import TransferInputs
 from .values import MISSING, to_float
 
 #: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
@@ -41,7 +42,7 @@ OUT_OF_FOLD_FIELDS = (
 )
 
 
-class TrainAlgorithm(CovariateAlgorithm):
+class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
     INPUT = "INPUT"
     TARGET_FIELDS = "TARGET_FIELDS"
     CATEGORICAL = "CATEGORICAL"
@@ -85,6 +86,10 @@ class TrainAlgorithm(CovariateAlgorithm):
         "sites (1,000 resamples of whole sites with all their depths); for the random forest also the coverage "
         "(PICP) and mean width of its out-of-fold 90 % prediction intervals. The final model is then fitted on "
         "all sites.<br>"
+        "<b>Transfer</b> (Shen et al. 2022): a larger data set with the same property and covariate bands lends "
+        "its sites to a small local one, weighted against the local sites (automatically: the weight that best "
+        "predicts held-out local sites, 0 when the source does not fit). Folds then hold local sites only, and "
+        "the same folds are also run without the source: the metrics show both side by side.<br>"
         "<b>Outputs</b>: the model file (no executable code inside), a metrics table, optional out-of-fold "
         "predictions per site and depth, and an optional HTML report."
     )
@@ -185,6 +190,7 @@ class TrainAlgorithm(CovariateAlgorithm):
             "Rasters normally must share one grid. Tick this to warp the others onto the first raster's grid "
             "(nearest neighbour)."
         )
+        self.add_transfer_parameters()
         for setting in registry.hyperparameters():  # CNN settings, then the random forest's
             self.add_parameter(self._hyperparameter_definition(setting), setting.help, advanced=True)
         # outputs
@@ -262,6 +268,7 @@ class TrainAlgorithm(CovariateAlgorithm):
         seed = self.parameterAsInt(parameters, self.SEED, context)
         params = self._model_params(kind, parameters, context)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        transfer_source = self.transfer_source(parameters, context, feedback, target_fields)
 
         sampled = sample_points(
             source,
@@ -311,6 +318,13 @@ class TrainAlgorithm(CovariateAlgorithm):
             )
         )
 
+        transfer = None
+        if transfer_source is not None:
+            transfer = self.read_transfer(
+                parameters, context, feedback, transfer_source, sampled, data, target_fields, self._targets
+            )
+            if transfer is None:
+                return {}
         try:
             result = train(
                 data,
@@ -322,6 +336,7 @@ class TrainAlgorithm(CovariateAlgorithm):
                 transform=transform,
                 random_state=seed,
                 progress=progress_callback(feedback, 2, 93),
+                transfer=transfer,
             )
         except Cancelled:
             feedback.pushInfo(self.tr("Training cancelled; nothing was written."))
@@ -397,6 +412,8 @@ class TrainAlgorithm(CovariateAlgorithm):
                             "CCC {ccc:.3f}"
                         ).format(**row)
                     )
+            if cv.local_only is not None:
+                self.report_transfer(feedback, cv)
 
         fields = QgsFields()
         for name in ("model", "depth", "group"):
@@ -406,7 +423,8 @@ class TrainAlgorithm(CovariateAlgorithm):
             fields.append(QgsField(name, QVariant.Int if name == "n" else QVariant.Double))
         sink = open_sink(self, parameters, self.OUTPUT_METRICS, context, fields)
         if sink is not None:
-            for row in [] if cv is None else cv.metrics:
+            local_only = [] if cv is None or cv.local_only is None else cv.local_only.metrics
+            for row in [] if cv is None else [*cv.metrics, *local_only]:
                 feature = QgsFeature(fields)
                 feature.setAttributes(
                     [row["model"], row["depth"], str(row["group"])]

@@ -1,0 +1,201 @@
+"""The inputs of 'Train SOC model' for transfer from a larger data set: its parameters, reading and checking the
+source sites, and the log of the gain. A mixin of the train algorithm, kept apart so that train.py stays about
+training; the method itself is `core.transfer`."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+)
+
+from .layers import report_skipped, sample_points
+
+#: TRANSFER options that are offered but not implemented yet (representation transfer)
+NOT_AVAILABLE = (2, 3)
+
+
+class TransferInputs:
+    """SOURCE_INPUT, SOURCE_COVARIATES, TRANSFER, SOURCE_SELECTION and SOURCE_WEIGHT, for a `CovariateAlgorithm`."""
+
+    SOURCE_INPUT = "SOURCE_INPUT"
+    SOURCE_COVARIATES = "SOURCE_COVARIATES"
+    TRANSFER = "TRANSFER"
+    SOURCE_SELECTION = "SOURCE_SELECTION"
+    SOURCE_WEIGHT = "SOURCE_WEIGHT"
+
+    def add_transfer_parameters(self) -> None:
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                self.TRANSFER,
+                self.tr("Transfer from a larger data set"),
+                options=[
+                    self.tr("None"),
+                    self.tr("Instances (borrow the source's sites)"),
+                    self.tr("Representation (not available yet)"),
+                    self.tr("Instances and representation (not available yet)"),
+                ],
+                defaultValue=0,
+            ),
+            "Instances: the sites of 'Source data set' join the local training sites, each counting 'Source weight' "
+            "of a local site; cross-validation then tests on local sites only and also runs the same folds without "
+            "the source, so the log, metrics and report show the gain. Representation transfer (pre-training on "
+            "the source, fine-tuning locally) is not available yet and is refused.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFeatureSource(
+                self.SOURCE_INPUT,
+                self.tr("Source data set (harmonised points)"),
+                [QgsProcessing.TypeVectorPoint],
+                optional=True,
+            ),
+            "A larger library of the same property, e.g. a national survey, harmonised to the same depths: it "
+            "must have the target fields chosen above. Its sites only ever train, never validate; those within "
+            "a spatial block of a fold's test sites are left out of that fold's training.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(
+                self.SOURCE_COVARIATES, self.tr("Source covariate rasters"), QgsProcessing.TypeRaster, optional=True
+            ),
+            "Rasters covering the source points with the same bands in the same order, CRS and pixel size as "
+            "'Covariate rasters' (e.g. the same continental products over a larger extent). Empty: the local "
+            "covariate rasters, when they cover the source points.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                self.SOURCE_SELECTION,
+                self.tr("Source sites to borrow"),
+                options=[self.tr("All"), self.tr("Nearest to the local sites in covariate space")],
+                defaultValue=0,
+            ),
+            "All: every source site. Nearest: for each local training site its 10 nearest source sites in the "
+            "covariate space (bands scaled by the local sites' spread): the library's most similar environments.",
+            advanced=True,
+        )
+        self.add_parameter(
+            QgsProcessingParameterNumber(
+                self.SOURCE_WEIGHT,
+                self.tr("Source weight (0 = automatic)"),
+                QgsProcessingParameterNumber.Double,
+                0,
+                minValue=0,
+            ),
+            "How much a source site counts relative to a local one (1: the same). 0 chooses it from 0, 0.01, 0.1, "
+            "0.3 and 1 by an inner cross-validation on the local training sites alone, so that a source that does "
+            "not fit the local data is hardly used.",
+            advanced=True,
+        )
+
+    def transfer_source(self, parameters, context, feedback, target_fields: list[str]):
+        """The source layer when instance transfer is asked for (None without transfer); refuses, before any work,
+        what cannot be done."""
+        strategy = self.parameterAsEnum(parameters, self.TRANSFER, context)
+        source = self.parameterAsSource(parameters, self.SOURCE_INPUT, context)
+        if strategy == 0:
+            if source is not None:
+                feedback.pushWarning(self.tr("A source data set was given but 'Transfer' is None: it is not used."))
+            return None
+        if strategy in NOT_AVAILABLE:
+            raise QgsProcessingException(
+                self.tr(
+                    "Representation transfer (pre-training on the source and fine-tuning) is not available yet. "
+                    "Choose 'Instances' to borrow the source's sites, or None."
+                )
+            )
+        if source is None:
+            raise QgsProcessingException(
+                self.tr(
+                    "Instance transfer needs a 'Source data set': give the harmonised points of the larger data set."
+                )
+            )
+        missing = [name for name in target_fields if source.fields().lookupField(name) < 0]
+        if missing:
+            raise QgsProcessingException(
+                self.tr("The source data set lacks the target fields {}; harmonise it to the same depths.").format(
+                    ", ".join(missing)
+                )
+            )
+        return source
+
+    def read_transfer(
+        self, parameters, context, feedback, source, local_sample, local, target_fields: list[str], read_targets
+    ):
+        """The source sites sampled on their covariates and checked against the local ones (with the messages of
+        'Predict SOC maps'); None when cancelled. `read_targets(points, fields, feedback)` reads the targets."""
+        from types import SimpleNamespace
+
+        from ..core.card import Bands, Grid, ModelCard
+        from ..core.sites import training_data
+        from ..core.transfer import SELECTIONS, Transfer
+
+        layers, resample = self.covariates(parameters, context)
+        layers = self.parameterAsLayerList(parameters, self.SOURCE_COVARIATES, context) or layers
+        fields = list(target_fields)
+        patch_size = local.patches.shape[-1]
+        sampled = sample_points(
+            source, layers, resample, patch_size, context, feedback, self.tr("Reading source sites"), fields=fields,
+            progress_span=2,
+        )  # fmt: skip
+        if sampled is None:
+            return None
+        grid = local_sample.grid
+        local_card = ModelCard(
+            kind="",
+            property=local.property_name,
+            intervals=(),
+            bands=Bands(tuple(local_sample.band_names), layer_names=tuple(local_sample.layer_names)),
+            grid=Grid(grid["crs_wkt"], tuple(grid["transform"]), tuple(grid["res"])),
+        )
+        source_grid = SimpleNamespace(
+            band_names=sampled.band_names,
+            layer_names=sampled.layer_names,
+            crs_wkt=sampled.grid["crs_wkt"],
+            res=tuple(sampled.grid["res"]),
+        )
+        try:
+            self.check_covariates(local_card, source_grid, feedback)
+        except QgsProcessingException as error:
+            raise QgsProcessingException(self.tr("Source covariates: {}").format(error)) from error
+        points = sampled.points
+        source_data, skipped = training_data(
+            sampled.sample, points.feature_ids, points.x, points.y, read_targets(points, fields, feedback),
+            local.intervals, local.property_name, local.band_names, local.categorical,
+        )  # fmt: skip
+        report_skipped(feedback, points.skipped + skipped, self.tr("source site"))
+        if not len(source_data.site_ids):
+            raise QgsProcessingException(
+                self.tr(
+                    "No source site can be used: {} were read and all were skipped (see the log). Check that the "
+                    "source points lie on the source covariate rasters and that the target fields hold numbers."
+                ).format(len(points.feature_ids))
+            )
+        selection = SELECTIONS[self.parameterAsEnum(parameters, self.SOURCE_SELECTION, context)]
+        weight = self.parameterAsDouble(parameters, self.SOURCE_WEIGHT, context)
+        feedback.pushInfo(
+            self.tr("Borrowing from {} source sites ({} of them), source weight {}").format(
+                len(source_data.site_ids), selection, f"{weight:g}" if weight else self.tr("automatic")
+            )
+        )
+        return Transfer(source_data, selection, weight)
+
+    def report_transfer(self, feedback, cv) -> None:
+        """The gain of transfer at the local sites, depth by depth, and what each fold borrowed."""
+        from ..core.transfer import gain_rows
+
+        for i, record in enumerate(cv.transfer_folds):
+            feedback.pushInfo(
+                self.tr("Fold {}: source weight {:g}, {} source sites used, {} left out near its test sites").format(
+                    i + 1, record.weight, record.source_sites, record.excluded
+                )
+            )
+        for row in gain_rows(cv.metrics, cv.local_only.metrics):
+            feedback.pushInfo(
+                self.tr(
+                    "{depth}: RMSE local only {rmse_local:.3f}, with transfer {rmse_transfer:.3f} "
+                    "({rmse_change_percent:+.1f} %); CCC {ccc_local:.3f} → {ccc_transfer:.3f}"
+                ).format(**row)
+            )
