@@ -10,6 +10,7 @@ BENCHMARKS: list[str] = [
     "bench.harmonise_qgis",
     "bench.accuracy",
     "bench.predict",
+    "bench.transfer",
 ]
 
 
