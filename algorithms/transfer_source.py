@@ -69,11 +69,18 @@ class TransferInputs:
             QgsProcessingParameterEnum(
                 self.SOURCE_SELECTION,
                 self.tr("Source sites to borrow"),
-                options=[self.tr("All"), self.tr("Nearest to the local sites in covariate space")],
+                options=[
+                    self.tr("All"),
+                    self.tr("Nearest to the local sites in covariate space"),
+                    self.tr("RS-LOCAL search (those whose models predict the local sites best)"),
+                ],
                 defaultValue=0,
             ),
             "All: every source site. Nearest: for each local training site its 10 nearest source sites in the "
-            "covariate space (bands scaled by the local sites' spread): the library's most similar environments.",
+            "covariate space (bands scaled by the local sites' spread): the library's most similar environments. "
+            "RS-LOCAL (Lobsey et al. 2017): in rounds, models of random subsets of the source are scored at the "
+            "local training sites and the sites of the worst-scoring subsets dropped, until half the source is "
+            "left (slower: hundreds of small forests per fit). The chosen sites are then weighted as set below.",
             advanced=True,
         )
         self.add_parameter(

@@ -9,6 +9,11 @@ that does not predict the local sites well backs off, one that fits is borrowed 
 Source samples only ever train: validation folds hold local sites alone, and source sites within the exclusion
 radius (the spatial block size; 0, i.e. the same location, for random folds) of a fold's test sites are left out
 of that fold's training, so that a profile present in both data sets cannot leak the answer.
+
+Which source sites are borrowed (`SELECTIONS`): 'all'; 'nearest', for each local training site its
+`NEAREST_PER_SITE` nearest source sites in covariate space (the library's most similar environments, which need
+not follow the same relation to SOC); 'rs-local', the source sites whose models predict the local training sites
+best (`rs_local_sites`). Each is then weighted as above, so a selection that does not help is weighted down too.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ if TYPE_CHECKING:  # training imports this module; the types only
 #: TRANSFER options of 'Train SOC model', in their order there
 STRATEGIES = ("none", "instances", "representation", "both")
 #: SOURCE_SELECTION options, in their order there
-SELECTIONS = ("all", "nearest")
+SELECTIONS = ("all", "nearest", "rs-local")
 #: source weights the automatic choice tries: from none and almost none to a source site counting as a local one
 WEIGHT_GRID = (0.0, 0.01, 0.1, 0.3, 1.0)
 #: folds of the inner cross-validation over the local training sites that chooses the weight
@@ -44,6 +49,13 @@ MIN_GAIN = 0.02
 INNER_TREES = 100
 #: 'nearest' selection keeps, for every local training site, this many nearest source sites in covariate space
 NEAREST_PER_SITE = 10
+#: 'rs-local' selection: random subsets drawn per round, the share of the remaining source sites each holds (at
+#: least RS_MIN_SUBSET sites), the share of them dropped per round, and the share of the source finally kept
+RS_SUBSETS = 50
+RS_SUBSET_SHARE = 0.1
+RS_MIN_SUBSET = 10
+RS_DROP_SHARE = 0.2
+RS_KEEP_SHARE = 0.5
 #: share of a fit's progress bar for the final pooled fit when the weight is chosen first (the choice fits
 #: INNER_FOLDS x (grid size) models with fewer trees)
 FINAL_FIT_SHARE = 0.3
@@ -153,6 +165,54 @@ def nearest_source_sites(local: TrainingData, source: TrainingData, per_site: in
     return mask
 
 
+def rs_local_sites(
+    local: TrainingData,
+    source: TrainingData,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+) -> np.ndarray:
+    """Mask of the source sites kept by an RS-LOCAL-style search (after Lobsey et al. 2017, Eur. J. Soil Sci.
+    68:840-852), which uses only the `local` sites given (a fold's training sites).
+
+    In rounds, `RS_SUBSETS` random subsets of the remaining source sites each fit a model on their own, scored by
+    its RMSE at the local sites; a site scores the mean RMSE of the subsets that held it, and the worst
+    `RS_DROP_SHARE` of the remaining sites are dropped, until `RS_KEEP_SHARE` of the source is left: the sites
+    that, whatever they are pooled with, predict the local data best. Repeating rounds on the survivors sharpens
+    the scores, as a site that spoils its subsets stands out more among better neighbours."""
+    n_sources = len(source.site_ids)
+    target = max(1, round(RS_KEEP_SHARE * n_sources))
+    remaining = np.arange(n_sources)
+    rng = np.random.default_rng(random_state)
+    observed = np.isfinite(local.targets)
+    total, count = np.zeros(n_sources), np.zeros(n_sources)
+    while len(remaining) > target:
+        size = min(len(remaining), max(RS_MIN_SUBSET, round(RS_SUBSET_SHARE * len(remaining))))
+        for _ in range(RS_SUBSETS):
+            members = rng.choice(remaining, size, replace=False)
+            piece = subset(source, members)
+            if not np.isfinite(piece.targets).any():
+                continue
+            model = _screening_model(make_model).fit(
+                piece.patches, fitted_targets(piece.targets), piece.intervals, categorical=piece.categorical
+            )
+            predicted = to_property(model.predict(local.patches))
+            pairs = observed & np.isfinite(predicted)
+            total[members] += np.sqrt(np.mean((predicted[pairs] - local.targets[pairs]) ** 2))
+            count[members] += 1
+        # a site no subset drew scores the mean, so it is neither favoured nor dropped for bad luck
+        drawn = count[remaining] > 0
+        score = np.full(len(remaining), np.nan)
+        score[drawn] = total[remaining][drawn] / count[remaining][drawn]
+        score[~drawn] = np.nanmean(score) if drawn.any() else 0.0
+        keep = max(target, len(remaining) - max(1, round(RS_DROP_SHARE * len(remaining))))
+        remaining = remaining[np.sort(np.argsort(score, kind="stable")[:keep])]
+    mask = np.zeros(n_sources, dtype=bool)
+    mask[remaining] = True
+    return mask
+
+
 def near_sites(source: TrainingData, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
     """Mask of the source sites within `radius` (map units; 0: at the same place) of any of the points x, y."""
     if not len(x):
@@ -176,19 +236,20 @@ def fit_with_source(
 
     `available`: the source sites this fit may use (a validation fold excludes those near its test sites).
     `fitted_targets` maps targets to the scale the model is fitted on, `to_property` predictions back.
-    With `transfer.weight` 0 the weight is chosen by `choose_weight` on the local sites alone.
+    The sites of `transfer.selection` are chosen for the `local` sites of this fit, then, with `transfer.weight`
+    0, their weight by `choose_weight` on the local sites alone.
     """
     source = transfer.source if available is None else subset(transfer.source, available)
     excluded = 0 if available is None else int(np.sum(~available))
     scores: dict[float, float] = {}
+    borrowed = _selected(local, source, transfer.selection, make_model, fitted_targets, to_property, random_state)
     weight, final_share = transfer.weight, 1.0
     if weight == 0:
         final_share = FINAL_FIT_SHARE
         weight, scores = choose_weight(
-            local, source, transfer.selection, make_model, fitted_targets, to_property, random_state, exclusion_radius,
+            local, borrowed, make_model, fitted_targets, to_property, random_state, exclusion_radius,
             _part(progress, 0.0, 1.0 - final_share),
         )  # fmt: skip
-    borrowed = _selected(local, source, transfer.selection)
     model = _fit_pooled(
         local, borrowed, weight, make_model, fitted_targets, _part(progress, 1.0 - final_share, final_share)
     )
@@ -199,7 +260,6 @@ def fit_with_source(
 def choose_weight(
     local: TrainingData,
     source: TrainingData,
-    selection: str,
     make_model: Callable[[], DepthModel],
     fitted_targets: Callable[[np.ndarray], np.ndarray],
     to_property: Callable[[np.ndarray], np.ndarray],
@@ -223,8 +283,7 @@ def choose_weight(
         inner_local = subset(local, ~test)
         if not np.isfinite(inner_local.targets).any():
             continue
-        near = near_sites(source, local.x[test], local.y[test], exclusion_radius)
-        borrowed = _selected(inner_local, subset(source, ~near), selection)
+        borrowed = subset(source, ~near_sites(source, local.x[test], local.y[test], exclusion_radius))
         for weight in WEIGHT_GRID:
             model = _fit_pooled(inner_local, borrowed, weight, lambda: _screening_model(make_model), fitted_targets)
             predicted[weight][test] = to_property(model.predict(local.patches[test]))
@@ -237,10 +296,21 @@ def choose_weight(
     return (best if scores[best] <= (1 - MIN_GAIN) * scores[0.0] else 0.0), scores
 
 
-def _selected(local: TrainingData, source: TrainingData, selection: str) -> TrainingData:
-    if selection == "nearest" and len(source.site_ids):
+def _selected(
+    local: TrainingData,
+    source: TrainingData,
+    selection: str,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+) -> TrainingData:
+    """The source sites `selection` borrows for a fit on the `local` sites."""
+    if not len(source.site_ids) or selection == "all":
+        return source
+    if selection == "nearest":
         return subset(source, nearest_source_sites(local, source))
-    return source
+    return subset(source, rs_local_sites(local, source, make_model, fitted_targets, to_property, random_state))
 
 
 def _fit_pooled(

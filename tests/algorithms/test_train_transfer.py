@@ -120,12 +120,15 @@ def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_proce
 def test_the_help_names_the_grid_and_selection_size_the_core_uses(qgis_processing):
     from qgis.core import QgsApplication
 
-    from soc_depth_mapper.core.transfer import NEAREST_PER_SITE, WEIGHT_GRID
+    from soc_depth_mapper.core.transfer import NEAREST_PER_SITE, RS_KEEP_SHARE, SELECTIONS, WEIGHT_GRID
 
     train = QgsApplication.processingRegistry().algorithmById("socdepth:train")
     weight_help = train.parameterDefinition("SOURCE_WEIGHT").help()
     assert ", ".join(f"{w:g}" for w in WEIGHT_GRID[:-1]) + f" and {WEIGHT_GRID[-1]:g}" in weight_help
-    assert f"its {NEAREST_PER_SITE} nearest source sites" in train.parameterDefinition("SOURCE_SELECTION").help()
+    selection = train.parameterDefinition("SOURCE_SELECTION")
+    assert f"its {NEAREST_PER_SITE} nearest source sites" in selection.help()
+    assert RS_KEEP_SHARE == 0.5 and "until half the source is left" in selection.help()
+    assert len(selection.options()) == len(SELECTIONS)
     assert train.parameterDefinition("TRANSFER").defaultValue() == 0
 
 

@@ -3,6 +3,8 @@ sites never validate, and the overlap exclusion matches a brute-force count."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from soc_depth_mapper.core.transfer import (
     choose_weight,
     gain_rows,
     nearest_source_sites,
+    rs_local_sites,
     source_digest,
 )
 
@@ -117,7 +120,7 @@ def test_automatic_weight_borrows_a_fitting_source_and_backs_off_from_a_biased_o
     deviations of SOC) would ruin every prediction."""
     local = _sites(30, seed=3)
     source = _sites(300, bias=bias, seed=4, x0=5000.0)
-    weight, scores = choose_weight(local, source, "all", _forest, _identity, _identity, random_state=0)
+    weight, scores = choose_weight(local, source, _forest, _identity, _identity, random_state=0)
     assert set(scores) == set(WEIGHT_GRID)
     if expected == "borrow":
         assert weight >= 0.3 and scores[weight] < 0.8 * scores[0.0]
@@ -129,11 +132,11 @@ def test_borrowing_needs_an_inner_gain_of_at_least_min_gain(monkeypatch):
     """The same fitting library as above: borrowed when a 2 % gain is asked for, not when 60 % is (its inner
     RMSE is about 40 % below local-only's)."""
     local, source = _sites(30, seed=3), _sites(300, seed=4, x0=5000.0)
-    weight, scores = choose_weight(local, source, "all", _forest, _identity, _identity, random_state=0)
+    weight, scores = choose_weight(local, source, _forest, _identity, _identity, random_state=0)
     gain = 1 - scores[weight] / scores[0.0]
     assert weight > 0 and 0.2 < gain < 0.6
     monkeypatch.setattr(transfer, "MIN_GAIN", 0.6)
-    assert choose_weight(local, source, "all", _forest, _identity, _identity, random_state=0) == (0.0, scores)
+    assert choose_weight(local, source, _forest, _identity, _identity, random_state=0) == (0.0, scores)
 
 
 def test_source_sites_only_train_and_nearby_ones_are_left_out_of_each_fold():
@@ -207,6 +210,33 @@ def test_nearest_selection_keeps_the_source_sites_closest_in_covariate_space():
         distance = np.sqrt((((values(source) - site) / spread) ** 2).sum(axis=1))
         expected |= set(np.argsort(distance)[:3].tolist())
     assert set(np.flatnonzero(mask).tolist()) == expected
+
+
+def test_rs_local_keeps_the_source_sites_that_follow_the_local_relation():
+    """A library of two surveys mixed: one like the local data, one shifted by 25. The search keeps half the
+    library, mostly from the fitting survey."""
+    local = _sites(30, seed=21)
+    fitting, shifted = _sites(60, seed=22, x0=5000.0), _sites(60, bias=25.0, seed=23, x0=5000.0)
+    source = dataclasses.replace(
+        fitting,
+        site_ids=np.concatenate([fitting.site_ids, shifted.site_ids]),
+        x=np.concatenate([fitting.x, shifted.x]),
+        y=np.concatenate([fitting.y, shifted.y]),
+        patches=np.concatenate([fitting.patches, shifted.patches]),
+        targets=np.concatenate([fitting.targets, shifted.targets]),
+    )
+    kept = rs_local_sites(local, source, _forest, _identity, _identity, random_state=0)
+    # the first 60 are the fitting survey: 42 of them is 3 standard deviations above a blind draw's 30
+    assert kept.sum() == 60 and kept[:60].sum() >= 42
+
+
+def test_rs_local_selection_borrows_half_the_source_in_a_training_run(monkeypatch):
+    monkeypatch.setattr(transfer, "RS_SUBSETS", 10)  # the count kept does not depend on it
+    local, source = _sites(20, seed=24), _sites(40, seed=25, x0=5000.0)
+    result = train(
+        local, "random_forest", FOREST, validation="none", transfer=Transfer(source, selection="rs-local", weight=1)
+    )
+    assert result.settings["transfer"]["source_sites_used"] == 20
 
 
 def test_model_card_records_the_transfer_and_survives_a_save(tmp_path, fewer_inner_folds):
