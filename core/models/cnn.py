@@ -275,16 +275,7 @@ class _CNNBase(DepthModel):
         much in the loss (e.g. borrowed sites of another data set less than local ones); weight 0 leaves a site
         out. None weighs all sites alike."""
         patches, targets, intervals = self._check_fit_inputs(patches, targets, intervals)
-        usable = centre_valid(patches)
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=float).ravel()
-            if sample_weight.shape != (len(patches),) or not np.all(np.isfinite(sample_weight) & (sample_weight >= 0)):
-                raise ValueError(
-                    f"Give one finite, non-negative sample weight per site: {len(patches)} sites, "
-                    f"{sample_weight.size} weights."
-                )
-            usable &= sample_weight > 0
-        targets = np.where(usable[:, None], targets, np.nan)
+        targets, sample_weight = _usable_targets(patches, targets, sample_weight)
         self.encoder_ = PatchEncoder(categorical, self.covariate_scaling).fit(patches)
         self.intervals_ = intervals
         self.target_mean_, self.target_std_ = _depth_scales(targets)
@@ -305,6 +296,71 @@ class _CNNBase(DepthModel):
 
     def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
         raise NotImplementedError
+
+    def fine_tuned(
+        self,
+        patches: np.ndarray,
+        targets: np.ndarray,
+        freeze_layers: int | None = None,
+        progress: ProgressCallback = None,
+        sample_weight: np.ndarray | None = None,
+    ) -> _CNNBase:
+        """A copy of this fitted model whose networks go on training on other sites: representation transfer
+        (Shen et al. 2022), e.g. pre-trained on a library, fine-tuned on a small local data set (same intervals).
+
+        The first `freeze_layers` layers (conv blocks first, then fully connected; default: every conv block)
+        keep their weights and batch-norm statistics bit for bit. The covariate encoding and the target scales
+        stay those of pre-training, the scales the frozen layers were learnt on. Trains with the model's own
+        `epochs` and `learning_rate` (a few dozen sites give one mini-batch per epoch, too few steps for the
+        transfer CNN's gentler fine-tuning rate to move a library's level to the local one), with early stopping
+        on a share of the new sites."""
+        patches, targets, _ = self._check_fit_inputs(patches, targets, self.intervals_)
+        targets, sample_weight = _usable_targets(patches, targets, sample_weight)
+        model = copy.deepcopy(self)
+        n_frozen = len(self.conv_channels) if freeze_layers is None else freeze_layers
+        n_layers = len(self.conv_channels) + len(self.dense_units)
+        if not 0 <= n_frozen <= n_layers:
+            raise ValueError(
+                f"freeze_layers is {freeze_layers} but the network has {len(self.conv_channels)} conv and "
+                f"{len(self.dense_units)} fully-connected layers; choose 0 to {n_layers}."
+            )
+        model.history_ = {}
+        with model._torch_session(seed=self.random_state, threads=self.n_threads or TRAINING_THREADS):
+            inputs = _Inputs(
+                model.encoder_.transform(patches),
+                (targets - model.target_mean_) / model.target_std_,
+                depth_features(model.intervals_),
+                model.device_,
+                model.augment,
+                model.target_std_,
+                sample_weight,
+            )
+            has_target = np.isfinite(inputs.targets).any(axis=1)
+            validation = model._validation_sites(np.flatnonzero(has_target), len(has_target))
+            model.validation_sites_ = validation
+            for index, net in enumerate(model.nets_):
+                frozen = net.layers()[:n_frozen]
+                for module in frozen:
+                    module.requires_grad_(False)
+                train, val = (
+                    model._net_samples(inputs, has_target & ~validation, index),
+                    model._net_samples(inputs, has_target & validation, index),
+                )
+                span = (index / len(model.nets_), 1 / len(model.nets_))
+                stage = f"fine-tuning network {index + 1}/{len(model.nets_)}"
+                if len(train) >= 2:
+                    model._train(
+                        net, stage, inputs, train, val, model.epochs, model.learning_rate, progress, span,
+                        frozen,
+                    )  # fmt: skip
+                for module in frozen:
+                    module.requires_grad_(True)
+                net.eval()
+        return model
+
+    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+        """The training rows of network `index` among the masked sites: every depth of them (pooled layout)."""
+        return inputs.pooled_samples(site_mask)
 
     def _new_net(self, n_heads: int) -> _PatchNet:
         net = _PatchNet(
@@ -696,6 +752,10 @@ class TransferCNNDepthModel(_CNNBase):
             self.nets_.append(net.eval())
         check_progress(progress, 1.0, "fine-tuning done")
 
+    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+        """Network `index` is the one for depth interval `index`."""
+        return inputs.pooled_samples(site_mask, index)
+
     def _outputs(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
         shared_trunk = self._n_frozen() >= len(self.conv_channels)
         features = self.nets_[0].eval().trunk(x) if shared_trunk else None
@@ -728,11 +788,31 @@ class MultiTaskCNNDepthModel(_CNNBase):
         self.nets_ = [net]
         check_progress(progress, 1.0, "training done")
 
+    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+        """One row per site with all its intervals, as in training."""
+        return inputs.site_samples(site_mask)
+
     def _outputs(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
         net = self.nets_[0].eval()
         features = net.trunk(x)
         heads = [net.heads[d] for d in self._chosen(depths)]
         return torch.cat([head.predict(head.first(features), None) for head in heads], dim=1)
+
+
+def _usable_targets(
+    patches: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Targets with NaN where the site's centre cell has nodata or its weight is 0, and the weights checked."""
+    usable = centre_valid(patches)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=float).ravel()
+        if sample_weight.shape != (len(patches),) or not np.all(np.isfinite(sample_weight) & (sample_weight >= 0)):
+            raise ValueError(
+                f"Give one finite, non-negative sample weight per site: {len(patches)} sites, "
+                f"{sample_weight.size} weights."
+            )
+        usable &= sample_weight > 0
+    return np.where(usable[:, None], targets, np.nan), sample_weight
 
 
 def _depth_scales(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
