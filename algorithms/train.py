@@ -268,7 +268,7 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
         seed = self.parameterAsInt(parameters, self.SEED, context)
         params = self._model_params(kind, parameters, context)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
-        transfer_source = self.transfer_source(parameters, context, feedback, target_fields)
+        transfer_source = self.transfer_source(parameters, context, feedback, target_fields, kind)
 
         sampled = sample_points(
             source,

@@ -15,8 +15,8 @@ from qgis.core import (
 
 from .layers import report_skipped, sample_points
 
-#: TRANSFER options that are offered but not implemented yet (representation transfer)
-NOT_AVAILABLE = (2, 3)
+#: TRANSFER options: representation transfer, and the option offered but not implemented yet (both at once)
+REPRESENTATION, NOT_AVAILABLE = 2, (3,)
 
 
 class TransferInputs:
@@ -36,15 +36,17 @@ class TransferInputs:
                 options=[
                     self.tr("None"),
                     self.tr("Instances (borrow the source's sites)"),
-                    self.tr("Representation (not available yet)"),
+                    self.tr("Representation (CNNs: pre-trained on the source, fine-tuned on the local sites)"),
                     self.tr("Instances and representation (not available yet)"),
                 ],
                 defaultValue=0,
             ),
             "Instances: the sites of 'Source data set' join the local training sites, each counting 'Source weight' "
             "of a local site; cross-validation then tests on local sites only and also runs the same folds without "
-            "the source, so the log, metrics and report show the gain. Representation transfer (pre-training on "
-            "the source, fine-tuning locally) is not available yet and is refused.",
+            "the source, so the log, metrics and report show the gain. Representation (CNN models only): the "
+            "network is pre-trained on the source sites, then fine-tuned on the local ones with its first "
+            "'Transfer CNN: frozen layers' (FREEZE_LAYERS) layers frozen; each validation fold pre-trains anew "
+            "without the source sites near its test sites. Both at once is not available yet and is refused.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
@@ -97,9 +99,11 @@ class TransferInputs:
             advanced=True,
         )
 
-    def transfer_source(self, parameters, context, feedback, target_fields: list[str]):
-        """The source layer when instance transfer is asked for (None without transfer); refuses, before any work,
-        what cannot be done."""
+    def transfer_source(self, parameters, context, feedback, target_fields: list[str], kind: str):
+        """The source layer when transfer is asked for (None without transfer); refuses, before any work, what
+        cannot be done with the model `kind`."""
+        from ..core import registry
+
         strategy = self.parameterAsEnum(parameters, self.TRANSFER, context)
         source = self.parameterAsSource(parameters, self.SOURCE_INPUT, context)
         if strategy == 0:
@@ -109,15 +113,20 @@ class TransferInputs:
         if strategy in NOT_AVAILABLE:
             raise QgsProcessingException(
                 self.tr(
-                    "Representation transfer (pre-training on the source and fine-tuning) is not available yet. "
-                    "Choose 'Instances' to borrow the source's sites, or None."
+                    "Instances and representation together are not available yet. Choose 'Instances' to borrow the "
+                    "source's sites, or 'Representation' to fine-tune a CNN pre-trained on them."
                 )
+            )
+        if strategy == REPRESENTATION and not hasattr(registry.entry(kind).loader(), "fine_tuned"):
+            raise QgsProcessingException(
+                self.tr(
+                    "Representation transfer fine-tunes a network pre-trained on the source, and the {} has none: "
+                    "choose one of the CNN models, or 'Instances'."
+                ).format(registry.entry(kind).label.lower())
             )
         if source is None:
             raise QgsProcessingException(
-                self.tr(
-                    "Instance transfer needs a 'Source data set': give the harmonised points of the larger data set."
-                )
+                self.tr("Transfer needs a 'Source data set': give the harmonised points of the larger data set.")
             )
         missing = [name for name in target_fields if source.fields().lookupField(name) < 0]
         if missing:
@@ -137,7 +146,7 @@ class TransferInputs:
 
         from ..core.card import Bands, Grid, ModelCard
         from ..core.sites import training_data
-        from ..core.transfer import SELECTIONS, Transfer
+        from ..core.transfer import SELECTIONS, STRATEGIES, Transfer
 
         layers, resample = self.covariates(parameters, context)
         layers = self.parameterAsLayerList(parameters, self.SOURCE_COVARIATES, context) or layers
@@ -182,22 +191,32 @@ class TransferInputs:
             )
         selection = SELECTIONS[self.parameterAsEnum(parameters, self.SOURCE_SELECTION, context)]
         weight = self.parameterAsDouble(parameters, self.SOURCE_WEIGHT, context)
-        feedback.pushInfo(
-            self.tr("Borrowing from {} source sites ({} of them), source weight {}").format(
-                len(source_data.site_ids), selection, f"{weight:g}" if weight else self.tr("automatic")
+        strategy = STRATEGIES[self.parameterAsEnum(parameters, self.TRANSFER, context)]
+        freeze_layers = self.parameterAsInt(parameters, "FREEZE_LAYERS", context)
+        if strategy == "representation":
+            message = self.tr("Pre-training on {} source sites ({} of them), then fine-tuning with {} frozen layers")
+            feedback.pushInfo(message.format(len(source_data.site_ids), selection, freeze_layers))
+        else:
+            feedback.pushInfo(
+                self.tr("Borrowing from {} source sites ({} of them), source weight {}").format(
+                    len(source_data.site_ids), selection, f"{weight:g}" if weight else self.tr("automatic")
+                )
             )
-        )
-        return Transfer(source_data, selection, weight)
+        return Transfer(source_data, selection, weight, strategy, freeze_layers)
 
     def report_transfer(self, feedback, cv) -> None:
         """The gain of transfer at the local sites, depth by depth, and what each fold borrowed."""
         from ..core.transfer import gain_rows
 
         for i, record in enumerate(cv.transfer_folds):
-            feedback.pushInfo(
-                self.tr("Fold {}: source weight {:g}, {} source sites used, {} left out near its test sites").format(
-                    i + 1, record.weight, record.source_sites, record.excluded
+            if record.strategy == "representation":
+                borrowed = self.tr("pre-trained on {} source sites").format(record.source_sites)
+            else:
+                borrowed = self.tr("source weight {:g}, {} source sites used").format(
+                    record.weight, record.source_sites
                 )
+            feedback.pushInfo(
+                self.tr("Fold {}: {}, {} left out near its test sites").format(i + 1, borrowed, record.excluded)
             )
         for row in gain_rows(cv.metrics, cv.local_only.metrics):
             feedback.pushInfo(

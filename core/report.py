@@ -85,14 +85,15 @@ def transfer_html(cv: CrossValidation) -> str:
         for row in gain_rows(cv.metrics, cv.local_only.metrics)
     )
     folds = "".join(
-        f"<tr><td>{i + 1}</td><td>{record.weight:g}</td><td>{record.source_sites}</td><td>{record.excluded}</td></tr>"
+        f"<tr><td>{i + 1}</td><td>{_borrowed(record.strategy, record.weight)}</td><td>{record.source_sites}</td>"
+        f"<td>{record.excluded}</td></tr>"
         for i, record in enumerate(cv.transfer_folds)
     )
     return (
         f"<table><tr><th>Depth (cm)</th>{head}</tr>{body}</table>"
         "<p class='note'>Both models were validated on the same folds of local sites; source sites only trained. "
         "A negative change means the borrowed sites lowered the error at the local sites.</p>"
-        "<table><tr><th>Fold</th><th>Source weight</th><th>Source sites used</th>"
+        "<table><tr><th>Fold</th><th>Source weight</th><th>Source sites used (pooled or pre-trained on)</th>"
         f"<th>Left out (near the fold's test sites)</th></tr>{folds}</table>"
     )
 
@@ -255,11 +256,20 @@ def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
     if transfer is None:
         return {}
     source = transfer["source"]
+    if transfer["strategy"] == "representation":
+        return {
+            "Transfer": f"representation: pre-trained on {transfer['source_sites_used']} of {source['sites']} source "
+            f"sites ({transfer['selection']}), fine-tuned on the local sites"
+        }
     chosen = "chosen by inner cross-validation" if transfer["weight_requested"] == 0 else "as given"
     return {
         "Transfer": f"{transfer['strategy']} from {source['sites']} source sites ({transfer['selection']}); final "
         f"weight {transfer['weight']:g} ({chosen}), {transfer['source_sites_used']} source sites used"
     }
+
+
+def _borrowed(strategy: str, weight: float) -> str:
+    return "pre-trained" if strategy == "representation" else f"{weight:g}"
 
 
 def _settings_text(kind: str, params: dict[str, Any]) -> str:

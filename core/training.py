@@ -302,10 +302,10 @@ def train_with_transfer(
     (`CrossValidation.local_only`)."""
     if transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
-    check_transfer(data, transfer)
     started = time.perf_counter()
     model_kind = entry(kind)
     cls = model_kind.loader()
+    check_transfer(data, transfer, cls)
     floor = prediction_floor(data.targets)
 
     def make_model() -> DepthModel:
@@ -356,9 +356,10 @@ def train_with_transfer(
         "transform": transform,
         "random_state": random_state,
         "transfer": {
-            "strategy": "instances",
+            "strategy": transfer.strategy,
             "selection": transfer.selection,
             "weight_requested": transfer.weight,
+            "freeze_layers": transfer.freeze_layers,
             "weight": final_record.weight,
             "inner_rmse": final_record.to_dict()["inner_rmse"],
             "source_sites_used": final_record.source_sites,

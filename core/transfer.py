@@ -64,24 +64,31 @@ FINAL_FIT_SHARE = 0.3
 @dataclass(frozen=True)
 class Transfer:
     """What to borrow: the source sites (same property, depth intervals and covariate bands as the local data),
-    which of them (`selection`) and their weight (0: chosen automatically from `WEIGHT_GRID`)."""
+    which of them (`selection`) and how: `strategy` 'instances' pools them with the local sites at `weight`
+    (0: chosen automatically from `WEIGHT_GRID`); 'representation' pre-trains a CNN on them and fine-tunes it
+    on the local sites with the first `freeze_layers` layers frozen (None: the conv blocks)."""
 
     source: TrainingData
     selection: str = "all"
     weight: float = 0.0
+    strategy: str = "instances"
+    freeze_layers: int | None = None
 
 
 @dataclass
 class FoldTransfer:
-    """What one fit borrowed: the weight used, the source sites used and excluded, the inner scores per weight."""
+    """What one fit borrowed: the weight used (0 for representation transfer, which pools nothing), the source
+    sites used (pooled or pre-trained on) and excluded, the inner scores per weight."""
 
     weight: float
     source_sites: int
     excluded: int = 0
     scores: dict[float, float] = field(default_factory=dict)
+    strategy: str = "instances"
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "strategy": self.strategy,
             "weight": self.weight,
             "source_sites": self.source_sites,
             "excluded": self.excluded,
@@ -89,9 +96,19 @@ class FoldTransfer:
         }
 
 
-def check_transfer(local: TrainingData, transfer: Transfer) -> None:
-    """The source must describe the same thing as the local data, or pooling them is meaningless."""
+def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[DepthModel] | None = None) -> None:
+    """The source must describe the same thing as the local data, or pooling them is meaningless; representation
+    transfer needs a network (`model_class` with `fine_tuned`)."""
     source = transfer.source
+    if transfer.strategy not in STRATEGIES[1:3]:
+        raise ValueError(
+            f"Transfer strategy '{transfer.strategy}' is not available; choose instances or representation."
+        )
+    if transfer.strategy == "representation" and model_class is not None and not hasattr(model_class, "fine_tuned"):
+        raise ValueError(
+            "Representation transfer fine-tunes a network pre-trained on the source, and the random forest has "
+            "none: choose one of the CNN models, or instance transfer for the random forest."
+        )
     if transfer.selection not in SELECTIONS:
         raise ValueError(f"Unknown source selection '{transfer.selection}'; expected one of {', '.join(SELECTIONS)}.")
     if not (np.isfinite(transfer.weight) and transfer.weight >= 0):
@@ -243,6 +260,15 @@ def fit_with_source(
     excluded = 0 if available is None else int(np.sum(~available))
     scores: dict[float, float] = {}
     borrowed = _selected(local, source, transfer.selection, make_model, fitted_targets, to_property, random_state)
+    if transfer.strategy == "representation":
+        pretrained = make_model().fit(
+            borrowed.patches, fitted_targets(borrowed.targets), borrowed.intervals, categorical=borrowed.categorical,
+            progress=_part(progress, 0.0, 0.5),
+        )  # fmt: skip
+        model = pretrained.fine_tuned(
+            local.patches, fitted_targets(local.targets), transfer.freeze_layers, _part(progress, 0.5, 0.5)
+        )
+        return model, FoldTransfer(0.0, len(borrowed.site_ids), excluded, strategy="representation")
     weight, final_share = transfer.weight, 1.0
     if weight == 0:
         final_share = FINAL_FIT_SHARE

@@ -92,7 +92,9 @@ def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_proce
     from qgis.core import QgsProcessingException
 
     local, source = split
-    with pytest.raises(QgsProcessingException, match="Representation transfer .* is not available yet"):
+    with pytest.raises(QgsProcessingException, match="Instances and representation together are not available yet"):
+        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=3, SOURCE_INPUT=source))
+    with pytest.raises(QgsProcessingException, match="and the random forest has none: choose one of the CNN"):
         qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=2, SOURCE_INPUT=source))
     with pytest.raises(QgsProcessingException, match="needs a 'Source data set'"):
         qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=1))
@@ -150,3 +152,24 @@ def test_without_transfer_a_given_source_is_ignored_with_a_warning(
         [f.attributes() for f in with_source["OUTPUT_METRICS"].getFeatures()],
         [f.attributes() for f in plain["OUTPUT_METRICS"].getFeatures()],
     )
+
+
+def test_representation_transfer_fine_tunes_a_cnn_pre_trained_on_the_source(
+    qgis_processing, split, covariates, tmp_path, context_and_feedback
+):
+    from soc_depth_mapper.core.bundle import SocModel
+
+    local, source = split
+    context, feedback = context_and_feedback
+    result = qgis_processing.run(
+        "socdepth:train",
+        _params(local, covariates, tmp_path, MODEL=1, EPOCHS=3, TRANSFER=2, SOURCE_INPUT=source, FREEZE_LAYERS=1),
+        context=context,
+        feedback=feedback,
+    )
+    record = SocModel.load(result["OUTPUT_MODEL"]).card.transferred_from
+    assert record["strategy"] == "representation" and record["freeze_layers"] == 1
+    assert record["source_sites_used"] == record["source"]["sites"]
+    assert sum("pre-trained on" in line for line in feedback.infos) == 3  # one line per fold
+    models = {f["model"] for f in result["OUTPUT_METRICS"].getFeatures()}
+    assert models == {"CNN (with transfer)", "CNN (local only)"}

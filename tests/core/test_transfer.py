@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from soc_depth_mapper.core import transfer
 from soc_depth_mapper.core.bundle import SocModel
@@ -293,3 +294,53 @@ def test_cancelling_while_the_weight_is_chosen_stops_the_run():
     with pytest.raises(Cancelled):
         train(local, "random_forest", FOREST, validation="none", progress=progress, transfer=Transfer(source))
     assert messages[-1] == "final model: choosing the source weight: inner fold 1/5"
+
+
+#: a tiny CNN: one conv block on 5 x 5 patches, one dense layer, a few epochs, one thread
+TINY_CNN = {"patch_size": 5, "conv_channels": (4,), "dense_units": (8,), "epochs": 15, "n_threads": 1}
+
+
+def _patched(data: TrainingData, seed: int) -> TrainingData:
+    """The sites with 5 x 5 patches: each band's centre value everywhere plus a little noise."""
+    noise = np.random.default_rng(seed).normal(0, 0.05, (len(data.site_ids), 2, 5, 5))
+    return dataclasses.replace(data, patches=(data.patches + noise).astype(np.float32))
+
+
+def test_fine_tuning_keeps_the_frozen_layers_bit_for_bit_and_fits_the_new_sites():
+    """Pre-trained on a library shifted by +15, fine-tuned on the local sites: the frozen layers (the conv block;
+    then also the dense layer) do not move, the rest does, and the local fit beats the pre-trained model's."""
+    local, source = _patched(_sites(40, seed=26), 1), _patched(_sites(150, bias=15.0, seed=27), 2)
+    pretrained = CNNDepthModel(**TINY_CNN).fit(source.patches, source.targets, INTERVALS)
+    # fine-tuning runs the model's own schedule: enough steps on 40 sites to move the level by two spreads
+    pretrained.set_params(epochs=200)
+    for n_frozen in (1, 2):
+        tuned = pretrained.fine_tuned(local.patches, local.targets, freeze_layers=n_frozen)
+        before, after = pretrained.nets_[0], tuned.nets_[0]
+        for old, new in zip(before.layers()[:n_frozen], after.layers()[:n_frozen]):
+            for (name, a), (_, b) in zip(old.state_dict().items(), new.state_dict().items()):
+                assert torch.equal(a, b), name  # weights and batch-norm statistics
+        assert not all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+        assert all(p.requires_grad for p in after.parameters())  # frozen only while fine-tuning
+        if n_frozen == 1:
+            errors = [model.predict(local.patches) - local.targets for model in (tuned, pretrained)]
+            tuned_rmse, pretrained_rmse = (float(np.sqrt(np.nanmean(e**2))) for e in errors)
+            assert tuned_rmse < 0.5 * pretrained_rmse
+    with pytest.raises(ValueError, match="choose 0 to 2"):
+        pretrained.fine_tuned(local.patches, local.targets, freeze_layers=3)
+
+
+def test_representation_transfer_validates_on_local_sites_and_refuses_the_forest(tmp_path):
+    local, source = _patched(_sites(30, seed=28), 3), _patched(_sites(80, seed=29, x0=5000.0), 4)
+    result = train(
+        local, "cnn", TINY_CNN, validation="random", folds=3, transfer=Transfer(source, strategy="representation")
+    )
+    cv = result.validation
+    assert [record.strategy for record in cv.transfer_folds] == ["representation"] * 3
+    assert [record.source_sites for record in cv.transfer_folds] == [80] * 3
+    assert cv.predictions.shape == local.targets.shape and cv.local_only is not None
+    record = result.settings["transfer"]
+    assert record["strategy"] == "representation" and record["source_sites_used"] == 80
+    with pytest.raises(ValueError, match="the random forest has none"):
+        train(local, "random_forest", FOREST, validation="none", transfer=Transfer(source, strategy="representation"))
+    with pytest.raises(ValueError, match="not available"):
+        train(local, "cnn", TINY_CNN, validation="none", transfer=Transfer(source, strategy="both"))
