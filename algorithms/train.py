@@ -267,6 +267,7 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
         transform = TRANSFORMS[self.parameterAsEnum(parameters, self.TRANSFORM, context)]
         seed = self.parameterAsInt(parameters, self.SEED, context)
         params = self._model_params(kind, parameters, context)
+        kind, params, pretrained = self.pretrained_model(parameters, context, feedback, kind, params, transform)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         transfer_source = self.transfer_source(parameters, context, feedback, target_fields, kind)
 
@@ -319,6 +320,8 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
         )
 
         transfer = None
+        if pretrained is not None:
+            transfer = self.pretrained_transfer(parameters, context, feedback, pretrained, sampled, data)
         if transfer_source is not None:
             transfer = self.read_transfer(
                 parameters, context, feedback, transfer_source, sampled, data, target_fields, self._targets

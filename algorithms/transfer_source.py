@@ -4,11 +4,15 @@ training; the method itself is `core.transfer`."""
 
 from __future__ import annotations
 
+import os
+from types import SimpleNamespace
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
 )
@@ -27,6 +31,7 @@ class TransferInputs:
     TRANSFER = "TRANSFER"
     SOURCE_SELECTION = "SOURCE_SELECTION"
     SOURCE_WEIGHT = "SOURCE_WEIGHT"
+    PRETRAINED_MODEL = "PRETRAINED_MODEL"
 
     def add_transfer_parameters(self) -> None:
         self.add_parameter(
@@ -58,6 +63,18 @@ class TransferInputs:
             "A larger library of the same property, e.g. a national survey, harmonised to the same depths: it "
             "must have the target fields chosen above. Its sites only ever train, never validate; those within "
             "a spatial block of a fold's test sites are left out of that fold's training.",
+        )
+        self.add_parameter(
+            QgsProcessingParameterFile(
+                self.PRETRAINED_MODEL,
+                self.tr("Pre-trained model (instead of a source data set)"),
+                extension="socmodel",
+                optional=True,
+            ),
+            "With 'Representation': a CNN model file trained elsewhere (e.g. on a national library) to fine-tune on "
+            "the local sites instead of pre-training on 'Source data set'. Its covariate bands, depth intervals and "
+            "target transform must be those of this run; its model kind and settings replace 'Model' and the CNN "
+            "settings. Validation cannot know whether it saw the local sites: use one that did not.",
         )
         self.add_parameter(
             QgsProcessingParameterMultipleLayers(
@@ -107,8 +124,16 @@ class TransferInputs:
         strategy = self.parameterAsEnum(parameters, self.TRANSFER, context)
         source = self.parameterAsSource(parameters, self.SOURCE_INPUT, context)
         if strategy == 0:
+            if source is not None or self.parameterAsFile(parameters, self.PRETRAINED_MODEL, context):
+                feedback.pushWarning(
+                    self.tr("A source data set or pre-trained model was given but 'Transfer' is None: it is not used.")
+                )
+            return None
+        if self.parameterAsFile(parameters, self.PRETRAINED_MODEL, context):
             if source is not None:
-                feedback.pushWarning(self.tr("A source data set was given but 'Transfer' is None: it is not used."))
+                raise QgsProcessingException(
+                    self.tr("Give either a 'Source data set' or a 'Pre-trained model', not both.")
+                )
             return None
         if strategy in NOT_AVAILABLE:
             raise QgsProcessingException(
@@ -137,13 +162,62 @@ class TransferInputs:
             )
         return source
 
+    def pretrained_model(self, parameters, context, feedback, kind: str, params: dict, transform: str):
+        """(kind, model settings, pre-trained bundle): those of PRETRAINED_MODEL when one is given with
+        representation transfer, else `kind` and `params` unchanged and None."""
+        from ..core.bundle import SocModel
+        from ..core.modelfile import ModelFileError
+
+        path = self.parameterAsFile(parameters, self.PRETRAINED_MODEL, context)
+        if not path or self.parameterAsEnum(parameters, self.TRANSFER, context) == 0:
+            return kind, params, None
+        if self.parameterAsEnum(parameters, self.TRANSFER, context) != REPRESENTATION:
+            raise QgsProcessingException(self.tr("A 'Pre-trained model' is fine-tuned: choose 'Representation'."))
+        try:
+            bundle = SocModel.load(path)
+        except (ModelFileError, OSError, ValueError) as error:
+            raise QgsProcessingException(self.tr("Pre-trained model {}: {}").format(path, error)) from error
+        if not hasattr(bundle.model, "fine_tuned"):
+            raise QgsProcessingException(
+                self.tr(
+                    "The pre-trained model is a {}, which has no network to fine-tune; give a CNN model file."
+                ).format(bundle.card.kind)
+            )
+        if bundle.card.target.transform != transform:
+            raise QgsProcessingException(
+                self.tr("The pre-trained model was fitted with target transform '{}', this run asks for '{}'; choose "
+                        "the model's.").format(bundle.card.target.transform, transform)
+            )  # fmt: skip
+        feedback.pushInfo(self.tr("Fine-tuning the pre-trained {} of {}").format(bundle.card.kind, path))
+        settings = {name: value for name, value in bundle.model.get_params().items() if name != "random_state"}
+        return bundle.card.kind, settings, bundle
+
+    def pretrained_transfer(self, parameters, context, feedback, bundle, local_sample, local):
+        """The transfer of a pre-trained model, after checking that the local covariates are its own."""
+        import hashlib
+
+        from ..core.transfer import Transfer
+
+        try:
+            self.check_covariates(bundle.card, _grid_of(local_sample), feedback)
+        except QgsProcessingException as error:
+            raise QgsProcessingException(self.tr("Pre-trained model: {}").format(error)) from error
+        path = self.parameterAsFile(parameters, self.PRETRAINED_MODEL, context)
+        with open(path, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()
+        return Transfer(
+            None,
+            strategy="representation",
+            freeze_layers=self.parameterAsInt(parameters, "FREEZE_LAYERS", context),
+            pretrained=bundle.model,
+            pretrained_record={"file": os.path.basename(path), "sha256": digest, "card": bundle.card.to_dict()},
+        )
+
     def read_transfer(
         self, parameters, context, feedback, source, local_sample, local, target_fields: list[str], read_targets
     ):
         """The source sites sampled on their covariates and checked against the local ones (with the messages of
         'Predict SOC maps'); None when cancelled. `read_targets(points, fields, feedback)` reads the targets."""
-        from types import SimpleNamespace
-
         from ..core.card import Bands, Grid, ModelCard
         from ..core.sites import training_data
         from ..core.transfer import SELECTIONS, STRATEGIES, Transfer
@@ -166,14 +240,8 @@ class TransferInputs:
             bands=Bands(tuple(local_sample.band_names), layer_names=tuple(local_sample.layer_names)),
             grid=Grid(grid["crs_wkt"], tuple(grid["transform"]), tuple(grid["res"])),
         )
-        source_grid = SimpleNamespace(
-            band_names=sampled.band_names,
-            layer_names=sampled.layer_names,
-            crs_wkt=sampled.grid["crs_wkt"],
-            res=tuple(sampled.grid["res"]),
-        )
         try:
-            self.check_covariates(local_card, source_grid, feedback)
+            self.check_covariates(local_card, _grid_of(sampled), feedback)
         except QgsProcessingException as error:
             raise QgsProcessingException(self.tr("Source covariates: {}").format(error)) from error
         points = sampled.points
@@ -209,7 +277,9 @@ class TransferInputs:
         from ..core.transfer import gain_rows
 
         for i, record in enumerate(cv.transfer_folds):
-            if record.strategy == "representation":
+            if record.strategy == "representation" and not record.source_sites:
+                borrowed = self.tr("the pre-trained model fine-tuned")
+            elif record.strategy == "representation":
                 borrowed = self.tr("pre-trained on {} source sites").format(record.source_sites)
             else:
                 borrowed = self.tr("source weight {:g}, {} source sites used").format(
@@ -225,3 +295,13 @@ class TransferInputs:
                     "({rmse_change_percent:+.1f} %); CCC {ccc_local:.3f} → {ccc_transfer:.3f}"
                 ).format(**row)
             )
+
+
+def _grid_of(sampled) -> SimpleNamespace:
+    """What `CovariateAlgorithm.check_covariates` reads of a stack, from sampled points."""
+    return SimpleNamespace(
+        band_names=sampled.band_names,
+        layer_names=sampled.layer_names,
+        crs_wkt=sampled.grid["crs_wkt"],
+        res=tuple(sampled.grid["res"]),
+    )

@@ -255,6 +255,12 @@ def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
     """The settings table's row on transfer, none without."""
     if transfer is None:
         return {}
+    if transfer.get("pretrained"):
+        pretrained = transfer["pretrained"]
+        return {
+            "Transfer": f"representation: the pre-trained {pretrained['card']['kind']} model {pretrained['file']} "
+            f"(SHA-256 {pretrained['sha256'][:12]}…) fine-tuned on the local sites"
+        }
     source = transfer["source"]
     if transfer["strategy"] == "representation":
         return {

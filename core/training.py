@@ -324,7 +324,9 @@ def train_with_transfer(
         fold_records: list[FoldTransfer] = []
 
         def fit_fold(train_sites: np.ndarray, test_sites: np.ndarray, fold_progress: Progress | None) -> DepthModel:
-            available = ~near_sites(transfer.source, data.x[test_sites], data.y[test_sites], radius)
+            available = None
+            if transfer.source is not None:
+                available = ~near_sites(transfer.source, data.x[test_sites], data.y[test_sites], radius)
             model, record = fit_with_source(
                 subset(data, train_sites), transfer, make_model, fitted, to_property, random_state, radius,
                 fold_progress, available,
@@ -363,7 +365,8 @@ def train_with_transfer(
             "weight": final_record.weight,
             "inner_rmse": final_record.to_dict()["inner_rmse"],
             "source_sites_used": final_record.source_sites,
-            "source": source_summary(transfer.source),
+            "source": None if transfer.source is None else source_summary(transfer.source),
+            "pretrained": transfer.pretrained_record,
             "folds": [] if result_cv is None else [record.to_dict() for record in result_cv.transfer_folds],
             "local_only_metrics": [] if result_cv is None else result_cv.local_only.metrics,
         },

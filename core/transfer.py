@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .depths import interval_labels
 from .folds import random_folds
 from .models.base import DepthModel, check_progress
 
@@ -66,13 +67,17 @@ class Transfer:
     """What to borrow: the source sites (same property, depth intervals and covariate bands as the local data),
     which of them (`selection`) and how: `strategy` 'instances' pools them with the local sites at `weight`
     (0: chosen automatically from `WEIGHT_GRID`); 'representation' pre-trains a CNN on them and fine-tunes it
-    on the local sites with the first `freeze_layers` layers frozen (None: the conv blocks)."""
+    on the local sites with the first `freeze_layers` layers frozen (None: the conv blocks). With `pretrained`
+    (a CNN trained elsewhere, e.g. read from a model file; `source` then None) representation transfer
+    fine-tunes that model instead, and `pretrained_record` (its digest and card) goes to the model card."""
 
-    source: TrainingData
+    source: TrainingData | None
     selection: str = "all"
     weight: float = 0.0
     strategy: str = "instances"
     freeze_layers: int | None = None
+    pretrained: DepthModel | None = None
+    pretrained_record: dict[str, Any] | None = None
 
 
 @dataclass
@@ -100,6 +105,9 @@ def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[De
     """The source must describe the same thing as the local data, or pooling them is meaningless; representation
     transfer needs a network (`model_class` with `fine_tuned`)."""
     source = transfer.source
+    if transfer.pretrained is not None:
+        _check_pretrained(local, transfer)
+        return
     if transfer.strategy not in STRATEGIES[1:3]:
         raise ValueError(
             f"Transfer strategy '{transfer.strategy}' is not available; choose instances or representation."
@@ -134,6 +142,23 @@ def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[De
         raise ValueError(
             f"Source patches are {source.patches.shape[1:]} but local ones {local.patches.shape[1:]}; sample both "
             "with the same patch size."
+        )
+
+
+def _check_pretrained(local: TrainingData, transfer: Transfer) -> None:
+    """A pre-trained model is fine-tuned, so it must be a network fitted on the local data's depth intervals."""
+    model = transfer.pretrained
+    if transfer.strategy != "representation" or transfer.source is not None:
+        raise ValueError("A pre-trained model is fine-tuned on the local sites: use representation transfer alone.")
+    if not hasattr(model, "fine_tuned"):
+        raise ValueError(
+            "The pre-trained model has no network to fine-tune (a random forest); give a model file of a CNN."
+        )
+    intervals = np.asarray(model.intervals_, dtype=float)
+    if not np.array_equal(intervals, local.intervals):
+        raise ValueError(
+            f"The pre-trained model predicts the depth intervals {', '.join(interval_labels(intervals))} but the "
+            f"local data has {', '.join(local.interval_labels())}; harmonise the local data to the model's depths."
         )
 
 
@@ -256,6 +281,11 @@ def fit_with_source(
     The sites of `transfer.selection` are chosen for the `local` sites of this fit, then, with `transfer.weight`
     0, their weight by `choose_weight` on the local sites alone.
     """
+    if transfer.pretrained is not None:
+        model = transfer.pretrained.fine_tuned(
+            local.patches, fitted_targets(local.targets), transfer.freeze_layers, progress
+        )
+        return model, FoldTransfer(0.0, 0, strategy="representation")
     source = transfer.source if available is None else subset(transfer.source, available)
     excluded = 0 if available is None else int(np.sum(~available))
     scores: dict[float, float] = {}

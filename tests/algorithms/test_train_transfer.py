@@ -36,6 +36,17 @@ def split(qgis_processing, harmonised):
     return extract(f'"fid" % {LOCAL_EVERY} = 0'), extract(f'"fid" % {LOCAL_EVERY} <> 0')
 
 
+def _without_last_band(folder: Path) -> Path:
+    """The Edgeroi covariates without their last band, as a new GeoTIFF in `folder`."""
+    fewer = folder / "five_bands.tif"
+    with rasterio.open(DATA / "covariates_250m.tif") as dataset:
+        profile = {**dataset.profile, "count": dataset.count - 1}
+        with rasterio.open(fewer, "w", **profile) as out:
+            out.write(dataset.read(list(range(1, dataset.count))))
+            out.descriptions = dataset.descriptions[:-1]
+    return fewer
+
+
 def _params(local, covariates, tmp_path, **extra) -> dict:
     return {
         "INPUT": local,
@@ -105,12 +116,7 @@ def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_proce
     with pytest.raises(QgsProcessingException, match="lacks the target fields ORCDRC_0_5"):
         qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=1, SOURCE_INPUT=renamed))
     # source covariates without the last band: the message of 'Predict SOC maps'
-    fewer = tmp_path / "five_bands.tif"
-    with rasterio.open(DATA / "covariates_250m.tif") as dataset:
-        profile = {**dataset.profile, "count": dataset.count - 1}
-        with rasterio.open(fewer, "w", **profile) as out:
-            out.write(dataset.read(list(range(1, dataset.count))))
-            out.descriptions = dataset.descriptions[:-1]
+    fewer = _without_last_band(tmp_path)
     with pytest.raises(QgsProcessingException, match="Source covariates: The model was trained with 6 covariate bands"):
         qgis_processing.run(
             "socdepth:train",
@@ -173,3 +179,60 @@ def test_representation_transfer_fine_tunes_a_cnn_pre_trained_on_the_source(
     assert sum("pre-trained on" in line for line in feedback.infos) == 3  # one line per fold
     models = {f["model"] for f in result["OUTPUT_METRICS"].getFeatures()}
     assert models == {"CNN (with transfer)", "CNN (local only)"}
+
+
+def test_a_pretrained_model_file_is_fine_tuned_on_the_local_sites(
+    qgis_processing, split, covariates, tmp_path, context_and_feedback
+):
+    import hashlib
+
+    from qgis.core import QgsProcessingException
+
+    from soc_depth_mapper.core.bundle import SocModel
+
+    local, source = split
+    library = qgis_processing.run(
+        "socdepth:train",
+        _params(source, covariates, tmp_path / "library", MODEL=1, EPOCHS=3, VALIDATION=0),
+    )["OUTPUT_MODEL"]
+    context, feedback = context_and_feedback
+    result = qgis_processing.run(
+        "socdepth:train",
+        _params(local, covariates, tmp_path / "local", TRANSFER=2, PRETRAINED_MODEL=library, FREEZE_LAYERS=2),
+        context=context,
+        feedback=feedback,
+    )
+    card = SocModel.load(result["OUTPUT_MODEL"]).card
+    assert card.kind == "cnn"  # the pre-trained model's kind, not MODEL 0
+    record = card.transferred_from["pretrained"]
+    assert record["sha256"] == hashlib.sha256(Path(library).read_bytes()).hexdigest()
+    assert record["card"]["n_sites"] == SocModel.load(library).card.n_sites
+    assert sum("the pre-trained model fine-tuned" in line for line in feedback.infos) == 3
+    with pytest.raises(QgsProcessingException, match="choose 'Representation'"):
+        qgis_processing.run(
+            "socdepth:train", _params(local, covariates, tmp_path, TRANSFER=1, PRETRAINED_MODEL=library)
+        )
+    with pytest.raises(QgsProcessingException, match="not both"):
+        qgis_processing.run(
+            "socdepth:train",
+            _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=library, SOURCE_INPUT=source),
+        )
+    with pytest.raises(QgsProcessingException, match="target transform 'none', this run asks for 'log'"):
+        qgis_processing.run(
+            "socdepth:train", _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=library, TRANSFORM=1)
+        )
+    forest = qgis_processing.run("socdepth:train", _params(source, covariates, tmp_path / "rf", VALIDATION=0))
+    with pytest.raises(QgsProcessingException, match="has no network to fine-tune"):
+        qgis_processing.run(
+            "socdepth:train",
+            _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
+        )
+    with pytest.raises(QgsProcessingException, match="Pre-trained model: The model was trained with 6 covariate bands"):
+        qgis_processing.run(
+            "socdepth:train",
+            _params(
+                local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=library, CATEGORICAL="",
+                COVARIATES=[str(_without_last_band(tmp_path))],
+            ),
+        )  # fmt: skip
+    assert not (tmp_path / "model.socmodel").exists()

@@ -344,3 +344,25 @@ def test_representation_transfer_validates_on_local_sites_and_refuses_the_forest
         train(local, "random_forest", FOREST, validation="none", transfer=Transfer(source, strategy="representation"))
     with pytest.raises(ValueError, match="not available"):
         train(local, "cnn", TINY_CNN, validation="none", transfer=Transfer(source, strategy="both"))
+
+
+def test_a_pretrained_model_is_fine_tuned_fold_by_fold_and_checked_first():
+    local, source = _patched(_sites(30, seed=30), 5), _patched(_sites(80, seed=31, x0=5000.0), 6)
+    pretrained = CNNDepthModel(**TINY_CNN).fit(source.patches, source.targets, INTERVALS)
+    record = {"file": "library.socmodel", "sha256": "0" * 64, "card": {"kind": "cnn"}}
+    transfer_from_file = Transfer(
+        None, strategy="representation", freeze_layers=1, pretrained=pretrained, pretrained_record=record
+    )
+    result = train(local, "cnn", TINY_CNN, validation="random", folds=3, transfer=transfer_from_file)
+    assert [(r.strategy, r.source_sites) for r in result.validation.transfer_folds] == [("representation", 0)] * 3
+    assert result.settings["transfer"]["pretrained"] == record and result.settings["transfer"]["source"] is None
+    for old, new in zip(pretrained.nets_[0].layers()[:1], result.model.nets_[0].layers()[:1]):
+        assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+    other_depths = dataclasses.replace(local, intervals=np.array([[0.0, 5.0], [5.0, 15.0], [15.0, 30.0]]))
+    with pytest.raises(ValueError, match="harmonise the local data to the model's depths"):
+        train(other_depths, "cnn", TINY_CNN, validation="none", transfer=transfer_from_file)
+    forest = Transfer(
+        None, strategy="representation", pretrained=_forest().fit(local.patches, local.targets, INTERVALS)
+    )
+    with pytest.raises(ValueError, match="no network to fine-tune"):
+        train(local, "cnn", TINY_CNN, validation="none", transfer=forest)
