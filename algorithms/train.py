@@ -88,8 +88,9 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
         "all sites.<br>"
         "<b>Transfer</b> (Shen et al. 2022): a larger data set with the same property and covariate bands lends "
         "its sites to a small local one, weighted against the local sites (automatically: the weight that best "
-        "predicts held-out local sites, 0 when the source does not fit). Folds then hold local sites only, and "
-        "the same folds are also run without the source: the metrics show both side by side.<br>"
+        "predicts held-out local sites, 0 when the source does not fit), or a CNN pre-trained on it (or a "
+        "pre-trained model file) is fine-tuned on the local sites. Folds then hold local sites only, and the same "
+        "folds are also run without the source: the metrics show both side by side.<br>"
         "<b>Outputs</b>: the model file (no executable code inside), a metrics table, optional out-of-fold "
         "predictions per site and depth, and an optional HTML report."
     )

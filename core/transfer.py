@@ -1,14 +1,16 @@
-"""Instance transfer: a larger data set (the source, e.g. a national survey) lends its sites to a small local one.
+"""Transfer from a larger data set (the source, e.g. a national survey) to a small local one.
 
-Source sites join the local training data with a weight relative to a local site (Shen et al. 2022, Geoderma
-423:115989, found instance transfer the best of their strategies). Borrowing can also hurt: a library from
-another region can follow another relation between covariates and SOC. So the weight is by default chosen by an
-inner cross-validation on the local training sites only, from a grid that starts at 0 (no borrowing): a library
-that does not predict the local sites well backs off, one that fits is borrowed fully.
+Two strategies of Shen et al. 2022 (deep transfer learning of soil spectral libraries for local SOC models, where
+instance transfer did best). Instances: source sites join the local training data with a weight relative to a
+local site. Borrowing can also hurt: a library from another region can follow another relation between
+covariates and SOC. So the weight is by default chosen by an inner cross-validation on the local training sites
+only, from a grid that starts at 0 (no borrowing): a library that does not predict the local sites well backs
+off, one that fits is borrowed fully. Representation: a CNN pre-trained on the source sites (or a pre-trained
+model from elsewhere) is fine-tuned on the local sites with its first layers frozen (`CNNDepthModel.fine_tuned`).
 
 Source samples only ever train: validation folds hold local sites alone, and source sites within the exclusion
 radius (the spatial block size; 0, i.e. the same location, for random folds) of a fold's test sites are left out
-of that fold's training, so that a profile present in both data sets cannot leak the answer.
+of that fold's training (and pre-training), so that a profile present in both data sets cannot leak the answer.
 
 Which source sites are borrowed (`SELECTIONS`): 'all'; 'nearest', for each local training site its
 `NEAREST_PER_SITE` nearest source sites in covariate space (the library's most similar environments, which need
@@ -215,8 +217,8 @@ def rs_local_sites(
     to_property: Callable[[np.ndarray], np.ndarray],
     random_state: int,
 ) -> np.ndarray:
-    """Mask of the source sites kept by an RS-LOCAL-style search (after Lobsey et al. 2017, Eur. J. Soil Sci.
-    68:840-852), which uses only the `local` sites given (a fold's training sites).
+    """Mask of the source sites kept by an RS-LOCAL-style search (after the rs-local algorithm of Lobsey et
+    al. 2017 for spectral libraries), which uses only the `local` sites given (a fold's training sites).
 
     In rounds, `RS_SUBSETS` random subsets of the remaining source sites each fit a model on their own, scored by
     its RMSE at the local sites; a site scores the mean RMSE of the subsets that held it, and the worst
