@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -238,3 +239,46 @@ class CovariateAlgorithm(SocAlgorithm):
             self.parameterAsLayerList(parameters, self.COVARIATES, context),
             self.parameterAsBoolean(parameters, self.RESAMPLE, context),
         )
+
+    def check_covariates(self, card, stack, feedback) -> None:
+        """The covariates must match what the model of `card` saw, band for band; say exactly what differs."""
+        from ..core.compatibility import covariate_differences
+
+        differences = covariate_differences(card, stack)
+        expected, got = list(card.bands.names), stack.band_names
+        if differences.band_count:
+            raise QgsProcessingException(
+                self.tr("The model was trained with {} covariate bands ({}), but {} were given ({}).").format(
+                    len(expected), ", ".join(expected), len(got), ", ".join(got)
+                )
+            )
+        if differences.bands:
+            listed = [f"band {d.number}: model '{d.model}', given '{d.given}'" for d in differences.bands]
+            raise QgsProcessingException(
+                self.tr(
+                    "The covariates differ from those the model was trained with ({}). Give the same rasters "
+                    "in the same order: {}."
+                ).format("; ".join(listed), ", ".join(expected))
+            )
+        if differences.layer_names_differ:
+            feedback.pushWarning(
+                self.tr("Covariate layers have other names than in training ({} vs {}); the bands match.").format(
+                    ", ".join(stack.layer_names), ", ".join(card.bands.layer_names)
+                )
+            )
+        if differences.crs:
+            trained, given = (QgsCoordinateReferenceSystem.fromWkt(wkt) for wkt in differences.crs)
+            raise QgsProcessingException(
+                self.tr("The covariates are in {} but the model was trained on {}. Reproject the rasters.").format(
+                    given.userFriendlyIdentifier(), trained.userFriendlyIdentifier()
+                )
+            )
+        if differences.pixel_size:
+            trained, given = differences.pixel_size
+            raise QgsProcessingException(
+                self.tr("The covariates have pixels of {} x {} but the model was trained on {} x {}.").format(
+                    given[0], given[1], trained[0], trained[1]
+                )
+                + " "
+                + self.tr("A CNN reads patches of cells, so the pixel size must match: resample the rasters.")
+            )

@@ -234,7 +234,7 @@ class PredictAlgorithm(CovariateAlgorithm):
         spec = self.cluster_spec(parameters, context)
 
         with open_stack(*self.covariates(parameters, context)) as stack:
-            self._check_covariates(bundle, stack, feedback)
+            self.check_covariates(bundle.card, stack, feedback)
             extent = None
             if parameters.get(self.EXTENT):
                 crs = QgsCoordinateReferenceSystem.fromWkt(stack.crs_wkt)
@@ -351,49 +351,6 @@ class PredictAlgorithm(CovariateAlgorithm):
                     "{} predicted pixels ({:.1f} %) lie outside the area of applicability: their covariates are "
                     "unlike the training sites', so the validation metrics do not hold there{}."
                 ).format(outside, 100.0 - share, self.tr(" (set to nodata in the maps)") if aoa.mask_maps else "")
-            )
-
-    def _check_covariates(self, bundle, stack, feedback) -> None:
-        """The covariates must match what the model saw, band for band; say exactly what differs."""
-        from ..core.compatibility import covariate_differences
-
-        differences = covariate_differences(bundle.card, stack)
-        expected, got = bundle.band_names, stack.band_names
-        if differences.band_count:
-            raise QgsProcessingException(
-                self.tr("The model was trained with {} covariate bands ({}), but {} were given ({}).").format(
-                    len(expected), ", ".join(expected), len(got), ", ".join(got)
-                )
-            )
-        if differences.bands:
-            listed = [f"band {d.number}: model '{d.model}', given '{d.given}'" for d in differences.bands]
-            raise QgsProcessingException(
-                self.tr(
-                    "The covariates differ from those the model was trained with ({}). Give the same rasters "
-                    "in the same order: {}."
-                ).format("; ".join(listed), ", ".join(expected))
-            )
-        if differences.layer_names_differ:
-            feedback.pushWarning(
-                self.tr("Covariate layers have other names than in training ({} vs {}); the bands match.").format(
-                    ", ".join(stack.layer_names), ", ".join(bundle.card.bands.layer_names)
-                )
-            )
-        if differences.crs:
-            trained, given = (QgsCoordinateReferenceSystem.fromWkt(wkt) for wkt in differences.crs)
-            raise QgsProcessingException(
-                self.tr("The covariates are in {} but the model was trained on {}. Reproject the rasters.").format(
-                    given.userFriendlyIdentifier(), trained.userFriendlyIdentifier()
-                )
-            )
-        if differences.pixel_size:
-            trained, given = differences.pixel_size
-            raise QgsProcessingException(
-                self.tr("The covariates have pixels of {} x {} but the model was trained on {} x {}.").format(
-                    given[0], given[1], trained[0], trained[1]
-                )
-                + " "
-                + self.tr("A CNN reads patches of cells, so the pixel size must match: resample the rasters.")
             )
 
     def _mask_geometries(self, parameters, context, crs_wkt: str):

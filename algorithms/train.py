@@ -26,6 +26,7 @@ from ..core import registry
 from .base import CovariateAlgorithm
 from .layers import open_sink, progress_callback, report_infinite, report_skipped, sample_points
 from .styling import ResidualStyler
+from .transfer_source import TransferInputs
 from .values import MISSING, to_float
 
 #: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
@@ -42,7 +43,7 @@ OUT_OF_FOLD_FIELDS = (
 )
 
 
-class TrainAlgorithm(CovariateAlgorithm):
+class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
     INPUT = "INPUT"
     TARGET_FIELDS = "TARGET_FIELDS"
     CATEGORICAL = "CATEGORICAL"
@@ -90,6 +91,11 @@ class TrainAlgorithm(CovariateAlgorithm):
         "sites (1,000 resamples of whole sites with all their depths); for the random forest also the coverage "
         "(PICP) and mean width of its out-of-fold 90 % prediction intervals. The final model is then fitted on "
         "all sites.<br>"
+        "<b>Transfer</b> (Shen et al. 2022): a larger data set with the same property and covariate bands lends "
+        "its sites to a small local one, weighted against the local sites (automatically: the weight that best "
+        "predicts held-out local sites, 0 when the source does not fit), or a CNN pre-trained on it (or a "
+        "pre-trained model file) is fine-tuned on the local sites. Folds then hold local sites only, and the same "
+        "folds are also run without the source: the metrics show both side by side.<br>"
         "<b>Outputs</b>: the model file (no executable code inside), a metrics table, optional out-of-fold "
         "predictions per site and depth, and an optional HTML report. With validation the model file also holds "
         "the area of applicability (the training sites' covariates weighted by the bands' permutation importance, "
@@ -196,6 +202,7 @@ class TrainAlgorithm(CovariateAlgorithm):
             "Rasters normally must share one grid. Tick this to warp the others onto the first raster's grid "
             "(nearest neighbour)."
         )
+        self.add_transfer_parameters()
         for setting in registry.hyperparameters():  # CNN settings, then the random forest's
             self.add_parameter(self._hyperparameter_definition(setting), setting.help, advanced=True)
         # outputs
@@ -261,12 +268,25 @@ class TrainAlgorithm(CovariateAlgorithm):
         seed = self.parameterAsInt(parameters, self.SEED, context)
         cluster = self.cluster_spec(parameters, context)
         params = self._model_params(kind, parameters, context)
+        kind, params, pretrained = self.pretrained_model(parameters, context, feedback, kind, params, transform)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        target_fields = self._target_intervals(parameters, context)[1]
+        transfer_source = self.transfer_source(parameters, context, feedback, target_fields, kind)
 
         read = self._training_data(parameters, context, feedback, params.get("patch_size", 1), group_field)
         if read is None:
             return {}
         data, sampled = read
+
+        transfer = None
+        if pretrained is not None:
+            transfer = self.pretrained_transfer(parameters, context, feedback, pretrained, sampled, data)
+        if transfer_source is not None:
+            transfer = self.read_transfer(
+                parameters, context, feedback, transfer_source, sampled, data, target_fields, self._targets
+            )
+            if transfer is None:
+                return {}
         try:
             result = train(
                 data,
@@ -279,6 +299,7 @@ class TrainAlgorithm(CovariateAlgorithm):
                 random_state=seed,
                 progress=progress_callback(feedback, 2, 93),
                 cluster=cluster,
+                transfer=transfer,
             )
         except Cancelled:
             feedback.pushInfo(self.tr("Training cancelled; nothing was written."))
@@ -332,23 +353,27 @@ class TrainAlgorithm(CovariateAlgorithm):
             feedback.pushWarning(self.tr("{} target values were not numbers and count as missing.").format(unreadable))
         return targets
 
+    def _target_intervals(self, parameters, context):
+        """(property, target fields, intervals) parsed from TARGET_FIELDS, or a message that says what is wrong."""
+        from ..core.sites import target_intervals
+
+        try:
+            return target_intervals(self.parameterAsFields(parameters, self.TARGET_FIELDS, context))
+        except ValueError as error:
+            raise QgsProcessingException(str(error)) from error
+
     def _training_data(self, parameters, context, feedback, patch_size: int, group_field: str | None = None):
         """(TrainingData, SampledPoints) from the INPUT, TARGET_FIELDS, COVARIATES and CATEGORICAL parameters,
         with the skipped sites reported; None when the user cancels. Shared with select_covariates, which must
         see the sites exactly as train does."""
         import numpy as np
 
-        from ..core.sites import categorical_bands, target_intervals, training_data
+        from ..core.sites import categorical_bands, training_data
 
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
-        try:
-            prop, target_fields, intervals = target_intervals(
-                self.parameterAsFields(parameters, self.TARGET_FIELDS, context)
-            )
-        except ValueError as error:
-            raise QgsProcessingException(str(error)) from error
+        prop, target_fields, intervals = self._target_intervals(parameters, context)
 
         sampled = sample_points(
             source,
@@ -433,6 +458,8 @@ class TrainAlgorithm(CovariateAlgorithm):
                     aoa["threshold"], weights
                 )
             )
+            if cv.local_only is not None:
+                self.report_transfer(feedback, cv)
 
         fields = QgsFields()
         for name in ("model", "depth", "group"):
@@ -442,7 +469,8 @@ class TrainAlgorithm(CovariateAlgorithm):
             fields.append(QgsField(name, QVariant.Int if name == "n" else QVariant.Double))
         sink = open_sink(self, parameters, self.OUTPUT_METRICS, context, fields)
         if sink is not None:
-            for row in [] if cv is None else cv.metrics:
+            local_only = [] if cv is None or cv.local_only is None else cv.local_only.metrics
+            for row in [] if cv is None else [*cv.metrics, *local_only]:
                 feature = QgsFeature(fields)
                 feature.setAttributes(
                     [row["model"], row["depth"], str(row["group"])]

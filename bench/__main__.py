@@ -15,6 +15,7 @@ BENCHMARKS: list[str] = [
     "bench.limits",
     "bench.aoa",
     "bench.cluster",
+    "bench.transfer",
 ]
 
 

@@ -60,6 +60,13 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
 
 
+def _transfer_record(transfer: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The training run's transfer record (`training.train_with_transfer`) for the card, metrics as JSON rows."""
+    if transfer is None:
+        return None
+    return {**transfer, "local_only_metrics": [_json_row(row) for row in transfer["local_only_metrics"]]}
+
+
 def _spread_floor(spread: np.ndarray) -> float:
     """A small floor for the ensemble spread, so that a pixel where all fold models agree still gets a width."""
     positive = spread[np.isfinite(spread) & (spread > 0)]
@@ -175,6 +182,7 @@ class SocModel:
             spread_floors=tuple(floors),
             versions=library_versions(),
             aoa_reference=None if result.validation is None else cls._aoa_reference(result, data).to_dict(),
+            transferred_from=_transfer_record(settings.get("transfer")),
         )
         return cls(result.model, card, fold_models, scores)
 

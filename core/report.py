@@ -17,12 +17,24 @@ from .depths import interval_label
 from .files import write_atomically
 from .metrics import BOOTSTRAP_RESAMPLES, CI_METRICS, CONFIDENCE, METRIC_NAMES
 from .registry import entry, hyperparameters_of
-from .training import INTERVAL_LEVEL, TrainingData, TrainingResult
+from .training import INTERVAL_LEVEL, CrossValidation, TrainingData, TrainingResult
+from .transfer import gain_rows
 
 #: (metric name, column heading), in `metrics.METRIC_NAMES` order
 METRIC_COLUMNS = tuple(zip(METRIC_NAMES, ("n", "R", "R²", "RMSE", "MAE", "ME", "CCC", "KGE")))
 #: (metric name, column heading) of the metrics with confidence intervals, in `metrics.CI_METRICS` order
 CI_COLUMNS = tuple(zip(CI_METRICS, ("RMSE", "R²", "CCC", "ME")))
+#: (key of `transfer.gain_rows`, column heading) of the transfer comparison
+TRANSFER_COLUMNS = (
+    ("n", "n"),
+    ("rmse_local", "RMSE local only"),
+    ("rmse_transfer", "RMSE with transfer"),
+    ("rmse_change_percent", "RMSE change (%)"),
+    ("mae_local", "MAE local only"),
+    ("mae_transfer", "MAE with transfer"),
+    ("ccc_local", "CCC local only"),
+    ("ccc_transfer", "CCC with transfer"),
+)
 
 STYLE = """
 body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -61,6 +73,29 @@ def metrics_html(rows: list[dict[str, Any]]) -> str:
         for r in rows
     )
     return f"<table><tr><th>Depth (cm)</th><th>Group</th>{head}</tr>{body}</table>"
+
+
+def transfer_html(cv: CrossValidation) -> str:
+    """Local-only and transfer models on the same folds, side by side per depth, and what each fold borrowed."""
+    head = "".join(f"<th>{label}</th>" for _, label in TRANSFER_COLUMNS)
+    body = "".join(
+        f"<tr><td>{_format(row['depth'])}</td>"
+        + "".join(f"<td>{_format(row[key])}</td>" for key, _ in TRANSFER_COLUMNS)
+        + "</tr>"
+        for row in gain_rows(cv.metrics, cv.local_only.metrics)
+    )
+    folds = "".join(
+        f"<tr><td>{i + 1}</td><td>{_borrowed(record.strategy, record.weight)}</td><td>{record.source_sites}</td>"
+        f"<td>{record.excluded}</td></tr>"
+        for i, record in enumerate(cv.transfer_folds)
+    )
+    return (
+        f"<table><tr><th>Depth (cm)</th>{head}</tr>{body}</table>"
+        "<p class='note'>Both models were validated on the same folds of local sites; source sites only trained. "
+        "A negative change means the borrowed sites lowered the error at the local sites.</p>"
+        "<table><tr><th>Fold</th><th>Source weight</th><th>Source sites used (pooled or pre-trained on)</th>"
+        f"<th>Left out (near the fold's test sites)</th></tr>{folds}</table>"
+    )
 
 
 def confidence_html(rows: list[dict[str, Any]], interval_level: float) -> str:
@@ -216,6 +251,33 @@ def _density_curve(ax, sample: np.ndarray, colour: str, label: str) -> None:
     ax.fill_between(grid, density, color=colour, alpha=0.15)
 
 
+def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
+    """The settings table's row on transfer, none without."""
+    if transfer is None:
+        return {}
+    if transfer.get("pretrained"):
+        pretrained = transfer["pretrained"]
+        return {
+            "Transfer": f"representation: the pre-trained {pretrained['card']['kind']} model {pretrained['file']} "
+            f"(SHA-256 {pretrained['sha256'][:12]}…) fine-tuned on the local sites"
+        }
+    source = transfer["source"]
+    if transfer["strategy"] == "representation":
+        return {
+            "Transfer": f"representation: pre-trained on {transfer['source_sites_used']} of {source['sites']} source "
+            f"sites ({transfer['selection']}), fine-tuned on the local sites"
+        }
+    chosen = "chosen by inner cross-validation" if transfer["weight_requested"] == 0 else "as given"
+    return {
+        "Transfer": f"{transfer['strategy']} from {source['sites']} source sites ({transfer['selection']}); final "
+        f"weight {transfer['weight']:g} ({chosen}), {transfer['source_sites_used']} source sites used"
+    }
+
+
+def _borrowed(strategy: str, weight: float) -> str:
+    return "pre-trained" if strategy == "representation" else f"{weight:g}"
+
+
 def _settings_text(kind: str, params: dict[str, Any]) -> str:
     """'Random forest: trees 60; …' with the dialog's labels, rather than a Python dict."""
     labels = {setting.name: setting.label for setting in hyperparameters_of(kind)}
@@ -253,6 +315,7 @@ def training_report_html(
             + (f", blocks of {settings['block_size']:.0f} map units" if settings.get("block_size") else ""),
             "Target transform": settings["transform"],
             "Seed": settings["random_state"],
+            **_transfer_setting(settings.get("transfer")),
             "Covariate bands": ", ".join(data.band_names),
             "Categorical bands": ", ".join(data.band_names[i] for i in data.categorical) or "none",
             "Patch size (cells)": bundle.patch_size,
@@ -279,6 +342,11 @@ def training_report_html(
             f"<p class='note'>{settings['validation'].capitalize()} {settings['folds']}-fold cross-validation over "
             "whole sites: every prediction below comes from a model that never saw that site.</p>",
             metrics_html(result.validation.metrics),
+            *(
+                []
+                if result.validation.local_only is None
+                else ["<h3>Gain from transfer</h3>", transfer_html(result.validation)]
+            ),
             "<h3>Confidence intervals and prediction-interval coverage</h3>",
             confidence_html(result.validation.metrics, INTERVAL_LEVEL),
             "<h3>Observed vs predicted, per depth</h3>",

@@ -18,6 +18,7 @@ from .folds import default_block_size, random_folds, spatial_block_folds
 from .metrics import metrics_table
 from .models.base import DepthModel, check_progress
 from .registry import entry
+from .transfer import FoldTransfer, Transfer, check_transfer, fit_with_source, near_sites, source_summary, subset
 
 if TYPE_CHECKING:
     from .cluster import ClusterSpec
@@ -92,6 +93,9 @@ class CrossValidation:
     scheme: str
     #: (2, S, D) out-of-fold lower and upper INTERVAL_LEVEL bounds, for models that predict quantiles
     bounds: np.ndarray | None = None
+    #: with transfer: the same folds without the source, to measure the gain, and what each fold borrowed
+    local_only: CrossValidation | None = None
+    transfer_folds: list[FoldTransfer] = field(default_factory=list)
 
 
 @dataclass
@@ -141,9 +145,13 @@ def cross_validate(
     block_size: float | None = None,
     scheme: str = "random",
     fitted: Sequence[DepthModel] | None = None,
+    fit_fold: Callable[[np.ndarray, np.ndarray, Progress | None], DepthModel] | None = None,
 ) -> CrossValidation:
-    """Out-of-fold predictions for every site, each from a model that never saw that site. `fitted`: the fold
-    models, already fitted elsewhere (on a cluster) in the order of the fold ids; otherwise they are fitted here."""
+    """Out-of-fold predictions for every site, each from a model that never saw that site.
+
+    `fitted`: the fold models, already fitted elsewhere (on a cluster) in the order of the fold ids. Otherwise
+    `fit_fold(train, test, progress)` fits a fold's model from its site masks (default: `make_model` on the
+    training sites), e.g. to add borrowed sites of another data set."""
     started = time.perf_counter()
     fold_ids = np.unique(folds)
     predictions = np.full(data.targets.shape, np.nan)
@@ -157,17 +165,19 @@ def cross_validate(
         train = ~test
         label = f"fold {i + 1}/{len(fold_ids)}: "
         check_progress(progress, i / len(fold_ids), f"{label}training")
-        model = (
-            fitted[i]
-            if fitted is not None
-            else make_model().fit(
+        fold_progress = _scaled(progress, i / len(fold_ids), 1 / len(fold_ids), label)
+        if fitted is not None:
+            model = fitted[i]
+        elif fit_fold is not None:
+            model = fit_fold(train, test, fold_progress)
+        else:
+            model = make_model().fit(
                 data.patches[train],
                 fitted_targets[train],
                 data.intervals,
                 categorical=data.categorical,
-                progress=_scaled(progress, i / len(fold_ids), 1 / len(fold_ids), label),
+                progress=fold_progress,
             )
-        )
         predictions[test] = to_property_scale(model.predict(data.patches[test]), transform, floor)
         if hasattr(model, "predict_quantiles"):  # quantiles are monotone in the transform: bounds map to bounds
             fold_bounds = np.moveaxis(model.predict_quantiles(data.patches[test], quantiles), -1, 0)
@@ -232,9 +242,20 @@ def train(
     random_state: int = 0,
     progress: Progress | None = None,
     cluster: ClusterSpec | None = None,
+    transfer: Transfer | None = None,
 ) -> TrainingResult:
     """Cross-validates (unless `validation` is 'none'), then fits the final model on all sites. With `cluster`,
-    the fold models and the final model are fitted as tasks on that Dask cluster, with the same result."""
+    the fold models and the final model are fitted as tasks on that Dask cluster, with the same result; with
+    `transfer` on the local sites plus the borrowed source sites (see `train_with_transfer`), in this process."""
+    if transfer is not None:
+        if cluster is not None:
+            raise ValueError(
+                "Training with transfer from another data set does not run on a Dask cluster yet: leave the "
+                "cluster empty to train in QGIS's own process."
+            )
+        return train_with_transfer(
+            data, kind, params, transfer, validation, folds, block_size, transform, random_state, progress
+        )
     if transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
     started = time.perf_counter()
@@ -290,5 +311,94 @@ def train(
         "block_size": None if result_cv is None else result_cv.block_size,
         "transform": transform,
         "random_state": random_state,
+    }
+    return TrainingResult(model, transform, result_cv, time.perf_counter() - started, settings)
+
+
+def train_with_transfer(
+    data: TrainingData,
+    kind: str,
+    params: dict[str, Any],
+    transfer: Transfer,
+    validation: str = "spatial",
+    folds: int = 10,
+    block_size: float | None = None,
+    transform: str = "none",
+    random_state: int = 0,
+    progress: Progress | None = None,
+) -> TrainingResult:
+    """`train` with source sites borrowed (`core.transfer`). The folds hold local sites only; each fold is run
+    twice, local-only and with the source, so that the gain is measured on the local data
+    (`CrossValidation.local_only`)."""
+    if transform not in TRANSFORMS:
+        raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
+    started = time.perf_counter()
+    model_kind = entry(kind)
+    cls = model_kind.loader()
+    check_transfer(data, transfer, cls)
+    floor = prediction_floor(data.targets)
+
+    def make_model() -> DepthModel:
+        return cls(**params, random_state=random_state)
+
+    def fitted(values: np.ndarray) -> np.ndarray:
+        return forward_transform(values, transform)
+
+    def to_property(values: np.ndarray) -> np.ndarray:
+        return to_property_scale(values, transform, floor)
+
+    result_cv = None
+    if validation != "none":
+        fold_ids, used_block = make_folds(data, validation, folds, block_size, random_state)
+        radius = used_block or 0.0
+        fold_records: list[FoldTransfer] = []
+
+        def fit_fold(train_sites: np.ndarray, test_sites: np.ndarray, fold_progress: Progress | None) -> DepthModel:
+            available = None
+            if transfer.source is not None:
+                available = ~near_sites(transfer.source, data.x[test_sites], data.y[test_sites], radius)
+            model, record = fit_with_source(
+                subset(data, train_sites), transfer, make_model, fitted, to_property, random_state, radius,
+                fold_progress, available,
+            )  # fmt: skip
+            fold_records.append(record)
+            return model
+
+        settings = {"block_size": used_block, "scheme": validation}
+        local_only = cross_validate(
+            data, make_model, fold_ids, transform, f"{model_kind.label} (local only)",
+            _scaled(progress, 0.0, 0.2, "local-only validation "), **settings,
+        )  # fmt: skip
+        result_cv = cross_validate(
+            data, make_model, fold_ids, transform, f"{model_kind.label} (with transfer)",
+            _scaled(progress, 0.2, 0.6, "transfer validation "), fit_fold=fit_fold, **settings,
+        )  # fmt: skip
+        result_cv.local_only, result_cv.transfer_folds = local_only, fold_records
+    final_start = 0.0 if result_cv is None else 0.8
+    model, final_record = fit_with_source(
+        data, transfer, make_model, fitted, to_property, random_state,
+        progress=_scaled(progress, final_start, 1.0 - final_start, "final model: "),
+    )  # fmt: skip
+    settings = {
+        "kind": kind,
+        "params": params,
+        "validation": validation,
+        "folds": folds if validation != "none" else None,
+        "block_size": None if result_cv is None else result_cv.block_size,
+        "transform": transform,
+        "random_state": random_state,
+        "transfer": {
+            "strategy": transfer.strategy,
+            "selection": transfer.selection,
+            "weight_requested": transfer.weight,
+            "freeze_layers": transfer.freeze_layers,
+            "weight": final_record.weight,
+            "inner_rmse": final_record.to_dict()["inner_rmse"],
+            "source_sites_used": final_record.source_sites,
+            "source": None if transfer.source is None else source_summary(transfer.source),
+            "pretrained": transfer.pretrained_record,
+            "folds": [] if result_cv is None else [record.to_dict() for record in result_cv.transfer_folds],
+            "local_only_metrics": [] if result_cv is None else result_cv.local_only.metrics,
+        },
     }
     return TrainingResult(model, transform, result_cv, time.perf_counter() - started, settings)

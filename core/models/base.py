@@ -45,9 +45,11 @@ class DepthModel(BaseEstimator, ABC):
         intervals: np.ndarray,
         categorical: tuple[int, ...] = (),
         progress=None,
+        sample_weight: np.ndarray | None = None,
     ) -> DepthModel:
         """Fits on S sites. `progress(fraction: float, message: str) -> bool` is called regularly; when it
-        returns False the fit stops by raising `core.models.base.Cancelled`."""
+        returns False the fit stops by raising `core.models.base.Cancelled`. `sample_weight` (S,), in
+        scikit-learn's convention: how much each site counts (None: all alike; 0: left out)."""
 
     @abstractmethod
     def predict(self, patches: np.ndarray) -> np.ndarray:

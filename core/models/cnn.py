@@ -273,9 +273,13 @@ class _CNNBase(DepthModel):
         intervals: np.ndarray,
         categorical: tuple[int, ...] = (),
         progress: ProgressCallback = None,
+        sample_weight: np.ndarray | None = None,
     ) -> _CNNBase:
+        """`sample_weight` (S,): a weight per site, as scikit-learn's: each site's squared errors count that
+        much in the loss (e.g. borrowed sites of another data set less than local ones); weight 0 leaves a site
+        out. None weighs all sites alike."""
         patches, targets, intervals = self._check_fit_inputs(patches, targets, intervals)
-        targets = np.where(centre_valid(patches)[:, None], targets, np.nan)
+        targets, sample_weight = _usable_targets(patches, targets, sample_weight)
         self.encoder_ = PatchEncoder(categorical, self.covariate_scaling).fit(patches)
         self.intervals_ = intervals
         self.target_mean_, self.target_std_ = _depth_scales(targets)
@@ -289,12 +293,78 @@ class _CNNBase(DepthModel):
                 self.device_,
                 self.augment,
                 self.target_std_,
+                sample_weight,
             )
             self._fit_networks(inputs, progress)
         return self
 
     def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
         raise NotImplementedError
+
+    def fine_tuned(
+        self,
+        patches: np.ndarray,
+        targets: np.ndarray,
+        freeze_layers: int | None = None,
+        progress: ProgressCallback = None,
+        sample_weight: np.ndarray | None = None,
+    ) -> _CNNBase:
+        """A copy of this fitted model whose networks go on training on other sites: representation transfer
+        (Shen et al. 2022), e.g. pre-trained on a library, fine-tuned on a small local data set (same intervals).
+
+        The first `freeze_layers` layers (conv blocks first, then fully connected; default: every conv block)
+        keep their weights and batch-norm statistics bit for bit. The covariate encoding and the target scales
+        stay those of pre-training, the scales the frozen layers were learnt on. Trains with the model's own
+        `epochs` and `learning_rate` (a few dozen sites give one mini-batch per epoch, too few steps for the
+        transfer CNN's gentler fine-tuning rate to move a library's level to the local one), with early stopping
+        on a share of the new sites."""
+        patches, targets, _ = self._check_fit_inputs(patches, targets, self.intervals_)
+        targets, sample_weight = _usable_targets(patches, targets, sample_weight)
+        model = copy.deepcopy(self)
+        n_frozen = len(self.conv_channels) if freeze_layers is None else freeze_layers
+        n_layers = len(self.conv_channels) + len(self.dense_units)
+        if not 0 <= n_frozen <= n_layers:
+            raise ValueError(
+                f"freeze_layers is {freeze_layers} but the network has {len(self.conv_channels)} conv and "
+                f"{len(self.dense_units)} fully-connected layers; choose 0 to {n_layers}."
+            )
+        model.history_ = {}
+        with model._torch_session(seed=self.random_state, threads=self.n_threads or TRAINING_THREADS):
+            inputs = _Inputs(
+                model.encoder_.transform(patches),
+                (targets - model.target_mean_) / model.target_std_,
+                depth_features(model.intervals_),
+                model.device_,
+                model.augment,
+                model.target_std_,
+                sample_weight,
+            )
+            has_target = np.isfinite(inputs.targets).any(axis=1)
+            validation = model._validation_sites(np.flatnonzero(has_target), len(has_target))
+            model.validation_sites_ = validation
+            for index, net in enumerate(model.nets_):
+                frozen = net.layers()[:n_frozen]
+                for module in frozen:
+                    module.requires_grad_(False)
+                train, val = (
+                    model._net_samples(inputs, has_target & ~validation, index),
+                    model._net_samples(inputs, has_target & validation, index),
+                )
+                span = (index / len(model.nets_), 1 / len(model.nets_))
+                stage = f"fine-tuning network {index + 1}/{len(model.nets_)}"
+                if len(train) >= 2:
+                    model._train(
+                        net, stage, inputs, train, val, model.epochs, model.learning_rate, progress, span,
+                        frozen,
+                    )  # fmt: skip
+                for module in frozen:
+                    module.requires_grad_(True)
+                net.eval()
+        return model
+
+    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+        """The training rows of network `index` among the masked sites: every depth of them (pooled layout)."""
+        return inputs.pooled_samples(site_mask)
 
     def _new_net(self, n_heads: int) -> _PatchNet:
         net = _PatchNet(
@@ -358,7 +428,11 @@ class _CNNBase(DepthModel):
                 x, depth, y = inputs.batch(train, batch, generator)
                 output = net(x, depth).flatten(1)
                 observed = torch.isfinite(y)  # a multi-task row may miss some intervals
-                loss = ((output - y)[observed] ** 2).mean()
+                if train.weights is None:
+                    loss = ((output - y)[observed] ** 2).mean()
+                else:
+                    row_weights = train.weights[batch].to(self.device_)[:, None].expand_as(y)[observed]
+                    loss = (row_weights * (output - y)[observed] ** 2).sum() / row_weights.sum()
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -385,15 +459,22 @@ class _CNNBase(DepthModel):
 
     @staticmethod
     def _mean_loss(net: _PatchNet, inputs: _Inputs, samples: _Samples) -> float:
-        """Mean squared error on the target's (fitted) scale."""
+        """Mean squared error on the target's (fitted) scale, weighted by the samples' weights if any."""
         net.eval()
+        weights = torch.ones(len(samples)) if samples.weights is None else samples.weights
+        row_weights = weights[:, None].expand_as(samples.targets)
         with torch.no_grad():
             total = 0.0
             for start in range(0, len(samples), PREDICT_BATCH):
                 batch = torch.arange(start, min(start + PREDICT_BATCH, len(samples)))
                 x, depth, y = inputs.batch(samples, batch, None)
-                total += inputs.fitted_squared_error(samples, batch, net(x, depth).flatten(1), y).nansum().item()
-        return total / int(torch.isfinite(samples.targets).sum())
+                errors = inputs.fitted_squared_error(samples, batch, net(x, depth).flatten(1), y)
+                if samples.weights is not None:
+                    errors = errors * row_weights[batch].to(errors.device)
+                total += errors.nansum().item()
+        if samples.weights is None:
+            return total / int(torch.isfinite(samples.targets).sum())
+        return total / float(row_weights[torch.isfinite(samples.targets)].sum())
 
     # -------------------------------------------------------------------------------------------- prediction
 
@@ -675,6 +756,10 @@ class TransferCNNDepthModel(_CNNBase):
             self.nets_.append(net.eval())
         check_progress(progress, 1.0, "fine-tuning done")
 
+    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+        """Network `index` is the one for depth interval `index`."""
+        return inputs.pooled_samples(site_mask, index)
+
     def _outputs(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
         shared_trunk = self._n_frozen() >= len(self.conv_channels)
         features = self.nets_[0].eval().trunk(x) if shared_trunk else None
@@ -707,11 +792,31 @@ class MultiTaskCNNDepthModel(_CNNBase):
         self.nets_ = [net]
         check_progress(progress, 1.0, "training done")
 
+    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+        """One row per site with all its intervals, as in training."""
+        return inputs.site_samples(site_mask)
+
     def _outputs(self, x: torch.Tensor, depths: Sequence[int] | None = None) -> torch.Tensor:
         net = self.nets_[0].eval()
         features = net.trunk(x)
         heads = [net.heads[d] for d in self._chosen(depths)]
         return torch.cat([head.predict(head.first(features), None) for head in heads], dim=1)
+
+
+def _usable_targets(
+    patches: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Targets with NaN where the site's centre cell has nodata or its weight is 0, and the weights checked."""
+    usable = centre_valid(patches)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=float).ravel()
+        if sample_weight.shape != (len(patches),) or not np.all(np.isfinite(sample_weight) & (sample_weight >= 0)):
+            raise ValueError(
+                f"Give one finite, non-negative sample weight per site: {len(patches)} sites, "
+                f"{sample_weight.size} weights."
+            )
+        usable &= sample_weight > 0
+    return np.where(usable[:, None], targets, np.nan), sample_weight
 
 
 def _depth_scales(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -731,12 +836,16 @@ def _depth_scales(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Samples:
-    """Training rows: a site, the interval whose depth is fed (None: no depth input), and the target(s)."""
+    """Training rows: a site, the interval whose depth is fed (None: no depth input), the target(s) and the
+    site's weight (None: all alike)."""
 
-    def __init__(self, sites: np.ndarray, depths: np.ndarray | None, targets: np.ndarray):
+    def __init__(
+        self, sites: np.ndarray, depths: np.ndarray | None, targets: np.ndarray, weights: np.ndarray | None = None
+    ):
         self.sites = torch.from_numpy(sites.astype(np.int64))
         self.depths = None if depths is None else torch.from_numpy(depths.astype(np.int64))
         self.targets = torch.from_numpy(targets.astype(np.float32))
+        self.weights = None if weights is None else torch.from_numpy(weights.astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.sites)
@@ -753,8 +862,10 @@ class _Inputs:
         device: torch.device,
         augment: bool,
         target_std: np.ndarray,
+        site_weights: np.ndarray | None = None,
     ):
         self.targets = targets
+        self.site_weights = site_weights
         self.device = device
         #: each interval's standard deviation, to turn standardised errors into errors on the target's scale
         self.std = torch.tensor(target_std, dtype=torch.float32, device=device)
@@ -771,12 +882,15 @@ class _Inputs:
         if interval is not None:
             has_target[:, np.arange(has_target.shape[1]) != interval] = False
         sites, depths = np.nonzero(has_target)
-        return _Samples(sites, depths, self.targets[sites, depths][:, None])
+        return _Samples(sites, depths, self.targets[sites, depths][:, None], self._weights_of(sites))
 
     def site_samples(self, site_mask: np.ndarray) -> _Samples:
         """One row per masked site, with the targets at every interval, NaN where missing (multi-task)."""
         sites = np.flatnonzero(site_mask)
-        return _Samples(sites, None, self.targets[sites])
+        return _Samples(sites, None, self.targets[sites], self._weights_of(sites))
+
+    def _weights_of(self, sites: np.ndarray) -> np.ndarray | None:
+        return None if self.site_weights is None else self.site_weights[sites]
 
     def batch(
         self, samples: _Samples, rows: torch.Tensor, generator: torch.Generator | None

@@ -29,8 +29,10 @@ MEMBERS = ("random_forest", "transfer_cnn")
 MIN_SITES_FOR_DEPTH_WEIGHTS = 20
 
 
-def stacking_weights(predictions: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Non-negative weights summing to 1 that minimise the squared error of `predictions @ weights`.
+def stacking_weights(
+    predictions: np.ndarray, observed: np.ndarray, row_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise the (row-weighted) squared error of `predictions @ weights`.
 
     `predictions` (n, M) holds M models' out-of-fold predictions of the n `observed` values. The sum-to-one
     constraint is an extra equation weighted far above the data (an exact penalty for non-negative least
@@ -38,6 +40,9 @@ def stacking_weights(predictions: np.ndarray, observed: np.ndarray) -> np.ndarra
     """
     predictions = np.asarray(predictions, dtype=float)
     observed = np.asarray(observed, dtype=float)
+    if row_weights is not None:
+        root = np.sqrt(np.asarray(row_weights, dtype=float))
+        predictions, observed = predictions * root[:, None], observed * root
     scale = 1e3 * max(float(np.sqrt(np.mean(predictions**2))), 1.0) * np.sqrt(len(observed))
     system = np.vstack([predictions, np.full((1, predictions.shape[1]), scale)])
     target = np.concatenate([observed, [scale]])
@@ -123,9 +128,12 @@ class EnsembleDepthModel(DepthModel):
         intervals: np.ndarray,
         categorical: tuple[int, ...] = (),
         progress=None,
+        sample_weight: np.ndarray | None = None,
     ) -> EnsembleDepthModel:
-        """Learns the weights from an inner cross-validation over the sites, then fits both members on all."""
+        """Learns the weights from an inner cross-validation over the sites, then fits both members on all.
+        `sample_weight` reaches both members and weighs each site's errors when the weights are learnt."""
         targets = np.asarray(targets, dtype=float)
+        site_weight = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
         n_sites = len(targets)
         if self.inner_folds < 2 or self.inner_folds > n_sites:
             raise ValueError(
@@ -139,29 +147,36 @@ class EnsembleDepthModel(DepthModel):
             train, test = folds != fold, folds == fold
             for m, member in enumerate(self._members()):
                 check_progress(progress, step / steps, f"ensemble weights, inner fold {fold + 1}/{self.inner_folds}")
-                member.fit(patches[train], targets[train], intervals, categorical)
+                weight = None if site_weight is None else site_weight[train]
+                member.fit(patches[train], targets[train], intervals, categorical, sample_weight=weight)
                 out_of_fold[m][test] = member.predict(patches[test])
                 step += 1
-        self.weights_ = self._weights(out_of_fold, targets)
+        self.weights_ = self._weights(out_of_fold, targets, site_weight)
         self.members_ = []
         for member in self._members():
             check_progress(progress, step / steps, f"ensemble: fitting the {member.kind.replace('_', ' ')}")
-            self.members_.append(member.fit(patches, targets, intervals, categorical))
+            self.members_.append(member.fit(patches, targets, intervals, categorical, sample_weight=site_weight))
             step += 1
         self.intervals_ = np.asarray(intervals, dtype=float)
         check_progress(progress, 1.0, "ensemble fitted")
         return self
 
     @staticmethod
-    def _weights(out_of_fold: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    def _weights(out_of_fold: np.ndarray, targets: np.ndarray, site_weight: np.ndarray | None) -> np.ndarray:
         """(D, M) weights per depth; a depth with few observed sites takes the weights of all depths pooled."""
         usable = np.isfinite(targets) & np.isfinite(out_of_fold).all(axis=0)
-        pooled = stacking_weights(out_of_fold[:, usable].T, targets[usable])
+        if site_weight is not None:
+            usable &= (site_weight > 0)[:, None]
+        cell_weight = None if site_weight is None else np.broadcast_to(site_weight[:, None], targets.shape)
+        pooled = stacking_weights(
+            out_of_fold[:, usable].T, targets[usable], None if cell_weight is None else cell_weight[usable]
+        )
         weights = np.tile(pooled, (targets.shape[1], 1))
         for d in range(targets.shape[1]):
             rows = usable[:, d]
             if rows.sum() >= MIN_SITES_FOR_DEPTH_WEIGHTS:
-                weights[d] = stacking_weights(out_of_fold[:, rows, d].T, targets[rows, d])
+                row_weights = None if site_weight is None else site_weight[rows]
+                weights[d] = stacking_weights(out_of_fold[:, rows, d].T, targets[rows, d], row_weights)
         return weights
 
     def predict(self, patches: np.ndarray) -> np.ndarray:

@@ -97,29 +97,43 @@ class _Forest:
         min_samples_leaf: int,
         seed: np.random.SeedSequence,
         n_jobs: int,
+        weights: np.ndarray | None = None,
     ) -> _Forest:
+        """`weights` (one per row, scikit-learn's `sample_weight`) weight the splits, the leaf means and the
+        leaf draws, and a leaf must then also hold rows of total weight `min_samples_leaf`: a row of weight 0.01
+        counts as a hundredth of a row, so rows of small weight cannot form leaves of their own and so predict
+        alone. None gives every row the same weight."""
         tree_seed, draw_seed = _child(seed, 0), _child(seed, 1)
+        # scikit-learn allows at most half the total weight in a leaf
+        weight_share = 0.0 if weights is None else min(0.5, min_samples_leaf / float(np.sum(weights)))
         forest = RandomForestRegressor(
             n_estimators=n_trees,
             max_features=max_features,
             min_samples_leaf=min_samples_leaf,
+            min_weight_fraction_leaf=weight_share,
             bootstrap=True,
             random_state=int(tree_seed.generate_state(1)[0]),
             n_jobs=n_jobs,
-        ).fit(x, y)
+        ).fit(x, y, sample_weight=weights)
         trees = [estimator.tree_ for estimator in forest.estimators_]
         value = np.concatenate([tree.value[:, 0, 0] for tree in trees])
         fitted = cls(trees, value, np.full(value.shape, np.nan))
-        fitted._draw_leaf_responses(x, y, np.random.default_rng(draw_seed), n_jobs)
+        fitted._draw_leaf_responses(x, y, np.random.default_rng(draw_seed), n_jobs, weights)
         return fitted
 
     def _draw_leaf_responses(
-        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_jobs: int
+        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_jobs: int, weights: np.ndarray | None
     ) -> None:
-        """Keeps, for every leaf, the response of one training row drawn uniformly from the rows in it."""
+        """Keeps, for every leaf, the response of one training row drawn from the rows in it, with probability
+        proportional to the row's weight (uniform without weights)."""
         leaves = self.leaf_ids(x, n_jobs).ravel()
-        # Each leaf takes the row with the smallest random key: a uniform draw, independent of row order.
-        order = np.lexsort((rng.random(leaves.size), leaves))
+        # Each leaf takes the row with the smallest random key: a uniform draw, independent of row order. With
+        # weights the key is an exponential waiting time over the weight, whose minimum falls on a row with
+        # probability weight / total weight (a race of exponential clocks).
+        keys = rng.random(leaves.size)
+        if weights is not None:
+            keys = -np.log1p(-keys) / np.repeat(weights, len(self.trees))
+        order = np.lexsort((keys, leaves))
         sorted_leaves = leaves[order]
         first = np.ones(order.size, dtype=bool)
         first[1:] = sorted_leaves[1:] != sorted_leaves[:-1]
@@ -298,15 +312,11 @@ class _Forest:
                     "max_depth": int(depth),
                     "node_count": int(stop - start),
                     "nodes": nodes,
-                    "values": np.ascontiguousarray(arrays["value"][start:stop], dtype=np.float64).reshape(
-                        -1, 1, 1
-                    ),
+                    "values": np.ascontiguousarray(arrays["value"][start:stop], dtype=np.float64).reshape(-1, 1, 1),
                 }
             )
             trees.append(tree)
-        return cls(
-            trees, np.asarray(arrays["value"], np.float64), np.asarray(arrays["leaf_draw"], np.float64)
-        )
+        return cls(trees, np.asarray(arrays["value"], np.float64), np.asarray(arrays["leaf_draw"], np.float64))
 
 
 class _Lookup:
@@ -379,9 +389,7 @@ def _validate_nodes(arrays: dict[str, np.ndarray], offsets: np.ndarray, n_featur
         fail("a tree has no nodes")
     local = np.arange(n_nodes) - np.repeat(offsets[:-1], sizes)
     size = np.repeat(sizes, sizes)
-    left, right, feature = (
-        arrays[name].astype(np.int64) for name in ("children_left", "children_right", "feature")
-    )
+    left, right, feature = (arrays[name].astype(np.int64) for name in ("children_left", "children_right", "feature"))
     leaf = left == _LEAF
     # sklearn numbers children after their parent, so "child index > own index" also rules out cycles
     inner_ok = (left > local) & (left < size) & (right > local) & (right < size) & (feature >= 0)
@@ -455,6 +463,7 @@ class RandomForestDepthModel(DepthModel):
         intervals: np.ndarray,
         categorical: tuple[int, ...] = (),
         progress: ProgressCallback = None,
+        sample_weight: np.ndarray | None = None,
     ) -> RandomForestDepthModel:
         """Fits the forest(s); with `tune=True` first picks max_features and min_samples_leaf.
 
@@ -467,10 +476,18 @@ class RandomForestDepthModel(DepthModel):
         leaves of 5, while cross-validation by site gave 4.96 and 4.84: OOB is optimistic and ranks the two
         the wrong way round. All candidates see the same folds and tree seeds, so they differ only by their
         settings.
+
+        `sample_weight` (S,): a weight per site for all its depths, as scikit-learn's `sample_weight` (e.g.
+        borrowed sites of another data set count less than local ones); sites of weight 0 are left out.
+        Tuning then scores the weighted RMSE.
         """
         self._check_params()
         features, targets, intervals = self._check_fit_inputs(patches, targets, intervals, categorical)
-        targets = np.where(np.isfinite(features).all(axis=1)[:, None], targets, np.nan)
+        weights = _check_weights(sample_weight, len(features))
+        usable = np.isfinite(features).all(axis=1)
+        if weights is not None:
+            usable &= weights > 0
+        targets = np.where(usable[:, None], targets, np.nan)
         self.intervals_ = intervals
         self.n_bands_ = features.shape[1]
         self.categorical_ = tuple(int(c) for c in categorical)
@@ -487,7 +504,7 @@ class RandomForestDepthModel(DepthModel):
             folds = _site_folds(targets, TUNE_FOLDS, np.random.default_rng(_child(tuning_seed, 0)))
             for index, (max_features, min_samples_leaf) in enumerate(candidates):
                 rmse = self._cross_validate(
-                    features, targets, folds, _child(tuning_seed, 1), max_features, min_samples_leaf
+                    features, targets, weights, folds, _child(tuning_seed, 1), max_features, min_samples_leaf
                 )
                 self.tuning_scores_.append(
                     {"max_features": max_features, "min_samples_leaf": min_samples_leaf, "rmse": rmse}
@@ -510,7 +527,7 @@ class RandomForestDepthModel(DepthModel):
             }
 
         self.forests_ = []
-        for index, (x, y) in enumerate(self._training_sets(features, targets, intervals)):
+        for index, (x, y, w) in enumerate(self._training_sets(features, targets, intervals, weights)):
             self.forests_.append(
                 _Forest.grow(
                     x,
@@ -518,6 +535,7 @@ class RandomForestDepthModel(DepthModel):
                     self.n_trees,
                     seed=_child(final_seed, index),
                     n_jobs=self.n_jobs,
+                    weights=w,
                     **self.best_params_,
                 )
             )
@@ -527,9 +545,10 @@ class RandomForestDepthModel(DepthModel):
         return self
 
     def _training_sets(
-        self, features: np.ndarray, targets: np.ndarray, intervals: np.ndarray
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(x float32, y) per forest: rows are observed (site, interval) pairs, NaN targets left out."""
+        self, features: np.ndarray, targets: np.ndarray, intervals: np.ndarray, weights: np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(x float32, y, row weights or None) per forest: rows are observed (site, interval) pairs, NaN
+        targets left out."""
         if self.per_depth:
             sets = []
             for d in range(len(intervals)):
@@ -540,27 +559,32 @@ class RandomForestDepthModel(DepthModel):
                         "for that depth cannot be trained. Leave the depth out or use one forest for all "
                         "depths (per_depth=False)."
                     )
-                sets.append((features[observed], targets[observed, d]))
+                row_weights = None if weights is None else weights[observed]
+                sets.append((features[observed], targets[observed, d], row_weights))
             return sets
         sites, depths = np.nonzero(np.isfinite(targets))
-        return [(_with_depths(features[sites], intervals[depths]), targets[sites, depths])]
+        row_weights = None if weights is None else weights[sites]
+        return [(_with_depths(features[sites], intervals[depths]), targets[sites, depths], row_weights)]
 
     def _cross_validate(
         self,
         features: np.ndarray,
         targets: np.ndarray,
+        weights: np.ndarray | None,
         folds: np.ndarray,
         seed: np.random.SeedSequence,
         max_features: int,
         min_samples_leaf: int,
     ) -> float:
-        """RMSE of out-of-fold predictions over all observed (site, interval) pairs."""
+        """RMSE (weighted by `weights`) of out-of-fold predictions over all observed (site, interval) pairs."""
         predicted = np.full(targets.shape, np.nan)
         for fold in range(folds.max() + 1):
             train, test = folds != fold, folds == fold
-            for d, (x, y) in enumerate(self._training_sets(features[train], targets[train], self.intervals_)):
+            train_weights = None if weights is None else weights[train]
+            sets = self._training_sets(features[train], targets[train], self.intervals_, train_weights)
+            for d, (x, y, w) in enumerate(sets):
                 forest = _Forest.grow(
-                    x, y, TUNE_TREES, max_features, min_samples_leaf, _child(seed, fold, d), self.n_jobs
+                    x, y, TUNE_TREES, max_features, min_samples_leaf, _child(seed, fold, d), self.n_jobs, w
                 )
                 if self.per_depth:
                     predicted[test, d] = forest.predict(features[test], None, self.n_jobs)
@@ -568,7 +592,10 @@ class RandomForestDepthModel(DepthModel):
                     for depth, interval in enumerate(self.intervals_):
                         predicted[test, depth] = forest.predict(features[test], None, self.n_jobs, tuple(interval))
         observed = np.isfinite(targets) & np.isfinite(predicted)
-        return float(np.sqrt(np.mean((predicted[observed] - targets[observed]) ** 2)))
+        site_weights = np.ones(len(targets)) if weights is None else weights
+        row_weights = np.broadcast_to(site_weights[:, None], targets.shape)[observed]
+        squared = (predicted[observed] - targets[observed]) ** 2
+        return float(np.sqrt(np.average(squared, weights=row_weights)))
 
     def _candidates(self, n_predictors: int) -> list[tuple[int, int]]:
         counts = sorted({_feature_count(share, n_predictors) for share in TUNE_MAX_FEATURES})
@@ -682,9 +709,7 @@ class RandomForestDepthModel(DepthModel):
             model.forests_ = []
             for index in range(n_forests):
                 prefix = f"forest{index}."
-                own = {
-                    name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)
-                }
+                own = {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
                 model.forests_.append(_Forest.from_arrays(own, model._n_predictors()))
         except ModelFileError:
             raise
@@ -698,22 +723,15 @@ class RandomForestDepthModel(DepthModel):
     # --------------------------------------------------------------------------------------------- helpers
 
     def _check_params(self) -> None:
-        if (
-            isinstance(self.n_trees, bool)
-            or not isinstance(self.n_trees, (int, np.integer))
-            or self.n_trees < 1
-        ):
-            raise ValueError(
-                f"Number of trees must be a whole number of at least 1 (e.g. 500); got {self.n_trees}."
-            )
+        if isinstance(self.n_trees, bool) or not isinstance(self.n_trees, (int, np.integer)) or self.n_trees < 1:
+            raise ValueError(f"Number of trees must be a whole number of at least 1 (e.g. 500); got {self.n_trees}.")
         if (
             isinstance(self.min_samples_leaf, bool)
             or not isinstance(self.min_samples_leaf, (int, np.integer))
             or (self.min_samples_leaf < 1)
         ):
             raise ValueError(
-                f"Minimum samples per leaf must be a whole number of at least 1 (e.g. 5); "
-                f"got {self.min_samples_leaf}."
+                f"Minimum samples per leaf must be a whole number of at least 1 (e.g. 5); got {self.min_samples_leaf}."
             )
         _feature_count(self.max_features, 1)
 
@@ -725,8 +743,7 @@ class RandomForestDepthModel(DepthModel):
         intervals = np.asarray(intervals, dtype=float)
         if intervals.ndim != 2 or intervals.shape[1] != 2 or not np.all(intervals[:, 0] < intervals[:, 1]):
             raise ValueError(
-                "Depth intervals must be rows of (top, bottom) in cm with top < bottom; "
-                f"got {intervals.tolist()}."
+                f"Depth intervals must be rows of (top, bottom) in cm with top < bottom; got {intervals.tolist()}."
             )
         if targets.shape != (len(features), len(intervals)):
             raise ValueError(
@@ -736,14 +753,11 @@ class RandomForestDepthModel(DepthModel):
             )
         bad = [c for c in categorical if not 0 <= int(c) < features.shape[1]]
         if bad:
-            raise ValueError(
-                f"Categorical band indices {bad} do not exist: there are {features.shape[1]} bands."
-            )
+            raise ValueError(f"Categorical band indices {bad} do not exist: there are {features.shape[1]} bands.")
         usable = np.isfinite(targets) & np.isfinite(features).all(axis=1)[:, None]
         if usable.sum() < 2:
             raise ValueError(
-                "Fewer than 2 target values at sites with complete covariates; a Random Forest needs more "
-                "data."
+                "Fewer than 2 target values at sites with complete covariates; a Random Forest needs more data."
             )
         return features, targets, intervals
 
@@ -767,11 +781,7 @@ def _with_depths(features: np.ndarray, intervals: np.ndarray) -> np.ndarray:
 
 def _feature_count(max_features: Union[int, float], n_predictors: int) -> int:
     """max_features as a count: an int as given (at most all predictors), a share rounded down, >= 1."""
-    if (
-        isinstance(max_features, (int, np.integer))
-        and not isinstance(max_features, bool)
-        and max_features >= 1
-    ):
+    if isinstance(max_features, (int, np.integer)) and not isinstance(max_features, bool) and max_features >= 1:
         return int(min(max_features, n_predictors))
     if isinstance(max_features, (float, np.floating)) and 0 < max_features <= 1:
         # floor, like scikit-learn and randomForest's p/3; the epsilon keeps 0.57 x 100 at 57, not 56.99999
@@ -790,6 +800,18 @@ def _site_folds(targets: np.ndarray, n_folds: int, rng: np.random.Generator) -> 
         raise ValueError("Tuning needs at least 2 sites with data; fit without tuning or add sites.")
     folds[rng.permutation(sites)] = np.arange(len(sites)) % min(n_folds, len(sites))
     return folds
+
+
+def _check_weights(sample_weight: np.ndarray | None, n_sites: int) -> np.ndarray | None:
+    """`sample_weight` as a float array of one finite, non-negative weight per site (None stays None)."""
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight, dtype=float).ravel()
+    if weights.shape != (n_sites,):
+        raise ValueError(f"Give one sample weight per site: {n_sites} sites but {weights.size} weights.")
+    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
+        raise ValueError("Sample weights must be finite and non-negative, and not all 0; e.g. 1 for every site.")
+    return weights
 
 
 def _check_quantiles(quantiles: Sequence[float]) -> np.ndarray:

@@ -27,6 +27,17 @@ def test_stacking_weights_recover_a_known_mixture():
     assert stacking_weights(predictions, predictions[:, 0]) == pytest.approx([1.0, 0.0], abs=1e-6)
 
 
+def test_row_weights_count_rows_as_repeated():
+    """Integer row weights give the weights of the data with each row repeated that many times."""
+    rng = np.random.default_rng(2)
+    predictions = rng.normal(10, 3, (60, 2))
+    observed = predictions @ [0.5, 0.5] + rng.normal(0, 1, 60)
+    counts = rng.integers(1, 4, 60)
+    repeated = np.repeat(np.arange(60), counts)
+    expected = stacking_weights(predictions[repeated], observed[repeated])
+    assert stacking_weights(predictions, observed, counts) == pytest.approx(expected, abs=1e-6)
+
+
 def _two_model_weight(first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """The closed form of the two-model fit w·first + (1 - w)·second: unconstrained w, and w clipped to [0, 1]."""
     d = first - second
@@ -71,6 +82,13 @@ def test_the_weights_never_see_sites_held_out_of_the_fit(fitted):
     np.testing.assert_array_equal(first.weights_, second.weights_)
     assert first.weights_.shape == (len(INTERVALS), 2)
     assert np.allclose(first.weights_.sum(axis=1), 1.0) and first.weights_.min() >= 0
+
+
+def test_unit_sample_weights_change_nothing(fitted):
+    _stack, patches, targets, model = fitted
+    weighted = EnsembleDepthModel(**FAST).fit(patches, targets, INTERVALS, sample_weight=np.ones(len(targets)))
+    np.testing.assert_array_equal(weighted.weights_, model.weights_)
+    np.testing.assert_array_equal(weighted.predict(patches[:20]), model.predict(patches[:20]))
 
 
 def test_dense_prediction_equals_patch_wise_and_the_weighted_members(fitted):

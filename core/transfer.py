@@ -1,0 +1,447 @@
+"""Transfer from a larger data set (the source, e.g. a national survey) to a small local one.
+
+Two strategies of Shen et al. 2022 (deep transfer learning of soil spectral libraries for local SOC models, where
+instance transfer did best). Instances: source sites join the local training data with a weight relative to a
+local site. Borrowing can also hurt: a library from another region can follow another relation between
+covariates and SOC. So the weight is by default chosen by an inner cross-validation on the local training sites
+only, from a grid that starts at 0 (no borrowing): a library that does not predict the local sites well backs
+off, one that fits is borrowed fully. Representation: a CNN pre-trained on the source sites (or a pre-trained
+model from elsewhere) is fine-tuned on the local sites with its first layers frozen (`CNNDepthModel.fine_tuned`).
+
+Source samples only ever train: validation folds hold local sites alone, and source sites within the exclusion
+radius (the spatial block size; 0, i.e. the same location, for random folds) of a fold's test sites are left out
+of that fold's training (and pre-training), so that a profile present in both data sets cannot leak the answer.
+
+Which source sites are borrowed (`SELECTIONS`): 'all'; 'nearest', for each local training site its
+`NEAREST_PER_SITE` nearest source sites in covariate space (the library's most similar environments, which need
+not follow the same relation to SOC); 'rs-local', the source sites whose models predict the local training sites
+best (`rs_local_sites`). Each is then weighted as above, so a selection that does not help is weighted down too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .depths import interval_labels
+from .folds import random_folds
+from .models.base import DepthModel, check_progress
+
+if TYPE_CHECKING:  # training imports this module; the types only
+    from .training import Progress, TrainingData
+
+#: TRANSFER options of 'Train SOC model', in their order there
+STRATEGIES = ("none", "instances", "representation", "both")
+#: SOURCE_SELECTION options, in their order there
+SELECTIONS = ("all", "nearest", "rs-local")
+#: source weights the automatic choice tries: from none and almost none to a source site counting as a local one
+WEIGHT_GRID = (0.0, 0.01, 0.1, 0.3, 1.0)
+#: folds of the inner cross-validation over the local training sites that chooses the weight
+INNER_FOLDS = 5
+#: a weight above 0 is chosen only when its inner RMSE is at least this share below local-only's: an inner
+#: cross-validation over a few dozen sites is noisy, and on the Edgeroi halves (bench.transfer) the draws where
+#: borrowing seemed to help by less than this were the ones where it hurt at the held-out sites
+MIN_GAIN = 0.02
+#: trees of the random forests fitted while choosing the weight: enough to rank weights, far cheaper than 500
+INNER_TREES = 100
+#: 'nearest' selection keeps, for every local training site, this many nearest source sites in covariate space
+NEAREST_PER_SITE = 10
+#: 'rs-local' selection: random subsets drawn per round, the share of the remaining source sites each holds (at
+#: least RS_MIN_SUBSET sites), the share of them dropped per round, and the share of the source finally kept
+RS_SUBSETS = 50
+RS_SUBSET_SHARE = 0.1
+RS_MIN_SUBSET = 10
+RS_DROP_SHARE = 0.2
+RS_KEEP_SHARE = 0.5
+#: share of a fit's progress bar for the final pooled fit when the weight is chosen first (the choice fits
+#: INNER_FOLDS x (grid size) models with fewer trees)
+FINAL_FIT_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What to borrow: the source sites (same property, depth intervals and covariate bands as the local data),
+    which of them (`selection`) and how: `strategy` 'instances' pools them with the local sites at `weight`
+    (0: chosen automatically from `WEIGHT_GRID`); 'representation' pre-trains a CNN on them and fine-tunes it
+    on the local sites with the first `freeze_layers` layers frozen (None: the conv blocks). With `pretrained`
+    (a CNN trained elsewhere, e.g. read from a model file; `source` then None) representation transfer
+    fine-tunes that model instead, and `pretrained_record` (its digest and card) goes to the model card."""
+
+    source: TrainingData | None
+    selection: str = "all"
+    weight: float = 0.0
+    strategy: str = "instances"
+    freeze_layers: int | None = None
+    pretrained: DepthModel | None = None
+    pretrained_record: dict[str, Any] | None = None
+
+
+@dataclass
+class FoldTransfer:
+    """What one fit borrowed: the weight used (0 for representation transfer, which pools nothing), the source
+    sites used (pooled or pre-trained on) and excluded, the inner scores per weight."""
+
+    weight: float
+    source_sites: int
+    excluded: int = 0
+    scores: dict[float, float] = field(default_factory=dict)
+    strategy: str = "instances"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "weight": self.weight,
+            "source_sites": self.source_sites,
+            "excluded": self.excluded,
+            "inner_rmse": {f"{w:g}": score for w, score in self.scores.items()},
+        }
+
+
+def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[DepthModel] | None = None) -> None:
+    """The source must describe the same thing as the local data, or pooling them is meaningless; representation
+    transfer needs a network (`model_class` with `fine_tuned`)."""
+    source = transfer.source
+    if transfer.pretrained is not None:
+        _check_pretrained(local, transfer)
+        return
+    if transfer.strategy not in STRATEGIES[1:3]:
+        raise ValueError(
+            f"Transfer strategy '{transfer.strategy}' is not available; choose instances or representation."
+        )
+    if transfer.strategy == "representation" and model_class is not None and not hasattr(model_class, "fine_tuned"):
+        raise ValueError(
+            "Representation transfer fine-tunes a network pre-trained on the source, and the random forest has "
+            "none: choose one of the CNN models, or instance transfer for the random forest."
+        )
+    if transfer.selection not in SELECTIONS:
+        raise ValueError(f"Unknown source selection '{transfer.selection}'; expected one of {', '.join(SELECTIONS)}.")
+    if not (np.isfinite(transfer.weight) and transfer.weight >= 0):
+        raise ValueError(f"The source weight is {transfer.weight}; give 0 (automatic) or a positive weight, e.g. 0.3.")
+    if not len(source.site_ids):
+        raise ValueError("The source data set has no usable site; check that its points lie on its covariates.")
+    if source.property_name != local.property_name:
+        raise ValueError(
+            f"The source holds {source.property_name} but the local data {local.property_name}; harmonise the "
+            "same property for both."
+        )
+    if not np.array_equal(source.intervals, local.intervals):
+        raise ValueError(
+            f"The source has the depth intervals {', '.join(source.interval_labels())} but the local data "
+            f"{', '.join(local.interval_labels())}; harmonise both to the same depths."
+        )
+    if list(source.band_names) != list(local.band_names):
+        raise ValueError(
+            f"The source covariates have the bands {', '.join(source.band_names)} but the local ones "
+            f"{', '.join(local.band_names)}; give the same bands in the same order."
+        )
+    if source.patches.shape[1:] != local.patches.shape[1:]:
+        raise ValueError(
+            f"Source patches are {source.patches.shape[1:]} but local ones {local.patches.shape[1:]}; sample both "
+            "with the same patch size."
+        )
+
+
+def _check_pretrained(local: TrainingData, transfer: Transfer) -> None:
+    """A pre-trained model is fine-tuned, so it must be a network fitted on the local data's depth intervals."""
+    model = transfer.pretrained
+    if transfer.strategy != "representation" or transfer.source is not None:
+        raise ValueError("A pre-trained model is fine-tuned on the local sites: use representation transfer alone.")
+    if not hasattr(model, "fine_tuned"):
+        raise ValueError(
+            "The pre-trained model has no network to fine-tune (a random forest); give a model file of a CNN."
+        )
+    intervals = np.asarray(model.intervals_, dtype=float)
+    if not np.array_equal(intervals, local.intervals):
+        raise ValueError(
+            f"The pre-trained model predicts the depth intervals {', '.join(interval_labels(intervals))} but the "
+            f"local data has {', '.join(local.interval_labels())}; harmonise the local data to the model's depths."
+        )
+
+
+def subset(data: TrainingData, mask: np.ndarray) -> TrainingData:
+    """The sites where `mask` is True, with everything else unchanged."""
+    per_site = ("site_ids", "x", "y", "patches", "targets")
+    picked = {name: getattr(data, name)[mask] for name in per_site}
+    if data.groups is not None:
+        picked["groups"] = np.asarray(data.groups)[mask]
+    return dataclasses.replace(data, **picked)
+
+
+def source_summary(source: TrainingData) -> dict[str, Any]:
+    """What the model card records of the source: sites, observations per depth, extent and a digest."""
+    return {
+        "sites": len(source.site_ids),
+        "observations_per_depth": [int(n) for n in np.sum(~np.isnan(source.targets), axis=0)],
+        "extent": [float(source.x.min()), float(source.y.min()), float(source.x.max()), float(source.y.max())],
+        "sha256": source_digest(source),
+    }
+
+
+def source_digest(data: TrainingData) -> str:
+    """SHA-256 of the source table (site ids, coordinates, targets and covariates): names the exact data set
+    borrowed from, so that two models can be told to share (or not) their source."""
+    digest = hashlib.sha256()
+    digest.update("\n".join(str(site) for site in data.site_ids).encode())
+    for values in (data.x, data.y, data.targets, data.patches):
+        digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def nearest_source_sites(local: TrainingData, source: TrainingData, per_site: int = NEAREST_PER_SITE) -> np.ndarray:
+    """Mask of the source sites among the `per_site` nearest to some local site in covariate space, each band
+    scaled by the local sites' standard deviation (so that units do not matter)."""
+    local_values, source_values = _centre_values(local), _centre_values(source)
+    centre = np.nanmean(local_values, axis=0)
+    spread = np.nanstd(local_values, axis=0)
+    spread[~(spread > 0)] = 1.0
+    scaled_source = np.nan_to_num((source_values - centre) / spread)
+    scaled_local = np.nan_to_num((local_values - centre) / spread)
+    k = min(per_site, len(source_values))
+    _, nearest = cKDTree(scaled_source).query(scaled_local, k=k)
+    mask = np.zeros(len(source_values), dtype=bool)
+    mask[np.asarray(nearest).ravel()] = True
+    return mask
+
+
+def rs_local_sites(
+    local: TrainingData,
+    source: TrainingData,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+) -> np.ndarray:
+    """Mask of the source sites kept by an RS-LOCAL-style search (after the rs-local algorithm of Lobsey et
+    al. 2017 for spectral libraries), which uses only the `local` sites given (a fold's training sites).
+
+    In rounds, `RS_SUBSETS` random subsets of the remaining source sites each fit a model on their own, scored by
+    its RMSE at the local sites; a site scores the mean RMSE of the subsets that held it, and the worst
+    `RS_DROP_SHARE` of the remaining sites are dropped, until `RS_KEEP_SHARE` of the source is left: the sites
+    that, whatever they are pooled with, predict the local data best. Repeating rounds on the survivors sharpens
+    the scores, as a site that spoils its subsets stands out more among better neighbours."""
+    n_sources = len(source.site_ids)
+    target = max(1, round(RS_KEEP_SHARE * n_sources))
+    remaining = np.arange(n_sources)
+    rng = np.random.default_rng(random_state)
+    observed = np.isfinite(local.targets)
+    total, count = np.zeros(n_sources), np.zeros(n_sources)
+    while len(remaining) > target:
+        size = min(len(remaining), max(RS_MIN_SUBSET, round(RS_SUBSET_SHARE * len(remaining))))
+        for _ in range(RS_SUBSETS):
+            members = rng.choice(remaining, size, replace=False)
+            piece = subset(source, members)
+            if not np.isfinite(piece.targets).any():
+                continue
+            model = _screening_model(make_model).fit(
+                piece.patches, fitted_targets(piece.targets), piece.intervals, categorical=piece.categorical
+            )
+            predicted = to_property(model.predict(local.patches))
+            pairs = observed & np.isfinite(predicted)
+            total[members] += np.sqrt(np.mean((predicted[pairs] - local.targets[pairs]) ** 2))
+            count[members] += 1
+        # a site no subset drew scores the mean, so it is neither favoured nor dropped for bad luck
+        drawn = count[remaining] > 0
+        score = np.full(len(remaining), np.nan)
+        score[drawn] = total[remaining][drawn] / count[remaining][drawn]
+        score[~drawn] = np.nanmean(score) if drawn.any() else 0.0
+        keep = max(target, len(remaining) - max(1, round(RS_DROP_SHARE * len(remaining))))
+        remaining = remaining[np.sort(np.argsort(score, kind="stable")[:keep])]
+    mask = np.zeros(n_sources, dtype=bool)
+    mask[remaining] = True
+    return mask
+
+
+def near_sites(source: TrainingData, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """Mask of the source sites within `radius` (map units; 0: at the same place) of any of the points x, y."""
+    if not len(x):
+        return np.zeros(len(source.site_ids), dtype=bool)
+    distance, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([source.x, source.y]), k=1)
+    return distance <= radius
+
+
+def fit_with_source(
+    local: TrainingData,
+    transfer: Transfer,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+    exclusion_radius: float = 0.0,
+    progress: Progress | None = None,
+    available: np.ndarray | None = None,
+) -> tuple[DepthModel, FoldTransfer]:
+    """A model fitted on the local sites plus the borrowed source sites, and what was borrowed.
+
+    `available`: the source sites this fit may use (a validation fold excludes those near its test sites).
+    `fitted_targets` maps targets to the scale the model is fitted on, `to_property` predictions back.
+    The sites of `transfer.selection` are chosen for the `local` sites of this fit, then, with `transfer.weight`
+    0, their weight by `choose_weight` on the local sites alone.
+    """
+    if transfer.pretrained is not None:
+        model = transfer.pretrained.fine_tuned(
+            local.patches, fitted_targets(local.targets), transfer.freeze_layers, progress
+        )
+        return model, FoldTransfer(0.0, 0, strategy="representation")
+    source = transfer.source if available is None else subset(transfer.source, available)
+    excluded = 0 if available is None else int(np.sum(~available))
+    scores: dict[float, float] = {}
+    borrowed = _selected(local, source, transfer.selection, make_model, fitted_targets, to_property, random_state)
+    if transfer.strategy == "representation":
+        pretrained = make_model().fit(
+            borrowed.patches, fitted_targets(borrowed.targets), borrowed.intervals, categorical=borrowed.categorical,
+            progress=_part(progress, 0.0, 0.5),
+        )  # fmt: skip
+        model = pretrained.fine_tuned(
+            local.patches, fitted_targets(local.targets), transfer.freeze_layers, _part(progress, 0.5, 0.5)
+        )
+        return model, FoldTransfer(0.0, len(borrowed.site_ids), excluded, strategy="representation")
+    weight, final_share = transfer.weight, 1.0
+    if weight == 0:
+        final_share = FINAL_FIT_SHARE
+        weight, scores = choose_weight(
+            local, borrowed, make_model, fitted_targets, to_property, random_state, exclusion_radius,
+            _part(progress, 0.0, 1.0 - final_share),
+        )  # fmt: skip
+    model = _fit_pooled(
+        local, borrowed, weight, make_model, fitted_targets, _part(progress, 1.0 - final_share, final_share)
+    )
+    used = len(borrowed.site_ids) if weight > 0 else 0
+    return model, FoldTransfer(weight, used, excluded, scores)
+
+
+def choose_weight(
+    local: TrainingData,
+    source: TrainingData,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+    exclusion_radius: float = 0.0,
+    progress: Progress | None = None,
+) -> tuple[float, dict[float, float]]:
+    """The weight of `WEIGHT_GRID` whose pooled models best predict held-out local sites (RMSE over every site
+    and depth of an inner random k-fold over the local sites), and the RMSE of every weight. Equal scores go to
+    the smaller weight, and 0 (local only) wins unless the best weight beats it by `MIN_GAIN`. Source sites near
+    an inner test site are left out as in the outer folds."""
+    n_sites = len(local.site_ids)
+    if n_sites < 2:
+        raise ValueError("Choosing the source weight needs at least 2 local sites; give a weight instead.")
+    folds = random_folds(n_sites, min(INNER_FOLDS, n_sites), random_state)
+    predicted = {weight: np.full(local.targets.shape, np.nan) for weight in WEIGHT_GRID}
+    fold_ids = np.unique(folds)
+    for i, fold in enumerate(fold_ids):
+        check_progress(progress, i / len(fold_ids), f"choosing the source weight: inner fold {i + 1}/{len(fold_ids)}")
+        test = folds == fold
+        inner_local = subset(local, ~test)
+        if not np.isfinite(inner_local.targets).any():
+            continue
+        borrowed = subset(source, ~near_sites(source, local.x[test], local.y[test], exclusion_radius))
+        for weight in WEIGHT_GRID:
+            model = _fit_pooled(inner_local, borrowed, weight, lambda: _screening_model(make_model), fitted_targets)
+            predicted[weight][test] = to_property(model.predict(local.patches[test]))
+    observed = np.isfinite(local.targets)
+    scores = {}
+    for weight, values in predicted.items():
+        pairs = observed & np.isfinite(values)
+        scores[weight] = float(np.sqrt(np.mean((values[pairs] - local.targets[pairs]) ** 2)))
+    best = min(WEIGHT_GRID, key=lambda weight: (scores[weight], weight))
+    return (best if scores[best] <= (1 - MIN_GAIN) * scores[0.0] else 0.0), scores
+
+
+def _selected(
+    local: TrainingData,
+    source: TrainingData,
+    selection: str,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+) -> TrainingData:
+    """The source sites `selection` borrows for a fit on the `local` sites."""
+    if not len(source.site_ids) or selection == "all":
+        return source
+    if selection == "nearest":
+        return subset(source, nearest_source_sites(local, source))
+    return subset(source, rs_local_sites(local, source, make_model, fitted_targets, to_property, random_state))
+
+
+def _fit_pooled(
+    local: TrainingData,
+    source: TrainingData,
+    weight: float,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    progress: Progress | None = None,
+) -> DepthModel:
+    """Fitted on local sites (weight 1) and source sites (`weight`); weight 0 is exactly the local-only fit."""
+    if weight == 0 or not len(source.site_ids):
+        return make_model().fit(
+            local.patches, fitted_targets(local.targets), local.intervals, categorical=local.categorical,
+            progress=progress,
+        )  # fmt: skip
+    weights = np.concatenate([np.ones(len(local.site_ids)), np.full(len(source.site_ids), weight)])
+    return make_model().fit(
+        np.concatenate([local.patches, source.patches]),
+        fitted_targets(np.concatenate([local.targets, source.targets])),
+        local.intervals,
+        categorical=local.categorical,
+        progress=progress,
+        sample_weight=weights,
+    )
+
+
+def _part(progress: Progress | None, start: float, share: float) -> Progress | None:
+    """A progress callback for a step that covers [start, start + share] of the caller's span."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + share * fraction, message)
+
+
+def _screening_model(make_model: Callable[[], DepthModel]) -> DepthModel:
+    """The model for the inner weight choice: a random forest with `INNER_TREES` trees and no tuning of its own
+    (the ranking of weights needs far fewer trees than the map); other models as they are."""
+    model = make_model()
+    params = model.get_params()
+    overrides: dict[str, Any] = {}
+    if "n_trees" in params:
+        overrides["n_trees"] = min(params["n_trees"], INNER_TREES)
+    if params.get("tune"):
+        overrides["tune"] = False
+    return model.set_params(**overrides)
+
+
+def _centre_values(data: TrainingData) -> np.ndarray:
+    centre = data.patches.shape[-1] // 2
+    return data.patches[:, :, centre, centre].astype(float)
+
+
+def gain_rows(transfer_metrics: list[dict[str, Any]], local_metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per depth and over all depths (group 'all'): RMSE, MAE and CCC of the local-only and the transfer model on
+    the same folds, and the change of RMSE in % (negative: transfer helped)."""
+    local_by_depth = {row["depth"]: row for row in local_metrics if row["group"] == "all"}
+    rows = []
+    for row in transfer_metrics:
+        if row["group"] != "all" or row["depth"] not in local_by_depth:
+            continue
+        base = local_by_depth[row["depth"]]
+        change = 100.0 * (row["rmse"] - base["rmse"]) / base["rmse"] if base["rmse"] > 0 else float("nan")
+        rows.append(
+            {
+                "depth": row["depth"],
+                "n": row["n"],
+                "rmse_local": base["rmse"],
+                "rmse_transfer": row["rmse"],
+                "rmse_change_percent": change,
+                "mae_local": base["mae"],
+                "mae_transfer": row["mae"],
+                "ccc_local": base["ccc"],
+                "ccc_transfer": row["ccc"],
+            }
+        )
+    return rows

@@ -1,0 +1,238 @@
+"""socdepth:train with transfer from a larger data set: the real Edgeroi survey split into a small local set and
+the rest as the source library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+DATA = Path(__file__).resolve().parents[2] / "sample_data" / "edgeroi"
+GSM = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
+#: one site in LOCAL_EVERY is local, the others are the library
+LOCAL_EVERY = 8
+
+
+@pytest.fixture(scope="module")
+def covariates():
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
+    assert layer.isValid()
+    return layer
+
+
+@pytest.fixture(scope="module")
+def split(qgis_processing, harmonised):
+    """(local, source) memory layers: every LOCAL_EVERY-th harmonised profile is local, the rest the source."""
+
+    def extract(expression: str):
+        return qgis_processing.run(
+            "native:extractbyexpression", {"INPUT": harmonised, "EXPRESSION": expression, "OUTPUT": "memory:"}
+        )["OUTPUT"]
+
+    return extract(f'"fid" % {LOCAL_EVERY} = 0'), extract(f'"fid" % {LOCAL_EVERY} <> 0')
+
+
+def _without_last_band(folder: Path) -> Path:
+    """The Edgeroi covariates without their last band, as a new GeoTIFF in `folder`."""
+    fewer = folder / "five_bands.tif"
+    with rasterio.open(DATA / "covariates_250m.tif") as dataset:
+        profile = {**dataset.profile, "count": dataset.count - 1}
+        with rasterio.open(fewer, "w", **profile) as out:
+            out.write(dataset.read(list(range(1, dataset.count))))
+            out.descriptions = dataset.descriptions[:-1]
+    return fewer
+
+
+def _params(local, covariates, tmp_path, **extra) -> dict:
+    return {
+        "INPUT": local,
+        "TARGET_FIELDS": [f"ORCDRC_{d}" for d in GSM],
+        "COVARIATES": [covariates],
+        "CATEGORICAL": "cov_PMTGEO5",
+        "MODEL": 0,
+        "VALIDATION": 1,
+        "FOLDS": 3,
+        "N_TREES": 30,
+        "OUTPUT_MODEL": str(tmp_path / "model.socmodel"),
+        "OUTPUT_METRICS": "memory:",
+        **extra,
+    }
+
+
+def test_train_with_instance_transfer_reports_both_models_on_the_local_sites(
+    qgis_processing, split, covariates, tmp_path, context_and_feedback
+):
+    from soc_depth_mapper.core.bundle import SocModel
+    from soc_depth_mapper.core.transfer import WEIGHT_GRID
+
+    local, source = split
+    context, feedback = context_and_feedback
+    result = qgis_processing.run(
+        "socdepth:train",
+        _params(local, covariates, tmp_path, TRANSFER=1, SOURCE_INPUT=source, OUTPUT_REPORT=str(tmp_path / "r.html")),
+        context=context,
+        feedback=feedback,
+    )
+    rows = [f.attributes() for f in result["OUTPUT_METRICS"].getFeatures()]
+    overall = {row[0]: row for row in rows if row[1] == "all"}
+    assert set(overall) == {"Random forest (with transfer)", "Random forest (local only)"}
+    n_local_values = sum(isinstance(f[f"ORCDRC_{d}"], float) for f in local.getFeatures() for d in GSM)
+    # only local sites are scored, by both models (the one local site off the raster aside)
+    assert overall["Random forest (with transfer)"][3] == overall["Random forest (local only)"][3]
+    assert overall["Random forest (local only)"][3] <= n_local_values
+    assert overall["Random forest (local only)"][3] >= n_local_values - len(GSM)
+    card = SocModel.load(result["OUTPUT_MODEL"]).card
+    record = card.transferred_from
+    assert record["strategy"] == "instances" and record["weight"] in WEIGHT_GRID
+    assert source.featureCount() - 2 <= record["source"]["sites"] <= source.featureCount()
+    assert card.n_sites <= local.featureCount()
+    gain_lines = [line for line in feedback.infos if "RMSE local only" in line]
+    assert len(gain_lines) == len(GSM) + 1
+    local_rmse = overall["Random forest (local only)"][6]
+    assert f"RMSE local only {local_rmse:.3f}" in gain_lines[-1]
+    assert sum(line.startswith("Fold ") and "source weight" in line for line in feedback.infos) == 3
+    report = (tmp_path / "r.html").read_text()
+    assert "Gain from transfer" in report and "RMSE with transfer" in report
+
+
+def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_processing, split, covariates, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    local, source = split
+    with pytest.raises(QgsProcessingException, match="Instances and representation together are not available yet"):
+        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=3, SOURCE_INPUT=source))
+    with pytest.raises(QgsProcessingException, match="and the random forest has none: choose one of the CNN"):
+        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=2, SOURCE_INPUT=source))
+    with pytest.raises(QgsProcessingException, match="needs a 'Source data set'"):
+        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=1))
+    renamed = qgis_processing.run(
+        "native:renametablefield",
+        {"INPUT": source, "FIELD": "ORCDRC_0_5", "NEW_NAME": "SOC_0_5", "OUTPUT": "memory:"},
+    )["OUTPUT"]
+    with pytest.raises(QgsProcessingException, match="lacks the target fields ORCDRC_0_5"):
+        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=1, SOURCE_INPUT=renamed))
+    # source covariates without the last band: the message of 'Predict SOC maps'
+    fewer = _without_last_band(tmp_path)
+    with pytest.raises(QgsProcessingException, match="Source covariates: The model was trained with 6 covariate bands"):
+        qgis_processing.run(
+            "socdepth:train",
+            _params(local, covariates, tmp_path, TRANSFER=1, SOURCE_INPUT=source, SOURCE_COVARIATES=[str(fewer)]),
+        )
+    assert not (tmp_path / "model.socmodel").exists()
+
+
+def test_the_help_names_the_grid_and_selection_size_the_core_uses(qgis_processing):
+    from qgis.core import QgsApplication
+
+    from soc_depth_mapper.core.transfer import NEAREST_PER_SITE, RS_KEEP_SHARE, SELECTIONS, WEIGHT_GRID
+
+    train = QgsApplication.processingRegistry().algorithmById("socdepth:train")
+    weight_help = train.parameterDefinition("SOURCE_WEIGHT").help()
+    assert ", ".join(f"{w:g}" for w in WEIGHT_GRID[:-1]) + f" and {WEIGHT_GRID[-1]:g}" in weight_help
+    selection = train.parameterDefinition("SOURCE_SELECTION")
+    assert f"its {NEAREST_PER_SITE} nearest source sites" in selection.help()
+    assert RS_KEEP_SHARE == 0.5 and "until half the source is left" in selection.help()
+    assert len(selection.options()) == len(SELECTIONS)
+    assert train.parameterDefinition("TRANSFER").defaultValue() == 0
+
+
+def test_without_transfer_a_given_source_is_ignored_with_a_warning(
+    qgis_processing, split, covariates, tmp_path, context_and_feedback
+):
+    local, source = split
+    context, feedback = context_and_feedback
+    with_source = qgis_processing.run(
+        "socdepth:train",
+        _params(local, covariates, tmp_path / "a", SOURCE_INPUT=source),
+        context=context,
+        feedback=feedback,
+    )
+    plain = qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path / "b"))
+    assert any("'Transfer' is None" in warning for warning in feedback.warnings)
+    assert Path(with_source["OUTPUT_MODEL"]).read_bytes() == Path(plain["OUTPUT_MODEL"]).read_bytes()
+    assert np.array_equal(
+        [f.attributes() for f in with_source["OUTPUT_METRICS"].getFeatures()],
+        [f.attributes() for f in plain["OUTPUT_METRICS"].getFeatures()],
+    )
+
+
+def test_representation_transfer_fine_tunes_a_cnn_pre_trained_on_the_source(
+    qgis_processing, split, covariates, tmp_path, context_and_feedback
+):
+    from soc_depth_mapper.core.bundle import SocModel
+
+    local, source = split
+    context, feedback = context_and_feedback
+    result = qgis_processing.run(
+        "socdepth:train",
+        _params(local, covariates, tmp_path, MODEL=1, EPOCHS=3, TRANSFER=2, SOURCE_INPUT=source, FREEZE_LAYERS=1),
+        context=context,
+        feedback=feedback,
+    )
+    record = SocModel.load(result["OUTPUT_MODEL"]).card.transferred_from
+    assert record["strategy"] == "representation" and record["freeze_layers"] == 1
+    assert record["source_sites_used"] == record["source"]["sites"]
+    assert sum("pre-trained on" in line for line in feedback.infos) == 3  # one line per fold
+    models = {f["model"] for f in result["OUTPUT_METRICS"].getFeatures()}
+    assert models == {"CNN (with transfer)", "CNN (local only)"}
+
+
+def test_a_pretrained_model_file_is_fine_tuned_on_the_local_sites(
+    qgis_processing, split, covariates, tmp_path, context_and_feedback
+):
+    import hashlib
+
+    from qgis.core import QgsProcessingException
+
+    from soc_depth_mapper.core.bundle import SocModel
+
+    local, source = split
+    library = qgis_processing.run(
+        "socdepth:train",
+        _params(source, covariates, tmp_path / "library", MODEL=1, EPOCHS=3, VALIDATION=0),
+    )["OUTPUT_MODEL"]
+    context, feedback = context_and_feedback
+    result = qgis_processing.run(
+        "socdepth:train",
+        _params(local, covariates, tmp_path / "local", TRANSFER=2, PRETRAINED_MODEL=library, FREEZE_LAYERS=2),
+        context=context,
+        feedback=feedback,
+    )
+    card = SocModel.load(result["OUTPUT_MODEL"]).card
+    assert card.kind == "cnn"  # the pre-trained model's kind, not MODEL 0
+    record = card.transferred_from["pretrained"]
+    assert record["sha256"] == hashlib.sha256(Path(library).read_bytes()).hexdigest()
+    assert record["card"]["n_sites"] == SocModel.load(library).card.n_sites
+    assert sum("the pre-trained model fine-tuned" in line for line in feedback.infos) == 3
+    with pytest.raises(QgsProcessingException, match="choose 'Representation'"):
+        qgis_processing.run(
+            "socdepth:train", _params(local, covariates, tmp_path, TRANSFER=1, PRETRAINED_MODEL=library)
+        )
+    with pytest.raises(QgsProcessingException, match="not both"):
+        qgis_processing.run(
+            "socdepth:train",
+            _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=library, SOURCE_INPUT=source),
+        )
+    with pytest.raises(QgsProcessingException, match="target transform 'none', this run asks for 'log'"):
+        qgis_processing.run(
+            "socdepth:train", _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=library, TRANSFORM=1)
+        )
+    forest = qgis_processing.run("socdepth:train", _params(source, covariates, tmp_path / "rf", VALIDATION=0))
+    with pytest.raises(QgsProcessingException, match="has no network to fine-tune"):
+        qgis_processing.run(
+            "socdepth:train",
+            _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
+        )
+    with pytest.raises(QgsProcessingException, match="Pre-trained model: The model was trained with 6 covariate bands"):
+        qgis_processing.run(
+            "socdepth:train",
+            _params(
+                local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=library, CATEGORICAL="",
+                COVARIATES=[str(_without_last_band(tmp_path))],
+            ),
+        )  # fmt: skip
+    assert not (tmp_path / "model.socmodel").exists()
