@@ -141,6 +141,57 @@ def test_a_pixel_equal_to_a_training_site_has_di_zero():
     assert np.all(DissimilarityIndex(reference).di(values) == 0.0)
 
 
+def duplicated_sites_with_classes(rng, n=300):
+    """Sites on a coarse grid (many ties between distances) with a class band, a quarter of them repeated."""
+    values = np.column_stack(
+        [rng.integers(0, 4, n), rng.integers(0, 3, n), rng.integers(1, 4, n), rng.normal(0, 1, n)]
+    ).astype(float)
+    values[: n // 4] = values[n // 4 : n // 2]
+    return values
+
+
+def test_ties_duplicates_and_twins_equal_the_brute_force_implementation():
+    """Duplicated sites, and points on the sites' grid, put several sites at exactly the nearest distance, in the
+    point's own class and in others; the class band splits the search and weighs little, so other classes are
+    searched too."""
+    rng = np.random.default_rng(21)
+    values = duplicated_sites_with_classes(rng)
+    importance = np.array([1.0, 0.8, 0.3, 0.05])
+    folds = rng.integers(0, 4, len(values))
+    reference = AoaReference.of_training(values, (2,), importance, folds)
+    *_, di_of, lpd_of = brute_force_reference(values, (2,), importance, folds)
+    on_grid = np.column_stack(
+        [rng.integers(-1, 5, 500), rng.integers(0, 4, 500), rng.integers(0, 5, 500), np.round(rng.normal(0, 1, 500))]
+    ).astype(float)
+    points = np.concatenate([values, on_grid])
+    index = DissimilarityIndex(reference)
+    di = index.di(points)
+    np.testing.assert_allclose(di, di_of(points), rtol=1e-12, atol=1e-15)
+    assert np.all(di[: len(values)] == 0.0)  # every site's twin, also of a duplicated site
+    np.testing.assert_array_equal(index.lpd(points), lpd_of(points))
+
+
+def test_di_and_lpd_are_the_same_bits_whatever_the_blocks():
+    """A point's DI must not depend on the other points of its call (blocks of a map are laid out by memory and
+    time): random splits of the points give bit-identical values."""
+    rng = np.random.default_rng(4)
+    values = duplicated_sites_with_classes(rng)
+    reference = AoaReference.of_training(values, (2,), np.array([1.0, 0.8, 2.0, 0.5]), rng.integers(0, 4, 300))
+    index = DissimilarityIndex(reference)
+    points = np.column_stack(
+        [rng.uniform(-1, 5, 3000), rng.uniform(0, 3, 3000), rng.integers(0, 5, 3000), rng.normal(0, 2, 3000)]
+    )
+    points[::7] = values[rng.integers(0, 300, len(points[::7]))]
+    whole_di, whole_lpd = index.di(points), index.lpd(points)
+    for blocks in (2, 17, 1000):
+        order = rng.permutation(len(points))
+        di, lpd = np.empty_like(whole_di), np.empty_like(whole_lpd)
+        for part in np.array_split(order, blocks):
+            di[part], lpd[part] = index.di(points[part]), index.lpd(points[part])
+        assert di.tobytes() == whole_di.tobytes()
+        np.testing.assert_array_equal(lpd, whole_lpd)
+
+
 def test_bands_without_importance_weigh_one_each_and_negative_importance_counts_as_zero():
     values = np.array([[0.0, 0.0], [1.0, 5.0], [2.0, 1.0], [4.0, 2.0]])
     unweighted = AoaReference.of_training(values, (), np.zeros(2), np.array([0, 1, 0, 1]))
