@@ -28,8 +28,9 @@ DESCRIPTION = (
     "cross-validation over whole sites, and maps it at every depth with a prediction interval.<br><br>"
     "<b>Input</b>: a point layer with one row per horizon (profile id, top and bottom depth in cm, the property) "
     "and covariate rasters on one grid.<br>"
-    "<b>Outputs</b>: the harmonised profiles, the model file, the validation metrics, an HTML training report, "
-    "the maps (one band per depth) and the prediction intervals (lower, upper and width per depth).<br><br>"
+    "<b>Outputs</b>: the harmonised profiles, the model file, the validation metrics, the maps (one band per "
+    "depth) and the prediction intervals (lower, upper and width per depth); optionally an HTML training report "
+    "and a folder of one map per depth, which open in the project in depth order, in one colour ramp.<br><br>"
     "The default model is the random forest: it trains in seconds, needs no PyTorch and gives quantile "
     "prediction intervals. The CNNs need PyTorch and minutes to hours; their intervals need validation "
     "(not 'None'). Every setting of the three steps not offered here keeps that algorithm's default; run "
@@ -62,6 +63,8 @@ VALUE_FIELD_HELP = (
     "The property to map, e.g. soil organic carbon in g/kg; its name starts the harmonised field names "
     "(ORCDRC_0_5 …) and the map band names."
 )
+#: outputs the user may skip: the report is for reading, the per-depth maps repeat the multi-band map's bands
+OPTIONAL_OUTPUTS = {"REPORT", "DEPTH_MAPS"}
 MODEL_TYPE_HELP = (
     "Random forest, the default, trains in seconds, needs no PyTorch, suits the few hundred sites of a typical "
     "survey and gives quantile prediction intervals. The CNNs learn from covariate patches; they need PyTorch, "
@@ -165,7 +168,7 @@ def build_model():
             output = QgsProcessingModelOutput(output_name, description)
             output.setChildId(child_id)
             output.setChildOutputName(child_output_name)
-            output.setMandatory(True)
+            output.setMandatory(output_name not in OPTIONAL_OUTPUTS)
             output.setPosition(QPointF(640 + 320 * column, 280 + 160 * column + 50 * row))
             model_outputs[output_name] = output
         child.setModelOutputs(model_outputs)
@@ -220,8 +223,9 @@ def build_model():
             "INTERVAL": parameter("INTERVAL"),
         },
         {
-            "SOC_MAPS": ("SOC maps", "OUTPUT"),
+            "SOC_MAPS": ("SOC maps (one band per depth)", "OUTPUT"),
             "INTERVALS": ("Prediction intervals", "OUTPUT_UNCERTAINTY"),
+            "DEPTH_MAPS": ("Folder for one map per depth", "OUTPUT_FOLDER"),
         },
     )
     model.setParameterOrder(INPUT_ORDER)

@@ -2,8 +2,9 @@
 
 Does what a user does in the dialogs — train with the out-of-fold points loaded, predict with a layer of their own
 selected, predict again with one of the plugin's maps selected, run an unrelated tool, a batch of two rows, predict
-with the dialog's defaults (a temporary map, no per-depth folder) — each through the dialogs' result handling
-(`handleAlgorithmResults`), and after each step records the layer tree. Then shows one depth map with its legend,
+with the dialog's defaults (a temporary map, no per-depth folder), run the shipped workflow model with a map
+selected — each through the dialogs' result handling (`handleAlgorithmResults`), and after each step records the
+layer tree. Then shows one depth map with its legend,
 renders the map canvas and grabs the main window to PNG files. Everything, with every message the log
 received, goes to a JSON file for the tests to check; QGIS quits at the end, also when a step fails.
 """
@@ -185,7 +186,7 @@ def screenshot(group_name: str) -> None:
 
 def session() -> None:
     project = QgsProject.instance()
-    for run_folder in ("first", "second", "batch_80", "batch_95"):
+    for run_folder in ("first", "second", "batch_80", "batch_95", "workflow"):
         (OUT / run_folder).mkdir()
     horizons = QgsVectorLayer(HORIZONS_URI.format(DATA / "horizons.csv"), "horizons", "delimitedtext")
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
@@ -275,6 +276,27 @@ def session() -> None:
         "socdepth:predict",
         {"MODEL": model, "COVARIATES": [covariates], "OUTPUT": loaded("TEMPORARY_OUTPUT")},
         "predict_without_folder",
+    )
+    select(depth_map)  # a map of the plugin's: the workflow's maps must not land in that run's group
+    run(
+        "socdepth:horizons_to_soc_maps",
+        {
+            "HORIZONS": horizons,
+            "PROFILE_FIELD": "SOURCEID",
+            "TOP_FIELD": "top",
+            "BOTTOM_FIELD": "bottom",
+            "VALUE_FIELD": "ORCDRC",
+            "COVARIATES": [covariates],
+            "FOLDS": 3,
+            "N_TREES": 10,
+            "harmonise:HARMONISED": loaded(OUT / "workflow" / "harmonised.gpkg"),
+            "train:MODEL_FILE": str(OUT / "workflow" / "model.socmodel"),
+            "train:METRICS": loaded(OUT / "workflow" / "metrics.csv"),
+            "predict:SOC_MAPS": loaded(OUT / "workflow" / "soc.tif"),
+            "predict:INTERVALS": loaded(OUT / "workflow" / "intervals.tif"),
+            "predict:DEPTH_MAPS": str(OUT / "workflow" / "maps"),
+        },
+        "workflow_model",
     )
     screenshot("maps · 95 % interval")
 
