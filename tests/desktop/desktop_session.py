@@ -184,6 +184,31 @@ def screenshot(group_name: str) -> None:
     }
 
 
+def dialog_field_picks() -> None:
+    """Opens harmonise's dialog on a layer with depth fields named in other cases and a text field, and records
+    which fields the depth pickers chose and offer."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+
+    layer = QgsVectorLayer(
+        "Point?crs=EPSG:28355&field=profile:string&field=TOP:integer&field=Bottom:double&field=top_note:string",
+        "typed horizons",
+        "memory",
+    )
+    QgsProject.instance().addMapLayer(layer, False)  # a dialog offers the project's layers
+    dialog = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById("socdepth:harmonise"))
+    wrappers = dialog.mainWidget().wrappers
+    wrappers["INPUT"].setParameterValue(layer, dataobjects.createContext())
+    settle()
+    picks = {}
+    for name in ("TOP_FIELD", "BOTTOM_FIELD"):
+        combo = wrappers[name].wrappedWidget()
+        offered = [combo.itemText(index) for index in range(combo.count())]
+        picks[name] = {"chosen": wrappers[name].parameterValue(), "offered": offered}
+    results["field_picks"] = picks
+    dialog.close()
+    QgsProject.instance().removeMapLayer(layer)
+
+
 def session() -> None:
     project = QgsProject.instance()
     for run_folder in ("first", "second", "batch_80", "batch_95", "workflow"):
@@ -196,6 +221,7 @@ def session() -> None:
         project.addMapLayer(layer, False)
         mine.addLayer(layer)
     QgsApplication.messageLog().messageReceived.connect(record_message)
+    dialog_field_picks()
 
     harmonised = run(
         "socdepth:harmonise",

@@ -114,6 +114,13 @@ def test_the_workflow_models_results_load_named_grouped_and_styled_as_predicts(d
     assert [layer["layer"] for layer in group(tree, "my data")["children"]] == USER_LAYERS
 
 
+def test_depth_field_pickers_choose_top_and_bottom_in_any_case_and_offer_only_numbers(desktop_session):
+    assert "field_picks" in desktop_session, desktop_session.get("error")
+    picks = desktop_session["field_picks"]
+    assert picks["TOP_FIELD"] == {"chosen": "TOP", "offered": ["TOP", "Bottom"]}
+    assert picks["BOTTOM_FIELD"] == {"chosen": "Bottom", "offered": ["TOP", "Bottom"]}
+
+
 def test_legends_show_the_unit_and_one_or_two_decimals(desktop_session):
     maps = group(tree_after(desktop_session, "batch"), GROUP)
     for layer in layers(maps["children"]):
