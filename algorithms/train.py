@@ -118,9 +118,10 @@ class TrainAlgorithm(CovariateAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterString(self.CATEGORICAL, self.tr("Categorical bands"), "", optional=True),
-            "Comma-separated names of bands (LAYER_BAND, as listed in the log) or of whole layers that hold "
-            "class codes, such as geology or land use. The CNNs one-hot encode them; the random forest uses "
-            "the codes as they are.",
+            "Comma-separated names of bands or of whole layers that hold class codes, such as geology or land "
+            "use: a band as QGIS shows it (e.g. PMTGEO5) where only one layer has a band of that name, else as "
+            "LAYER_BAND (listed in the log). The CNNs one-hot encode them; the random forest uses the codes as "
+            "they are.",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(

@@ -17,6 +17,8 @@ import pytest
 import rasterio
 from osgeo import ogr
 
+from soc_depth_mapper.core.bundle import SocModel
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "sample_data" / "edgeroi"
 MODEL_FILE = REPO / "models" / "horizons_to_soc_maps.model3"
@@ -32,7 +34,7 @@ INPUTS = [
     "BOTTOM_FIELD=bottom",
     "VALUE_FIELD=ORCDRC",
     f"COVARIATES={COVARIATES}",
-    "CATEGORICAL=covariates_250m_PMTGEO5",
+    "CATEGORICAL=PMTGEO5",  # the band as QGIS shows it; the steps run one by one get its full name
 ]
 
 
@@ -110,6 +112,9 @@ def test_model_outputs_have_the_expected_shape(model_run):
     # the report's metrics are the metrics table's: the overall RMSE appears as the report formats it
     assert "<html" in report and "Observed vs predicted" in report
     assert f"{float(metrics[-1]['rmse']):.3f}" in report
+    # CATEGORICAL given as QGIS shows the band: the model file records that band as categorical
+    bundle = SocModel.load(model_run["train:MODEL_FILE"])
+    assert [bundle.band_names[i] for i in bundle.card.bands.categorical] == ["covariates_250m_PMTGEO5"]
     # one map per depth: each the multi-band map's band of that depth
     for band, depth in enumerate(GSM):
         single, (name,) = read_raster(model_run["predict:DEPTH_MAPS"] / f"ORCDRC_{depth.replace('-', '_')}cm.tif")
