@@ -25,7 +25,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import registry
 from .base import CovariateAlgorithm
 from .layers import open_sink, progress_callback, report_infinite, report_skipped, sample_points
-from .styling import ResidualStyler
+from .styling import UNIT, ResidualStyler
 from .values import MISSING, to_float
 
 #: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
@@ -461,7 +461,7 @@ class TrainAlgorithm(CovariateAlgorithm):
             from ..core.report import write_training_report
 
             feedback.setProgressText(self.tr("Writing the report"))
-            write_training_report(report_path, bundle, data, result)
+            write_training_report(report_path, bundle, data, result, unit=f" ({UNIT})")  # as the map legends
             outputs[self.OUTPUT_REPORT] = report_path
         feedback.setProgress(100)
         return outputs

@@ -123,6 +123,7 @@ def test_train_random_forest_on_edgeroi_writes_model_metrics_predictions_report(
     ):
         assert section in report
     assert "data:image/png;base64," in report and "http" not in report.split("<body>")[1].split("Library")[0]
+    assert "<th>RMSE (g/kg)</th>" in report  # the unit of the map legends
 
 
 def test_train_is_reproducible_with_the_same_seed(qgis_processing, harmonised, covariates, tmp_path):
