@@ -63,6 +63,13 @@ VALUE_FIELD_HELP = (
     "The property to map, e.g. soil organic carbon in g/kg; its name starts the harmonised field names "
     "(ORCDRC_0_5 …) and the map band names."
 )
+# The Model Designer layout (component centres; every box is 200 x 30, a step's In/Out toggles below it): the
+# inputs in a column on the left, the steps on a diagonal, each step's outputs in a column below and right of it,
+# ending left of the next step, so that no box covers another (tests/algorithms/test_model_layout.py).
+STEP_LEFT, STEP_TOP = 480, 160
+STEP_DX, STEP_DY = 360, 240
+OUTPUT_DX, OUTPUT_DY, OUTPUT_SPACING = 120, 80, 45
+
 #: outputs the user may skip: the report is for reading, the per-depth maps repeat the multi-band map's bands
 OPTIONAL_OUTPUTS = {"REPORT", "DEPTH_MAPS"}
 MODEL_TYPE_HELP = (
@@ -152,7 +159,8 @@ def build_model():
         child = QgsProcessingModelChildAlgorithm(algorithm)
         child.setChildId(child_id)
         child.setDescription(label)
-        child.setPosition(QPointF(480 + 320 * column, 200 + 160 * column))
+        step_x, step_y = STEP_LEFT + STEP_DX * column, STEP_TOP + STEP_DY * column
+        child.setPosition(QPointF(step_x, step_y))
         for name, source in sources.items():
             child.addParameterSources(name, source)
         child.setAlgorithmId(algorithm)  # attaches the algorithm, whose defaults fill the steps not wired
@@ -169,7 +177,7 @@ def build_model():
             output.setChildId(child_id)
             output.setChildOutputName(child_output_name)
             output.setMandatory(output_name not in OPTIONAL_OUTPUTS)
-            output.setPosition(QPointF(640 + 320 * column, 280 + 160 * column + 50 * row))
+            output.setPosition(QPointF(step_x + OUTPUT_DX, step_y + OUTPUT_DY + OUTPUT_SPACING * row))
             model_outputs[output_name] = output
         child.setModelOutputs(model_outputs)
         model.addChildAlgorithm(child)
