@@ -322,7 +322,9 @@ class TrainAlgorithm(CovariateAlgorithm):
                         )
                 targets[i, j] = value
         if unreadable:
-            feedback.pushWarning(self.tr("{} target values were not numbers and count as missing.").format(unreadable))
+            feedback.pushWarning(
+                self.tr("{:,} target values were not numbers and count as missing.").format(unreadable)
+            )
         return targets
 
     def _training_data(self, parameters, context, feedback, patch_size: int, group_field: str | None = None):
@@ -385,9 +387,9 @@ class TrainAlgorithm(CovariateAlgorithm):
             )
         counts = np.sum(~np.isnan(data.targets), axis=0)
         feedback.pushInfo(
-            self.tr("Training on {} sites; observations per depth: {}").format(
+            self.tr("Training on {:,} sites; observations per depth: {}").format(
                 len(data.site_ids),
-                ", ".join(f"{f} {c}" for f, c in zip(target_fields, counts)),
+                ", ".join(f"{f} {c:,}" for f, c in zip(target_fields, counts)),
             )
         )
         return data, sampled

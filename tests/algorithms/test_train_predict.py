@@ -430,7 +430,7 @@ def test_infinite_covariate_values_are_nodata_everywhere_and_named(
     reasons = [f["reason"] for f in sampled["REJECTED"].getFeatures()]
     assert reasons.count(f"an infinite value in band(s) {band}") == 3
     warning = (
-        "Covariate band {} holds ±infinite values at {} {}; they were treated as nodata. Give the raster a nodata "
+        "Covariate band {} holds ±infinite values at {:,} {}; they were treated as nodata. Give the raster a nodata "
         "value, or correct those cells."
     )
     assert warning.format(band, 3, "points") in feedback.warnings
