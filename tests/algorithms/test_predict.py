@@ -295,10 +295,9 @@ def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, t
     assert np.all(masked_values[:, ~inside] == NODATA)
     # one word, cells, and one number format, thousands separated, as core's progress messages ("24,320 cells")
     predicted = int((masked_values[0] != NODATA).sum())
-    assert f"Predicted {predicted:,} of {width * height:,} cells ({width * height - predicted:,} nodata or masked)." in (
-        feedback.infos
-    )
-    assert width * height == 24320  # so the separator shows: 'of 24,320 cells'
+    total = width * height
+    assert f"Predicted {predicted:,} of {total:,} cells ({total - predicted:,} nodata or masked)." in feedback.infos
+    assert total == 24320  # so the separator shows: 'of 24,320 cells'
     assert (
         f"Not predicted: {(~inside).sum():,} cells outside the mask, 0 with nodata in a covariate, 0 without a value "
         "from the model."
