@@ -185,28 +185,31 @@ def screenshot(group_name: str) -> None:
 
 
 def dialog_field_picks() -> None:
-    """Opens harmonise's dialog on a layer with depth fields named in other cases and a text field, and records
-    which fields the depth pickers chose and offer."""
+    """Opens harmonise's dialog on a layer with depth fields named in other cases and a text field, then on one
+    whose depth fields have other names, and records which fields the depth pickers chose and offer."""
     from processing.gui.AlgorithmDialog import AlgorithmDialog
 
-    layer = QgsVectorLayer(
-        "Point?crs=EPSG:28355&field=profile:string&field=TOP:integer&field=Bottom:double&field=top_note:string",
-        "typed horizons",
-        "memory",
-    )
-    QgsProject.instance().addMapLayer(layer, False)  # a dialog offers the project's layers
-    dialog = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById("socdepth:harmonise"))
-    wrappers = dialog.mainWidget().wrappers
-    wrappers["INPUT"].setParameterValue(layer, dataobjects.createContext())
-    settle()
-    picks = {}
-    for name in ("TOP_FIELD", "BOTTOM_FIELD"):
-        combo = wrappers[name].wrappedWidget()
-        offered = [combo.itemText(index) for index in range(combo.count())]
-        picks[name] = {"chosen": wrappers[name].parameterValue(), "offered": offered}
-    results["field_picks"] = picks
-    dialog.close()
-    QgsProject.instance().removeMapLayer(layer)
+    layers = {
+        "typed": "field=profile:string&field=TOP:integer&field=Bottom:double&field=top_note:string",
+        "other_names": "field=profile:string&field=upper:integer&field=lower:integer",
+    }
+    results["field_picks"] = {}
+    for key, fields in layers.items():
+        layer = QgsVectorLayer(f"Point?crs=EPSG:28355&{fields}", key, "memory")
+        QgsProject.instance().addMapLayer(layer, False)  # a dialog offers the project's layers
+        dialog = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById("socdepth:harmonise"))
+        wrappers = dialog.mainWidget().wrappers
+        wrappers["INPUT"].setParameterValue(layer, dataobjects.createContext())
+        settle()
+        picks = {}
+        for name in ("TOP_FIELD", "BOTTOM_FIELD"):
+            combo = wrappers[name].wrappedWidget()
+            offered = [combo.itemText(index) for index in range(combo.count())]
+            chosen = wrappers[name].parameterValue()  # a NULL QVariant where nothing is chosen
+            picks[name] = {"chosen": chosen if isinstance(chosen, str) else None, "offered": offered}
+        results["field_picks"][key] = picks
+        dialog.close()
+        QgsProject.instance().removeMapLayer(layer)
 
 
 def session() -> None:
