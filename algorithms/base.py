@@ -25,9 +25,9 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.dependencies import install_hint, missing_modules
+from .help_pages import help_url
 
 ICONS = Path(__file__).resolve().parent.parent / "icons"
-HELP_URL = "https://github.com/soc-depth-mapper/soc-depth-mapper#{anchor}"
 
 GROUPS = {
     "prepare": "1 — Prepare data",
@@ -83,7 +83,12 @@ class SocAlgorithm(QgsProcessingAlgorithm):
         return self.tr(self.HELP)
 
     def helpUrl(self) -> str:  # noqa: N802
-        return HELP_URL.format(anchor=self.HELP_ANCHOR or self.NAME)
+        """The page shipped in help/ (works offline, matches this version); it links to the README online."""
+        return help_url(self.NAME)
+
+    def readme_anchor(self) -> str:
+        """This algorithm's section of the README."""
+        return self.HELP_ANCHOR or self.NAME
 
     def icon(self) -> QIcon:
         return QIcon(str(ICONS / self.ICON))

@@ -29,6 +29,12 @@ from .values import MISSING, to_float
 #: how many individual skipped records are printed before only counts are given
 MAX_REPORTED = 20
 
+#: the depth fields the dialog picks where the layer has them (QGIS matches a field name in any case): the names
+#: of the GlobalSoilMap / SoilGrids profile exports and the bundled data; a static definition can hold one name
+DEFAULT_TOP_FIELD = "top"
+DEFAULT_BOTTOM_FIELD = "bottom"
+
+
 class HarmoniseAlgorithm(SocAlgorithm):
     INPUT = "INPUT"
     PROFILE_FIELD = "PROFILE_FIELD"
@@ -87,10 +93,22 @@ class HarmoniseAlgorithm(SocAlgorithm):
             ),
             "The field that identifies the profile each horizon belongs to.",
         )
-        for name, label in ((self.TOP_FIELD, "Top depth field (cm)"), (self.BOTTOM_FIELD, "Bottom depth field (cm)")):
+        depth_fields = (
+            (self.TOP_FIELD, "Top depth field (cm)", DEFAULT_TOP_FIELD),
+            (self.BOTTOM_FIELD, "Bottom depth field (cm)", DEFAULT_BOTTOM_FIELD),
+        )
+        for name, label, default in depth_fields:
             self.add_parameter(
-                QgsProcessingParameterField(name, self.tr(label), parentLayerParameterName=self.INPUT),
-                "Depth below the surface in cm (a number, or text holding a number).",
+                QgsProcessingParameterField(
+                    name,
+                    self.tr(label),
+                    default,
+                    parentLayerParameterName=self.INPUT,
+                    type=QgsProcessingParameterField.Numeric,
+                ),
+                f"Depth below the surface in cm, a number field; the dialog offers only number fields and picks "
+                f"'{default}' (in any case) where the layer has it. A CSV needs its field types detected (the "
+                f"default when adding a delimited text layer).",
             )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -200,7 +218,11 @@ class HarmoniseAlgorithm(SocAlgorithm):
         indices = [fields.lookupField(name) for name in (profile_field, top_field, bottom_field, *value_fields)]
         for name, index in zip((profile_field, top_field, bottom_field, *value_fields), indices):
             if index < 0:
-                raise QgsProcessingException(self.tr("Field '{}' is not in the horizons layer.").format(name))
+                raise QgsProcessingException(
+                    self.tr("Field '{}' is not in the horizons layer; choose one of its fields: {}.").format(
+                        name, ", ".join(fields.names())
+                    )
+                )
 
         # Read every horizon once; geometry only matters per profile.
         feedback.setProgressText(self.tr("Reading horizons"))

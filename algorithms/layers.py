@@ -147,13 +147,13 @@ def report_skipped(feedback, skipped: list[tuple[object, str]], what: str, limit
     for record, reason in skipped[:limit]:
         feedback.pushWarning(tr("Skipped {} {}: {}").format(what, record, reason))
     if len(skipped) > limit:
-        feedback.pushWarning(tr("… and {} more.").format(len(skipped) - limit))
+        feedback.pushWarning(tr("… and {:,} more.").format(len(skipped) - limit))
     counts: dict[str, int] = {}
     for _, reason in skipped:
         key = reason.split(":")[0]
         counts[key] = counts.get(key, 0) + 1
-    summary = "; ".join(f"{reason}: {count}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]))
-    feedback.pushWarning(tr("Skipped {} {}s in all — {}").format(len(skipped), what, summary))
+    summary = "; ".join(f"{reason}: {count:,}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+    feedback.pushWarning(tr("Skipped {:,} {}s in all — {}").format(len(skipped), what, summary))
 
 
 def report_infinite(feedback, band_names: list[str], counts, where: str) -> None:
@@ -163,7 +163,7 @@ def report_infinite(feedback, band_names: list[str], counts, where: str) -> None
         if count:
             feedback.pushWarning(
                 tr(
-                    "Covariate band {} holds ±infinite values at {} {}; they were treated as nodata. Give the "
+                    "Covariate band {} holds ±infinite values at {:,} {}; they were treated as nodata. Give the "
                     "raster a nodata value, or correct those cells."
                 ).format(name, int(count), where)
             )

@@ -274,14 +274,14 @@ class PredictAlgorithm(CovariateAlgorithm):
                 report_infinite(feedback, stack.band_names, stack.infinite_cells, self.tr("cells of the map"))
 
         feedback.pushInfo(
-            self.tr("Predicted {} of {} pixels ({} nodata or masked).").format(
+            self.tr("Predicted {:,} of {:,} cells ({:,} nodata or masked).").format(
                 result.n_predicted, result.n_pixels, result.n_nodata
             )
         )
         if result.n_nodata:
             feedback.pushInfo(
                 self.tr(
-                    "Not predicted: {} pixels outside the mask, {} with nodata in a covariate, {} without a value "
+                    "Not predicted: {:,} cells outside the mask, {:,} with nodata in a covariate, {:,} without a value "
                     "from the model."
                 ).format(result.n_masked, result.n_covariate_nodata, result.n_model_nodata)
             )
@@ -289,7 +289,7 @@ class PredictAlgorithm(CovariateAlgorithm):
             share = 100.0 * result.n_out_of_range / max(result.n_predicted, 1)
             feedback.pushWarning(
                 self.tr(
-                    "{} predicted pixels ({:.1f} %) have covariate values outside the range seen in training: "
+                    "{:,} predicted cells ({:.1f} %) have covariate values outside the range seen in training: "
                     "the model extrapolates there, so treat those predictions with care."
                 ).format(result.n_out_of_range, share)
             )
@@ -298,7 +298,7 @@ class PredictAlgorithm(CovariateAlgorithm):
         if bundle.n_floored:
             feedback.pushWarning(
                 self.tr(
-                    "{0} pixels were predicted below {1:g} (the model's output is unbounded) and set to {1:g}: "
+                    "{0:,} cells were predicted below {1:g} (the model's output is unbounded) and set to {1:g}: "
                     "every training value of {2} is at least {1:g}."
                 ).format(bundle.n_floored, bundle.prediction_floor, name)
             )

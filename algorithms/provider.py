@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 from qgis.core import QgsApplication, QgsMessageLog, QgsProcessingModelAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
@@ -10,10 +11,12 @@ from qgis.PyQt.QtGui import QIcon
 from ..core.dependencies import versions
 from .base import ICONS
 from .harmonise import HarmoniseAlgorithm
+from .help_pages import help_url
 from .predict import PredictAlgorithm
 from .sample import SampleAlgorithm
 from .select_covariates import SelectCovariatesAlgorithm
 from .stocks import StocksAlgorithm
+from .styling import OutsideMapGroups
 from .train import TrainAlgorithm
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
@@ -46,6 +49,35 @@ class ShippedModel(QgsProcessingModelAlgorithm):
 
     def icon(self) -> QIcon:
         return QIcon(str(ICONS / "socdepth.svg"))
+
+    def helpUrl(self) -> str:  # noqa: N802 - QGIS API name
+        """The page shipped in help/, as for the algorithms; the model file's own link is to the README online."""
+        return help_url(self.model_id)
+
+    def readme_anchor(self) -> str:
+        """The model's section of the README, from the link the model file carries."""
+        return urlparse(self.helpContent().get("HELP_URL", "")).fragment
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - QGIS API name
+        """Names the layers QGIS loads after the outputs' descriptions ('Harmonised profiles'), not their ids.
+
+        A model hands each step its output's id (HARMONISED) as the layer name; the descriptions are what the
+        dialog shows. The steps' own styling and placement are kept; the other layers are kept out of the maps'
+        group.
+        """
+        descriptions = {
+            name: output.description()
+            for child in self.childAlgorithms().values()
+            for name, output in child.modelOutputs().items()
+        }
+        for path in context.layersToLoadOnCompletion():
+            details = context.layerToLoadOnCompletionDetails(path)  # a reference: changed in place
+            if details.name in descriptions:
+                details.name = descriptions[details.name]
+                details.forceName = True
+            if details.postProcessor() is None:
+                details.setPostProcessor(OutsideMapGroups())
+        return super().postProcessAlgorithm(context, feedback)
 
     def createInstance(self):  # noqa: N802 - QGIS API name
         instance = ShippedModel(self.model_id)

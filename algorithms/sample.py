@@ -157,6 +157,8 @@ class SampleAlgorithm(CovariateAlgorithm):
                 rejected_sink.add(feature)
             outputs[self.REJECTED] = rejected_sink.close()
         feedback.pushInfo(
-            self.tr("Sampled {} of {} points ({} skipped).").format(int(usable.sum()), len(points.x), len(skipped))
+            self.tr("Sampled {:,} of {:,} points ({:,} skipped).").format(
+                int(usable.sum()), len(points.x), len(skipped)
+            )
         )
         return outputs

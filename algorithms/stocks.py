@@ -414,9 +414,9 @@ class StocksAlgorithm(SocAlgorithm):
         uncertain to draw."""
         done = total - flags.pixels_nodata - flags.pixels_implausible
         feedback.pushInfo(
-            self.tr("Stocks computed for {} of {} pixels or points ({} without all inputs, {} implausible).").format(
-                done, total, flags.pixels_nodata, flags.pixels_implausible
-            )
+            self.tr(
+                "Stocks computed for {:,} of {:,} cells or points ({:,} without all inputs, {:,} implausible)."
+            ).format(done, total, flags.pixels_nodata, flags.pixels_implausible)
         )
         for message in flags.messages():
             feedback.reportError(message)

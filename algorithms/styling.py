@@ -156,6 +156,27 @@ class MapStyler(QgsProcessingLayerPostProcessorInterface):
             MapStyler.pending.remove(self)
 
 
+class OutsideMapGroups(QgsProcessingLayerPostProcessorInterface):
+    """Moves a layer that is no map of a run (a workflow's harmonised profiles, its metrics) out of 'SOC depth
+    maps', where QGIS drops it when one of the maps is selected, to just above that group."""
+
+    pending: ClassVar[list[OutsideMapGroups]] = []
+
+    def __init__(self):
+        super().__init__()
+        OutsideMapGroups.pending.append(self)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        root = (context.project() or QgsProject.instance()).layerTreeRoot()
+        maps, dropped = root.findGroup(GROUP), root.findLayer(layer.id())
+        if maps is not None and dropped is not None and _inside(dropped, maps):
+            node = root.insertLayer(root.children().index(maps), layer)
+            node.setItemVisibilityChecked(dropped.itemVisibilityChecked())
+            dropped.parent().removeChildNode(dropped)
+        if self in OutsideMapGroups.pending:
+            OutsideMapGroups.pending.remove(self)
+
+
 def pseudocolour_renderer(provider, low: float, high: float):
     """Single-band pseudocolour of band 1 from `low` to `high` in RAMP; legend labels with the unit and 1–2
     decimals."""

@@ -25,7 +25,7 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import registry
 from .base import CovariateAlgorithm
 from .layers import open_sink, progress_callback, report_infinite, report_skipped, sample_points
-from .styling import ResidualStyler
+from .styling import UNIT, ResidualStyler
 from .transfer_source import TransferInputs
 from .values import MISSING, to_float
 
@@ -126,9 +126,10 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
         )
         self.add_parameter(
             QgsProcessingParameterString(self.CATEGORICAL, self.tr("Categorical bands"), "", optional=True),
-            "Comma-separated names of bands (LAYER_BAND, as listed in the log) or of whole layers that hold "
-            "class codes, such as geology or land use. The CNNs one-hot encode them; the random forest uses "
-            "the codes as they are.",
+            "Comma-separated names of bands or of whole layers that hold class codes, such as geology or land "
+            "use: a band as QGIS shows it (e.g. PMTGEO5) where only one layer has a band of that name, else as "
+            "LAYER_BAND (listed in the log). The CNNs one-hot encode them; the random forest uses the codes as "
+            "they are.",
         )
         self.add_parameter(
             QgsProcessingParameterEnum(
@@ -350,7 +351,9 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
                         )
                 targets[i, j] = value
         if unreadable:
-            feedback.pushWarning(self.tr("{} target values were not numbers and count as missing.").format(unreadable))
+            feedback.pushWarning(
+                self.tr("{:,} target values were not numbers and count as missing.").format(unreadable)
+            )
         return targets
 
     def _target_intervals(self, parameters, context):
@@ -417,9 +420,9 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
             )
         counts = np.sum(~np.isnan(data.targets), axis=0)
         feedback.pushInfo(
-            self.tr("Training on {} sites; observations per depth: {}").format(
+            self.tr("Training on {:,} sites; observations per depth: {}").format(
                 len(data.site_ids),
-                ", ".join(f"{f} {c}" for f, c in zip(target_fields, counts)),
+                ", ".join(f"{f} {c:,}" for f, c in zip(target_fields, counts)),
             )
         )
         return data, sampled
@@ -506,7 +509,7 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
             from ..core.report import write_training_report
 
             feedback.setProgressText(self.tr("Writing the report"))
-            write_training_report(report_path, bundle, data, result)
+            write_training_report(report_path, bundle, data, result, unit=f" ({UNIT})")  # as the map legends
             outputs[self.OUTPUT_REPORT] = report_path
         feedback.setProgress(100)
         return outputs

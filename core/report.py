@@ -64,8 +64,15 @@ def _format(value: Any) -> str:
     return html.escape(str(value))
 
 
-def metrics_html(rows: list[dict[str, Any]]) -> str:
-    head = "".join(f"<th>{label}</th>" for _, label in METRIC_COLUMNS)
+#: the metrics in the property's unit (the others have none)
+METRICS_WITH_UNIT = ("rmse", "mae", "me")
+
+
+def metrics_html(rows: list[dict[str, Any]], unit: str = "") -> str:
+    """The metrics table; `unit` (e.g. ' (g/kg)') follows the headings of the metrics in the property's unit."""
+    head = "".join(
+        f"<th>{label}{html.escape(unit) if key in METRICS_WITH_UNIT else ''}</th>" for key, label in METRIC_COLUMNS
+    )
     body = "".join(
         f"<tr><td>{_format(r['depth'])}</td><td>{_format(r['group'])}</td>"
         + "".join(f"<td>{_format(r[key])}</td>" for key, _ in METRIC_COLUMNS)
@@ -238,15 +245,30 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
     return figures
 
 
-def _density_curve(ax, sample: np.ndarray, colour: str, label: str) -> None:
-    """A Gaussian kernel density estimate of `sample` (Scott's bandwidth), or a rug where it cannot be made."""
+def density_curve(sample: np.ndarray, points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(grid, density) of a Gaussian kernel density estimate of `sample` (Scott's bandwidth).
+
+    For a sample that is never negative (SOC) the estimate is reflected at 0 (the density at x is k(x) + k(−x)),
+    so the curve neither runs below 0, where no value can lie, nor dips towards 0 where many values lie close to it.
+    """
     from scipy.stats import gaussian_kde
 
+    kde = gaussian_kde(sample)
+    spread = float(np.std(sample))
+    low = max(float(sample.min()) - spread, 0.0) if sample.min() >= 0 else float(sample.min()) - spread
+    grid = np.linspace(low, float(sample.max()) + spread, points)
+    density = kde(grid)
+    if sample.min() >= 0:
+        density = density + kde(-grid)
+    return grid, density
+
+
+def _density_curve(ax, sample: np.ndarray, colour: str, label: str) -> None:
+    """The density of `sample` (see `density_curve`), or a rug where it cannot be estimated."""
     if len(sample) < 3 or np.ptp(sample) == 0:
         ax.plot(sample, np.zeros_like(sample), "|", color=colour, label=label)
         return
-    grid = np.linspace(sample.min() - np.std(sample), sample.max() + np.std(sample), 200)
-    density = gaussian_kde(sample)(grid)
+    grid, density = density_curve(sample)
     ax.plot(grid, density, color=colour, label=label)
     ax.fill_between(grid, density, color=colour, alpha=0.15)
 
@@ -278,21 +300,39 @@ def _borrowed(strategy: str, weight: float) -> str:
     return "pre-trained" if strategy == "representation" else f"{weight:g}"
 
 
-def _settings_text(kind: str, params: dict[str, Any]) -> str:
-    """'Random forest: trees 60; …' with the dialog's labels, rather than a Python dict."""
-    labels = {setting.name: setting.label for setting in hyperparameters_of(kind)}
-    if not params:
-        return "the model's defaults"
-    return "; ".join(
-        f"{labels.get(name, name)} {format(value, 'g') if isinstance(value, float) else value}"
-        for name, value in params.items()
-    )
+def _value_text(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def settings_rows(bundle, data: TrainingData, result: TrainingResult) -> list[tuple[str, str]]:
+    """(setting, value with its unit) of the run, one row per model setting with the dialog's label, so the
+    report reads as the dialog did rather than as a Python dict."""
+    settings = result.settings
+    labels = {setting.name: setting.label for setting in hyperparameters_of(settings["kind"])}
+    validation = settings["validation"] + (f", {settings['folds']} folds" if settings["folds"] else "")
+    if settings.get("block_size"):
+        validation += f", blocks of {settings['block_size']:,.0f} map units"
+    model_rows = [(labels.get(name, name), _value_text(value)) for name, value in settings["params"].items()]
+    return [
+        ("Model", entry(settings["kind"]).label),
+        *(model_rows or [("Model settings", "the model's defaults")]),
+        ("Validation", validation),
+        ("Target transform", settings["transform"]),
+        ("Seed", str(settings["random_state"])),
+        *_transfer_setting(settings.get("transfer")).items(),
+        ("Covariate bands", ", ".join(data.band_names)),
+        ("Categorical bands", ", ".join(data.band_names[i] for i in data.categorical) or "none"),
+        ("Patch size", f"{bundle.patch_size} × {bundle.patch_size} cells"),
+        ("Training time", f"{result.seconds:.1f} s"),
+        ("Library versions", ", ".join(f"{k} {v}" for k, v in bundle.card.versions.items())),
+    ]
 
 
 def training_report_html(
     bundle, data: TrainingData, result: TrainingResult, maps: dict[str, str] | None = None, unit: str = ""
 ) -> str:
-    """The report page. `maps`: optional label → PNG data URI of predicted maps (added by the demo)."""
+    """The report page. `maps`: optional label → PNG data URI of predicted maps (added by the demo); `unit`, e.g.
+    ' (g/kg)', follows the property's name and the headings of values in its unit."""
     settings = result.settings
     figures = _plots(data, result, unit)
     counts = np.sum(~np.isnan(data.targets), axis=0)
@@ -306,33 +346,20 @@ def training_report_html(
         if c
     )
     setting_rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in {
-            "Model": entry(settings["kind"]).label,
-            "Model settings": _settings_text(settings["kind"], settings["params"]),
-            "Validation": settings["validation"]
-            + (f", {settings['folds']} folds" if settings["folds"] else "")
-            + (f", blocks of {settings['block_size']:.0f} map units" if settings.get("block_size") else ""),
-            "Target transform": settings["transform"],
-            "Seed": settings["random_state"],
-            **_transfer_setting(settings.get("transfer")),
-            "Covariate bands": ", ".join(data.band_names),
-            "Categorical bands": ", ".join(data.band_names[i] for i in data.categorical) or "none",
-            "Patch size (cells)": bundle.patch_size,
-            "Training time (s)": f"{result.seconds:.1f}",
-            "Library versions": ", ".join(f"{k} {v}" for k, v in bundle.card.versions.items()),
-        }.items()
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>"
+        for name, value in settings_rows(bundle, data, result)
     )
     parts = [
         f"<h1>SOC Depth Mapper — {html.escape(entry(settings['kind']).label)} for "
         f"{html.escape(data.property_name)}</h1>",
         "<h2>Data</h2>",
         f"<p>{len(data.site_ids)} sites with covariates; observations per depth interval:</p>",
-        "<table><tr><th>Depth (cm)</th><th>Sites</th><th>Mean</th><th>Median</th><th>Min</th><th>Max</th></tr>"
-        f"{summary_rows}</table>",
+        "<table><tr><th>Depth (cm)</th><th>Sites</th>"
+        + "".join(f"<th>{name}{html.escape(unit)}</th>" for name in ("Mean", "Median", "Min", "Max"))
+        + f"</tr>{summary_rows}</table>",
         _img(figures["distribution"], "distribution per depth"),
         "<h2>Settings</h2>",
-        f"<table>{setting_rows}</table>",
+        f"<table><tr><th>Setting</th><th>Value</th></tr>{setting_rows}</table>",
         "<h2>Validation</h2>",
     ]
     if result.validation is None:
@@ -341,7 +368,7 @@ def training_report_html(
         parts += [
             f"<p class='note'>{settings['validation'].capitalize()} {settings['folds']}-fold cross-validation over "
             "whole sites: every prediction below comes from a model that never saw that site.</p>",
-            metrics_html(result.validation.metrics),
+            metrics_html(result.validation.metrics, unit),
             *(
                 []
                 if result.validation.local_only is None

@@ -38,10 +38,13 @@ def target_intervals(field_names: Sequence[str]) -> tuple[str, list[str], np.nda
 
 
 def categorical_bands(text: str, band_names: Sequence[str], layer_names: Sequence[str]) -> tuple[int, ...]:
-    """Band indices from comma- or semicolon-separated names of bands or of whole layers (all their bands).
+    """Band indices from comma- or semicolon-separated names: a band as the log lists it (LAYER_BAND), a whole
+    layer (all its bands), or a band as QGIS shows it (PMTGEO5, its description, in any case) where only one band
+    has that name.
 
-    An unknown name is a ValueError that lists the bands.
+    An unknown or ambiguous name is a ValueError that lists the choices.
     """
+    labels = band_labels(band_names, layer_names)
     chosen = []
     for name in (part.strip() for part in text.replace(";", ",").split(",")):
         if not name:
@@ -51,10 +54,28 @@ def categorical_bands(text: str, band_names: Sequence[str], layer_names: Sequenc
         elif name in layer_names:
             chosen += [i for i, band in enumerate(band_names) if band.startswith(f"{name}_")]
         else:
-            raise ValueError(
-                f"Categorical band '{name}' is not among the covariate bands: {', '.join(band_names)}."
-            )
+            matches = [i for i, label in enumerate(labels) if label.casefold() == name.casefold()]
+            if len(matches) > 1:
+                raise ValueError(
+                    f"Categorical band '{name}' is a band of several layers: "
+                    f"{', '.join(band_names[i] for i in matches)}; write the one you mean."
+                )
+            if not matches:
+                raise ValueError(
+                    f"Categorical band '{name}' is not among the covariate bands: {', '.join(band_names)} "
+                    f"(or their layers {', '.join(layer_names)})."
+                )
+            chosen += matches
     return tuple(sorted(set(chosen)))
+
+
+def band_labels(band_names: Sequence[str], layer_names: Sequence[str]) -> list[str]:
+    """Each band's name without its layer's ('PMTGEO5' for 'covariates_250m_PMTGEO5'): what QGIS shows."""
+    labels = []
+    for band in band_names:
+        layers = [layer for layer in layer_names if band.startswith(f"{layer}_")]
+        labels.append(band[len(max(layers, key=len)) + 1 :] if layers else band)
+    return labels
 
 
 def grid_of(stack: CovariateStack) -> dict[str, Any]:

@@ -193,17 +193,19 @@ class Flags:
         found = []
         if self.bulk_density:
             found.append(
-                f"{self.bulk_density} bulk density values lie outside {BD_PLAUSIBLE[0]}–{BD_PLAUSIBLE[1]} g/cm³: "
+                f"{self.bulk_density:,} bulk density values lie outside {BD_PLAUSIBLE[0]}–{BD_PLAUSIBLE[1]} g/cm³: "
                 "check the unit (g/cm³ or kg/m³), or choose a pedotransfer function valid for these SOC contents."
             )
         if self.coarse_fragments:
-            found.append(f"{self.coarse_fragments} coarse fragment values lie outside 0–100 %: give them as volume %.")
+            found.append(
+                f"{self.coarse_fragments:,} coarse fragment values lie outside 0–100 %: give them as volume %."
+            )
         if self.soc:
             found.append(
-                f"{self.soc} SOC values lie below 0 or above {SOC_MAX:g} g/kg: check the SOC unit (g/kg or %)."
+                f"{self.soc:,} SOC values lie below 0 or above {SOC_MAX:g} g/kg: check the SOC unit (g/kg or %)."
             )
         if found:
-            found.append(f"{self.pixels_implausible} pixels with such values were left out (nodata).")
+            found.append(f"{self.pixels_implausible:,} cells with such values were left out (nodata).")
         return found
 
 

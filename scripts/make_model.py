@@ -28,8 +28,9 @@ DESCRIPTION = (
     "cross-validation over whole sites, and maps it at every depth with a prediction interval.<br><br>"
     "<b>Input</b>: a point layer with one row per horizon (profile id, top and bottom depth in cm, the property) "
     "and covariate rasters on one grid.<br>"
-    "<b>Outputs</b>: the harmonised profiles, the model file, the validation metrics, an HTML training report, "
-    "the maps (one band per depth) and the prediction intervals (lower, upper and width per depth).<br><br>"
+    "<b>Outputs</b>: the harmonised profiles, the model file, the validation metrics, the maps (one band per "
+    "depth) and the prediction intervals (lower, upper and width per depth); optionally an HTML training report "
+    "and a folder of one map per depth, which open in the project in depth order, in one colour ramp.<br><br>"
     "The default model is the random forest: it trains in seconds, needs no PyTorch and gives quantile "
     "prediction intervals. The CNNs need PyTorch and minutes to hours; their intervals need validation "
     "(not 'None'). Every setting of the three steps not offered here keeps that algorithm's default; run "
@@ -62,6 +63,15 @@ VALUE_FIELD_HELP = (
     "The property to map, e.g. soil organic carbon in g/kg; its name starts the harmonised field names "
     "(ORCDRC_0_5 …) and the map band names."
 )
+# The Model Designer layout (component centres; every box is 200 x 30, a step's In/Out toggles below it): the
+# inputs in a column on the left, the steps on a diagonal, each step's outputs in a column below and right of it,
+# ending left of the next step, so that no box covers another (tests/algorithms/test_model_layout.py).
+STEP_LEFT, STEP_TOP = 480, 160
+STEP_DX, STEP_DY = 360, 240
+OUTPUT_DX, OUTPUT_DY, OUTPUT_SPACING = 120, 80, 45
+
+#: outputs the user may skip: the report is for reading, the per-depth maps repeat the multi-band map's bands
+OPTIONAL_OUTPUTS = {"REPORT", "DEPTH_MAPS"}
 MODEL_TYPE_HELP = (
     "Random forest, the default, trains in seconds, needs no PyTorch, suits the few hundred sites of a typical "
     "survey and gives quantile prediction intervals. The CNNs learn from covariate patches; they need PyTorch, "
@@ -149,7 +159,8 @@ def build_model():
         child = QgsProcessingModelChildAlgorithm(algorithm)
         child.setChildId(child_id)
         child.setDescription(label)
-        child.setPosition(QPointF(480 + 320 * column, 200 + 160 * column))
+        step_x, step_y = STEP_LEFT + STEP_DX * column, STEP_TOP + STEP_DY * column
+        child.setPosition(QPointF(step_x, step_y))
         for name, source in sources.items():
             child.addParameterSources(name, source)
         child.setAlgorithmId(algorithm)  # attaches the algorithm, whose defaults fill the steps not wired
@@ -165,8 +176,8 @@ def build_model():
             output = QgsProcessingModelOutput(output_name, description)
             output.setChildId(child_id)
             output.setChildOutputName(child_output_name)
-            output.setMandatory(True)
-            output.setPosition(QPointF(640 + 320 * column, 280 + 160 * column + 50 * row))
+            output.setMandatory(output_name not in OPTIONAL_OUTPUTS)
+            output.setPosition(QPointF(step_x + OUTPUT_DX, step_y + OUTPUT_DY + OUTPUT_SPACING * row))
             model_outputs[output_name] = output
         child.setModelOutputs(model_outputs)
         model.addChildAlgorithm(child)
@@ -220,8 +231,9 @@ def build_model():
             "INTERVAL": parameter("INTERVAL"),
         },
         {
-            "SOC_MAPS": ("SOC maps", "OUTPUT"),
+            "SOC_MAPS": ("SOC maps (one band per depth)", "OUTPUT"),
             "INTERVALS": ("Prediction intervals", "OUTPUT_UNCERTAINTY"),
+            "DEPTH_MAPS": ("Folder for one map per depth", "OUTPUT_FOLDER"),
         },
     )
     model.setParameterOrder(INPUT_ORDER)

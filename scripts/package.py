@@ -38,6 +38,7 @@ RUNTIME = (
     "README.md",
     "algorithms",
     "core",
+    "help",
     "icons",
     "models",
     "sample_data",

@@ -323,3 +323,20 @@ def test_writing_over_the_input_table_is_refused(qgis_processing, context_and_fe
         "overwritten. Choose another file name."
     )
     assert path.read_bytes() == before
+
+
+def test_depth_fields_default_to_top_and_bottom_and_the_dialog_offers_numbers(qgis_processing):
+    """The dialog picks the default where the layer has it (tests/desktop checks the picks on a real dialog)."""
+    from qgis.core import QgsApplication, QgsProcessingParameterField
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("socdepth:harmonise")
+    for name, default in (("TOP_FIELD", "top"), ("BOTTOM_FIELD", "bottom")):
+        definition = algorithm.parameterDefinition(name)
+        assert (definition.defaultValue(), definition.dataType()) == (default, QgsProcessingParameterField.Numeric)
+
+
+def test_a_depth_field_the_layer_lacks_is_refused_with_the_layers_fields(qgis_processing):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match=r"'upper' is not in the horizons layer; .*: SOURCEID, x, y, "):
+        run(qgis_processing, INPUT=point_layer(EDGEROI), TOP_FIELD="upper")

@@ -1,14 +1,15 @@
 """Every algorithm of the `socdepth` provider, the shipped model included, documents itself.
 
-Users meet the help in the dialog (parameter tooltips, the help panel) and follow the help button to the README, so
-each parameter needs a help text, each algorithm a short help and a link to a README heading that exists.
+Users meet the help in the dialog (parameter tooltips, the help panel) and follow the help button to the page shipped
+in help/, so each parameter needs a help text, each algorithm a short help and an up-to-date page that links to a
+README heading that exists.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -17,6 +18,7 @@ PROVIDER = "socdepth"
 UPPER_CASE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Parameter types whose value only the user can know (a layer, a field, a file): no default is expected.
 USER_CHOSEN_TYPES = {"source", "vector", "raster", "multilayer", "field", "file", "extent", "layer"}
+
 
 # Gaps reported to the lead, who owns the algorithm files and the README; a fixed gap makes its test XPASS,
 # which fails (strict), so that the entry is removed here.
@@ -99,11 +101,25 @@ def test_the_provider_lists_the_four_algorithms_and_the_model(by_name):
 
 
 @pytest.mark.parametrize("name", ALGORITHM_NAMES)
-def test_help_url_points_at_a_readme_heading(by_name, name):
-    url = urlparse(by_name[name].helpUrl())
-    assert url.scheme == "https" and url.fragment, f"{name}: help URL {url.geturl()!r} has no #anchor"
+def test_help_url_opens_the_algorithms_shipped_page_which_links_a_readme_heading(by_name, name):
+    """The Help button opens a local page (offline, this version's help); its link online lands on a heading."""
+    from soc_depth_mapper.algorithms.help_pages import help_page
+
+    algorithm = by_name[name]
+    url = urlparse(algorithm.helpUrl())
+    assert url.scheme == "file", f"{name}: help URL {url.geturl()!r} is not a local file"
+    page = Path(unquote(url.path))
+    assert page.parent == REPO / "help" and page.is_file(), f"{name}: no help page {page}"
+    text = page.read_text(encoding="utf-8")
+    assert f"<h1>{algorithm.displayName()}</h1>" in text
+    for parameter in algorithm.parameterDefinitions():  # every parameter, with its help, on the page
+        assert f"<code>{parameter.name()}</code>" in text, parameter.name()
+    assert text == help_page(algorithm, algorithm.readme_anchor()), (
+        f"help/{name}.html is out of date: run scripts/make_help.py"
+    )
+    (link,) = re.findall(r'href="https://github.com/[^"#]+#([^"]+)"', text)
     anchors = readme_anchors((REPO / "README.md").read_text(encoding="utf-8"))
-    assert url.fragment in anchors, f"{name}: README.md has no heading with the anchor #{url.fragment}"
+    assert link in anchors, f"{name}: README.md has no heading with the anchor #{link}"
 
 
 @pytest.mark.parametrize("name", ALGORITHM_NAMES)

@@ -331,8 +331,13 @@ def test_mask_in_another_crs_blanks_every_band_outside(qgis_processing, model, t
     y = top - 250 * (np.arange(height)[:, None] + 0.5)
     inside = ((x0 < x) & (x < x2) & (y0 < y) & (y < y1)) | ((x0 < x) & (x < x1) & (y0 < y) & (y < y3))
     assert np.all(masked_values[:, ~inside] == NODATA)
+    # one word, cells, and one number format, thousands separated, as core's progress messages ("24,320 cells")
+    predicted = int((masked_values[0] != NODATA).sum())
+    total = width * height
+    assert f"Predicted {predicted:,} of {total:,} cells ({total - predicted:,} nodata or masked)." in feedback.infos
+    assert total == 24320  # so the separator shows: 'of 24,320 cells'
     assert (
-        f"Not predicted: {(~inside).sum()} pixels outside the mask, 0 with nodata in a covariate, 0 without a value "
+        f"Not predicted: {(~inside).sum():,} cells outside the mask, 0 with nodata in a covariate, 0 without a value "
         "from the model."
     ) in feedback.infos
     np.testing.assert_array_equal(masked_values[:, inside], unmasked_values[:, inside])

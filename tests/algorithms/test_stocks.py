@@ -100,7 +100,7 @@ def test_pedotransfer_uncertainty_and_summary(qgis_processing, maps, tmp_path, c
         rows = list(csv.DictReader(handle))
     assert float(rows[0]["total_Tg"]) == pytest.approx(stocks[3].sum() * 1.0 / 1e6, rel=1e-5)  # 1 ha pixels
     assert any("fully correlated" in info for info in feedback.infos)
-    assert any("Stocks computed for 12 of 12 pixels" in info for info in feedback.infos)
+    assert any("Stocks computed for 12 of 12 cells" in info for info in feedback.infos)
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_implausible_bulk_density_is_reported(qgis_processing, maps, tmp_path, c
     assert (read(result["OUTPUT"])[0] == NODATA).all()
     assert any("36 bulk density values" in e and "kg/m³" in e for e in feedback.errors), feedback.errors
     assert any(
-        "Stocks computed for 0 of 12 pixels or points (0 without all inputs, 12 implausible)" in i
+        "Stocks computed for 0 of 12 cells or points (0 without all inputs, 12 implausible)" in i
         for i in feedback.infos
     )
 

@@ -123,6 +123,7 @@ def test_train_random_forest_on_edgeroi_writes_model_metrics_predictions_report(
     ):
         assert section in report
     assert "data:image/png;base64," in report and "http" not in report.split("<body>")[1].split("Library")[0]
+    assert "<th>RMSE (g/kg)</th>" in report  # the unit of the map legends
 
 
 def test_train_is_reproducible_with_the_same_seed(qgis_processing, harmonised, covariates, tmp_path):
@@ -447,7 +448,7 @@ def test_infinite_covariate_values_are_nodata_everywhere_and_named(
     reasons = [f["reason"] for f in sampled["REJECTED"].getFeatures()]
     assert reasons.count(f"an infinite value in band(s) {band}") == 3
     warning = (
-        "Covariate band {} holds ±infinite values at {} {}; they were treated as nodata. Give the raster a nodata "
+        "Covariate band {} holds ±infinite values at {:,} {}; they were treated as nodata. Give the raster a nodata "
         "value, or correct those cells."
     )
     assert warning.format(band, 3, "points") in feedback.warnings

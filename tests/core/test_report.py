@@ -6,9 +6,10 @@ import base64
 import re
 
 import numpy as np
+import pytest
 
 from soc_depth_mapper.core.bundle import SocModel
-from soc_depth_mapper.core.report import append_maps, write_training_report
+from soc_depth_mapper.core.report import append_maps, density_curve, write_training_report
 from soc_depth_mapper.core.training import TrainingData, train
 
 # a 1x1 white PNG
@@ -54,8 +55,12 @@ def test_report_has_every_section_and_no_network_reference(tmp_path):
         assert section in text
     assert len(re.findall(r"data:image/png;base64,", text)) == 5  # distribution, scatter, residuals, profile, density
     assert not re.search(r"(src|href)=[\"']https?://", text)
-    # settings with the dialog's labels, not a Python dict
-    assert "<td>Model settings</td><td>Random forest: trees 30</td>" in text
+    # settings as a table with the dialog's labels and units, not a Python dict
+    assert "<tr><th>Setting</th><th>Value</th></tr><tr><td>Model</td><td>Random forest</td></tr>" in text
+    assert "<tr><td>Random forest: trees</td><td>30</td></tr>" in text
+    assert "<tr><td>Patch size</td><td>1 × 1 cells</td></tr>" in text
+    assert re.search(r"<tr><td>Training time</td><td>\d+\.\d s</td></tr>", text)
+    assert "{" not in re.search(r"<h2>Settings</h2>(.*?)<h2>", text, re.S).group(1)
     # the metrics table carries the same numbers as the validation result
     overall = next(r for r in result.validation.metrics if r["depth"] == "all")
     assert f"<td>{overall['rmse']:.3f}</td>" in text
@@ -70,6 +75,34 @@ def test_report_has_every_section_and_no_network_reference(tmp_path):
         assert cells in text
     # sites per depth: 80, 80, 75
     assert "<td>0-5</td><td>80</td>" in text and "<td>15-30</td><td>75</td>" in text
+
+
+def test_the_unit_follows_the_headings_of_values_in_the_propertys_unit(tmp_path):
+    bundle, data, result = small_run()
+    path = tmp_path / "report.html"
+    write_training_report(str(path), bundle, data, result, unit=" (g/kg)")
+    text = path.read_text(encoding="utf-8")
+    assert "<th>Mean (g/kg)</th><th>Median (g/kg)</th><th>Min (g/kg)</th><th>Max (g/kg)</th>" in text
+    assert "<th>R²</th><th>RMSE (g/kg)</th><th>MAE (g/kg)</th><th>ME (g/kg)</th><th>CCC</th>" in text
+
+
+def test_density_of_a_non_negative_property_stays_at_or_above_0_and_is_not_halved_there():
+    """Oracle: the exponential density, 1 at 0. A plain kernel estimate runs below 0 and gives about half of
+    that at 0 (half its kernel mass lies below); reflected at 0 it gives the full density and still integrates
+    to 1."""
+    from scipy.stats import gaussian_kde
+
+    sample = np.random.default_rng(3).exponential(1.0, 4000)
+    grid, density = density_curve(sample, points=4000)
+    assert grid.min() == 0.0
+    assert density[0] == pytest.approx(1.0, abs=0.12)
+    assert gaussian_kde(sample)(0.0)[0] == pytest.approx(0.5, abs=0.1)
+    assert np.trapz(density, grid) == pytest.approx(1.0, abs=0.01)
+    # a property with negative values (a residual) is left as it is: no reflection, the curve spans the values
+    signed = np.random.default_rng(4).normal(0, 1, 500)
+    grid, density = density_curve(signed)
+    assert grid.min() < signed.min()
+    np.testing.assert_allclose(density, gaussian_kde(signed)(grid))
 
 
 def test_maps_are_appended_as_embedded_images(tmp_path):

@@ -27,6 +27,20 @@ def test_categorical_bands_by_band_or_by_whole_layer():
         categorical_bands("cov_GEO, soil", bands, layers)
 
 
+def test_categorical_bands_by_the_name_qgis_shows_where_one_band_has_it():
+    bands, layers = (
+        ["cov_250m_DEM", "cov_250m_PMTGEO5", "landuse_1", "soil_1", "soil_GEO"],
+        ["cov_250m", "landuse", "soil"],
+    )
+    assert categorical_bands("PMTGEO5", bands, layers) == (1,)
+    assert categorical_bands("pmtgeo5, GEO", bands, layers) == (1, 4)  # any case; GEO is no band of cov_250m
+    assert categorical_bands("cov_250m_PMTGEO5, PMTGEO5", bands, layers) == (1,)  # both spellings: one band
+    with pytest.raises(ValueError, match=r"'1' is a band of several layers: landuse_1, soil_1; write the one"):
+        categorical_bands("1", bands, layers)
+    with pytest.raises(ValueError, match=r"'GEOL' is not among .*: cov_250m_DEM, .* \(or their layers cov_250m, "):
+        categorical_bands("GEOL", bands, layers)
+
+
 def test_sites_without_covariates_or_targets_are_skipped_with_the_reason_in_site_order():
     patches = np.arange(4 * 2, dtype=np.float32).reshape(4, 2, 1, 1)
     status = np.array([0, 1, 0, 2], dtype=np.int8)

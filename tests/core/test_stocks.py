@@ -193,7 +193,7 @@ def test_implausible_inputs_are_counted_and_left_out():
     assert (flags.bulk_density, flags.soc, flags.coarse_fragments) == (1, 1, 1)
     assert (flags.pixels_implausible, flags.pixels_nodata) == (3, 1)
     text = " ".join(flags.messages())
-    assert "check the unit (g/cm³ or kg/m³)" in text and "3 pixels" in text
+    assert "check the unit (g/cm³ or kg/m³)" in text and "3 cells" in text
 
 
 # ------------------------------------------------------------------------------------------- Monte Carlo

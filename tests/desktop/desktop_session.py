@@ -2,8 +2,9 @@
 
 Does what a user does in the dialogs — train with the out-of-fold points loaded, predict with a layer of their own
 selected, predict again with one of the plugin's maps selected, run an unrelated tool, a batch of two rows, predict
-with the dialog's defaults (a temporary map, no per-depth folder) — each through the dialogs' result handling
-(`handleAlgorithmResults`), and after each step records the layer tree. Then shows one depth map with its legend,
+with the dialog's defaults (a temporary map, no per-depth folder), run the shipped workflow model with a map
+selected — each through the dialogs' result handling (`handleAlgorithmResults`), and after each step records the
+layer tree. Then shows one depth map with its legend,
 renders the map canvas and grabs the main window to PNG files. Everything, with every message the log
 received, goes to a JSON file for the tests to check; QGIS quits at the end, also when a step fails.
 """
@@ -183,9 +184,37 @@ def screenshot(group_name: str) -> None:
     }
 
 
+def dialog_field_picks() -> None:
+    """Opens harmonise's dialog on a layer with depth fields named in other cases and a text field, then on one
+    whose depth fields have other names, and records which fields the depth pickers chose and offer."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+
+    layers = {
+        "typed": "field=profile:string&field=TOP:integer&field=Bottom:double&field=top_note:string",
+        "other_names": "field=profile:string&field=upper:integer&field=lower:integer",
+    }
+    results["field_picks"] = {}
+    for key, fields in layers.items():
+        layer = QgsVectorLayer(f"Point?crs=EPSG:28355&{fields}", key, "memory")
+        QgsProject.instance().addMapLayer(layer, False)  # a dialog offers the project's layers
+        dialog = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById("socdepth:harmonise"))
+        wrappers = dialog.mainWidget().wrappers
+        wrappers["INPUT"].setParameterValue(layer, dataobjects.createContext())
+        settle()
+        picks = {}
+        for name in ("TOP_FIELD", "BOTTOM_FIELD"):
+            combo = wrappers[name].wrappedWidget()
+            offered = [combo.itemText(index) for index in range(combo.count())]
+            chosen = wrappers[name].parameterValue()  # a NULL QVariant where nothing is chosen
+            picks[name] = {"chosen": chosen if isinstance(chosen, str) else None, "offered": offered}
+        results["field_picks"][key] = picks
+        dialog.close()
+        QgsProject.instance().removeMapLayer(layer)
+
+
 def session() -> None:
     project = QgsProject.instance()
-    for run_folder in ("first", "second", "batch_80", "batch_95"):
+    for run_folder in ("first", "second", "batch_80", "batch_95", "workflow"):
         (OUT / run_folder).mkdir()
     horizons = QgsVectorLayer(HORIZONS_URI.format(DATA / "horizons.csv"), "horizons", "delimitedtext")
     covariates = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
@@ -195,6 +224,7 @@ def session() -> None:
         project.addMapLayer(layer, False)
         mine.addLayer(layer)
     QgsApplication.messageLog().messageReceived.connect(record_message)
+    dialog_field_picks()
 
     harmonised = run(
         "socdepth:harmonise",
@@ -275,6 +305,27 @@ def session() -> None:
         "socdepth:predict",
         {"MODEL": model, "COVARIATES": [covariates], "OUTPUT": loaded("TEMPORARY_OUTPUT")},
         "predict_without_folder",
+    )
+    select(depth_map)  # a map of the plugin's: the workflow's maps must not land in that run's group
+    run(
+        "socdepth:horizons_to_soc_maps",
+        {
+            "HORIZONS": horizons,
+            "PROFILE_FIELD": "SOURCEID",
+            "TOP_FIELD": "top",
+            "BOTTOM_FIELD": "bottom",
+            "VALUE_FIELD": "ORCDRC",
+            "COVARIATES": [covariates],
+            "FOLDS": 3,
+            "N_TREES": 10,
+            "harmonise:HARMONISED": loaded(OUT / "workflow" / "harmonised.gpkg"),
+            "train:MODEL_FILE": str(OUT / "workflow" / "model.socmodel"),
+            "train:METRICS": loaded(OUT / "workflow" / "metrics.csv"),
+            "predict:SOC_MAPS": loaded(OUT / "workflow" / "soc.tif"),
+            "predict:INTERVALS": loaded(OUT / "workflow" / "intervals.tif"),
+            "predict:DEPTH_MAPS": str(OUT / "workflow" / "maps"),
+        },
+        "workflow_model",
     )
     screenshot("maps · 95 % interval")
 

@@ -100,6 +100,30 @@ def test_without_a_folder_the_multi_band_map_is_the_runs_map_shown_in_a_group_na
     assert [entry["layer"] for entry in group(tree, "my data")["children"]] == USER_LAYERS
 
 
+def test_the_workflow_models_results_load_named_grouped_and_styled_as_predicts(desktop_session):
+    tree = tree_after(desktop_session, "workflow_model")
+    maps = group(tree, GROUP)
+    assert maps["children"][0]["group"] == "maps · 90 % interval"  # the per-depth folder and level, on top
+    check_run_group(maps["children"][0], "workflow", DEPTHS, MULTI_BAND)
+    # the steps' other results, named as the model's outputs read in its dialog, just above the plugin's group
+    # although a map inside it was selected
+    above = [entry.get("layer") for entry in tree[: tree.index(maps)]]
+    assert above[-2:] == ["Harmonised profiles", "Validation metrics"]
+    names = [layer["layer"] for layer in layers(tree)]
+    assert [name for name in names if re.fullmatch(r"[A-Z_]+", name)] == []  # no raw output id
+    assert [layer["layer"] for layer in group(tree, "my data")["children"]] == USER_LAYERS
+
+
+def test_depth_field_pickers_choose_top_and_bottom_in_any_case_and_offer_only_numbers(desktop_session):
+    assert "field_picks" in desktop_session, desktop_session.get("error")
+    picks = desktop_session["field_picks"]["typed"]
+    assert picks["TOP_FIELD"] == {"chosen": "TOP", "offered": ["TOP", "Bottom"]}
+    assert picks["BOTTOM_FIELD"] == {"chosen": "Bottom", "offered": ["TOP", "Bottom"]}
+    # where the layer has no field of the default's name, nothing is chosen for the user: no text id by mistake
+    other = desktop_session["field_picks"]["other_names"]
+    assert other["TOP_FIELD"] == other["BOTTOM_FIELD"] == {"chosen": None, "offered": ["upper", "lower"]}
+
+
 def test_legends_show_the_unit_and_one_or_two_decimals(desktop_session):
     maps = group(tree_after(desktop_session, "batch"), GROUP)
     for layer in layers(maps["children"]):

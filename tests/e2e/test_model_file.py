@@ -17,6 +17,8 @@ import pytest
 import rasterio
 from osgeo import ogr
 
+from soc_depth_mapper.core.bundle import SocModel
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "sample_data" / "edgeroi"
 MODEL_FILE = REPO / "models" / "horizons_to_soc_maps.model3"
@@ -32,7 +34,7 @@ INPUTS = [
     "BOTTOM_FIELD=bottom",
     "VALUE_FIELD=ORCDRC",
     f"COVARIATES={COVARIATES}",
-    "CATEGORICAL=covariates_250m_PMTGEO5",
+    "CATEGORICAL=PMTGEO5",  # the band as QGIS shows it; the steps run one by one get its full name
 ]
 
 
@@ -44,14 +46,19 @@ def outputs(folder: Path) -> dict[str, Path]:
         "train:REPORT": folder / "report.html",
         "predict:SOC_MAPS": folder / "soc.tif",
         "predict:INTERVALS": folder / "intervals.tif",
+        "predict:DEPTH_MAPS": folder / "maps",
     }
 
 
-def run_model(qgis_process, algorithm: str, folder: Path, *settings: str) -> dict[str, Path]:
+#: the outputs a run may leave out
+OPTIONAL = ("train:REPORT", "predict:DEPTH_MAPS")
+
+
+def run_model(qgis_process, algorithm: str, folder: Path, *settings: str, skip: tuple = ()) -> dict[str, Path]:
     folder.mkdir()
-    paths = outputs(folder)
+    paths = {name: path for name, path in outputs(folder).items() if name not in skip}
     result = qgis_process("run", algorithm, "--", *INPUTS, *settings, *(f"{k}={v}" for k, v in paths.items()))
-    assert sorted(result["results"]) == sorted(paths)
+    assert {name: Path(path) for name, path in result["results"].items() if path} == paths
     return paths
 
 
@@ -105,6 +112,14 @@ def test_model_outputs_have_the_expected_shape(model_run):
     # the report's metrics are the metrics table's: the overall RMSE appears as the report formats it
     assert "<html" in report and "Observed vs predicted" in report
     assert f"{float(metrics[-1]['rmse']):.3f}" in report
+    # CATEGORICAL given as QGIS shows the band: the model file records that band as categorical
+    bundle = SocModel.load(model_run["train:MODEL_FILE"])
+    assert [bundle.band_names[i] for i in bundle.card.bands.categorical] == ["covariates_250m_PMTGEO5"]
+    # one map per depth: each the multi-band map's band of that depth
+    for band, depth in enumerate(GSM):
+        single, (name,) = read_raster(model_run["predict:DEPTH_MAPS"] / f"ORCDRC_{depth.replace('-', '_')}cm.tif")
+        assert name == f"ORCDRC {depth} cm"
+        np.testing.assert_array_equal(single[0].filled(np.nan), maps[band].filled(np.nan))
 
 
 def test_model_equals_its_three_steps_run_one_by_one(qgis_process, model_run, tmp_path):
@@ -159,7 +174,8 @@ def test_model_equals_its_three_steps_run_one_by_one(qgis_process, model_run, tm
 
 
 def test_model_file_runs_by_path_with_other_depths(qgis_process, tmp_path):
-    """Depths written with spaces and a decimal: the model derives the train step's fields from them."""
+    """Depths written with spaces and a decimal: the model derives the train step's fields from them. The
+    report and the per-depth maps are left out: they are optional."""
     paths = run_model(
         qgis_process,
         str(MODEL_FILE),
@@ -168,7 +184,9 @@ def test_model_file_runs_by_path_with_other_depths(qgis_process, tmp_path):
         "VALIDATION=1",
         "FOLDS=2",
         "N_TREES=20",
+        skip=OPTIONAL,
     )
+    assert not (tmp_path / "out" / "report.html").exists() and not (tmp_path / "out" / "maps").exists()
     profiles = read_profiles(paths["harmonise:HARMONISED"])
     assert {"ORCDRC_0_2p5", "ORCDRC_2p5_30", "ORCDRC_30_100"} <= set(next(iter(profiles.values())))
     assert [row["depth"] for row in read_metrics(paths["train:METRICS"])] == ["0-2.5", "2.5-30", "30-100", "all"]
