@@ -240,8 +240,9 @@ def check_workers(client: Client) -> None:
         versions = client.run(engine_version)
     except ImportError as error:
         raise ValueError(
-            f"The Dask workers cannot import the engine ({error}); put the folder that holds the plugin on the "
-            "workers' PYTHONPATH (see 'Running on a cluster' in the README)."
+            f"The Dask workers cannot import the engine ({error}); install it in the workers' Python with "
+            "'python3 -m pip install --no-deps --no-build-isolation <the plugin's zip or folder>' (see 'Running on "
+            "a cluster' in the README)."
         ) from None
     if not versions:
         raise ValueError("The Dask scheduler has no workers; start some with 'dask worker <scheduler address>'.")
