@@ -47,7 +47,17 @@ from affine import Affine
 from . import __version__ as ENGINE_VERSION  # noqa: N812 - a constant
 from .files import write_atomically
 from .models.base import check_progress
-from .predict import BLOCKS_DONE, AoaRequest, Block, ProgressCallback, _BlockRun, _Outputs, _RunState, _Writers
+from .predict import (
+    BLOCKS_DONE,
+    AoaRequest,
+    Block,
+    ProgressCallback,
+    _BlockRun,
+    _Outputs,
+    _RunState,
+    _Writers,
+    release_free_memory,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -509,6 +519,7 @@ def predict_tile(job: TileJob, block: Block) -> TileResult | None:
     was cancelled)."""
     if job.engine_version != ENGINE_VERSION:
         raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, job.engine_version))
+    release_free_memory()  # the arrays of this worker's previous tile are freed by now
     model = _cached("model", (job.model_path, job.model_digest), lambda: _load_model(job))
     # a rewritten covariate file is opened again: a handle held from an earlier run would read the old one
     stamps = tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in job.covariate_paths)
