@@ -16,6 +16,7 @@ BENCHMARKS: list[str] = [
     "bench.aoa",
     "bench.cluster",
     "bench.transfer",
+    "bench.soak",
 ]
 
 

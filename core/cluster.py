@@ -47,7 +47,17 @@ from affine import Affine
 from . import __version__ as ENGINE_VERSION  # noqa: N812 - a constant
 from .files import write_atomically
 from .models.base import check_progress
-from .predict import BLOCKS_DONE, AoaRequest, Block, ProgressCallback, _BlockRun, _Outputs, _RunState, _Writers
+from .predict import (
+    BLOCKS_DONE,
+    AoaRequest,
+    Block,
+    ProgressCallback,
+    _BlockRun,
+    _Outputs,
+    _RunState,
+    _Writers,
+    release_free_memory,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -240,8 +250,9 @@ def check_workers(client: Client) -> None:
         versions = client.run(engine_version)
     except ImportError as error:
         raise ValueError(
-            f"The Dask workers cannot import the engine ({error}); put the folder that holds the plugin on the "
-            "workers' PYTHONPATH (see 'Running on a cluster' in the README)."
+            f"The Dask workers cannot import the engine ({error}); install it in the workers' Python with "
+            "'python3 -m pip install --no-deps --no-build-isolation <the plugin's zip or folder>' (see 'Running on "
+            "a cluster' in the README)."
         ) from None
     if not versions:
         raise ValueError("The Dask scheduler has no workers; start some with 'dask worker <scheduler address>'.")
@@ -508,6 +519,7 @@ def predict_tile(job: TileJob, block: Block) -> TileResult | None:
     was cancelled)."""
     if job.engine_version != ENGINE_VERSION:
         raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, job.engine_version))
+    release_free_memory()  # the arrays of this worker's previous tile are freed by now
     model = _cached("model", (job.model_path, job.model_digest), lambda: _load_model(job))
     # a rewritten covariate file is opened again: a handle held from an earlier run would read the old one
     stamps = tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in job.covariate_paths)

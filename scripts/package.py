@@ -36,6 +36,7 @@ RUNTIME = (
     "plugin.py",
     "LICENSE",
     "README.md",
+    "pyproject.toml",  # `pip install` of the engine alone, for cluster workers
     "algorithms",
     "core",
     "help",

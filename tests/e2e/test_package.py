@@ -18,6 +18,7 @@ RUNTIME_PATHS = [
     "plugin.py",
     "LICENSE",
     "README.md",
+    "pyproject.toml",
     "algorithms",
     "core",
     "help",
