@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from qgis.core import (
     QgsFeature,
     QgsFeatureRequest,
@@ -23,11 +21,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SocAlgorithm
-from .layers import open_sink
+from .layers import open_sink, report_skips
 from .values import MISSING, to_float
-
-#: how many individual skipped records are printed before only counts are given
-MAX_REPORTED = 20
 
 #: the depth fields the dialog picks where the layer has them (QGIS matches a field name in any case): the names
 #: of the GlobalSoilMap / SoilGrids profile exports and the bundled data; a static definition can hold one name
@@ -399,25 +394,21 @@ class HarmoniseAlgorithm(SocAlgorithm):
             )
 
     def _report(self, rejections, feedback) -> None:
-        if not rejections:
-            return
-        for profile, prop, fid, one_horizon, reason, _cause in rejections[:MAX_REPORTED]:
+        skips = []
+        for profile, prop, fid, one_horizon, reason, cause in rejections:
             label = f" [{prop}]" if prop else ""
             if one_horizon:  # the profile goes on without this horizon
                 message = self.tr("Skipped a horizon (feature {}) of profile '{}'{}: {}")
                 message = message.format(fid, profile, label, reason)
             else:
                 message = self.tr("Skipped profile '{}'{}: {}").format(profile, label, reason)
-            feedback.pushWarning(message)
-        if len(rejections) > MAX_REPORTED:
-            feedback.pushWarning(
-                self.tr("… and {} more; see the 'Rejected horizons and profiles' output.").format(
-                    len(rejections) - MAX_REPORTED
-                )
-            )
-        counts = Counter(cause for *_, cause in rejections)
-        summary = "; ".join(f"{cause}: {count}" for cause, count in counts.most_common())
-        feedback.pushWarning(self.tr("Skipped records by reason — {}").format(summary))
+            skips.append((message, cause))
+        report_skips(
+            feedback,
+            skips,
+            self.tr("Skipped records by reason — {causes}"),
+            self.tr("see the 'Rejected horizons and profiles' output."),
+        )
 
     def _write_rejections(self, parameters, context, rejections):
         fields = QgsFields()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -140,20 +141,37 @@ def sample_points(
         return SampledPoints(points, sample, stack.band_names, stack.layer_names, grid_of(stack))
 
 
-def report_skipped(feedback, skipped: list[tuple[object, str]], what: str, limit: int = 20) -> None:
-    """Reports skipped records one by one (up to `limit`) and as counts per reason."""
-    if not skipped:
+#: how many skipped records are listed one by one before only their counts are given
+MAX_REPORTED = 20
+
+
+def report_skips(
+    feedback, skips: Sequence[tuple[str, str]], summary: str, where_listed: str = "", limit: int = MAX_REPORTED
+) -> None:
+    """The one way skipped records are reported: `skips` holds (message, cause) per record, in order. The first
+    `limit` messages are warnings one by one, then how many more there are (and `where_listed`, the output that
+    lists them all), then the count per cause, most frequent first: `summary` with `{count}` (all records) and
+    `{causes}` ("cause: n; ...") filled in."""
+    if not skips:
         return
-    for record, reason in skipped[:limit]:
-        feedback.pushWarning(tr("Skipped {} {}: {}").format(what, record, reason))
-    if len(skipped) > limit:
-        feedback.pushWarning(tr("… and {:,} more.").format(len(skipped) - limit))
-    counts: dict[str, int] = {}
-    for _, reason in skipped:
-        key = reason.split(":")[0]
-        counts[key] = counts.get(key, 0) + 1
-    summary = "; ".join(f"{reason}: {count:,}" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]))
-    feedback.pushWarning(tr("Skipped {:,} {}s in all — {}").format(len(skipped), what, summary))
+    for message, _cause in skips[:limit]:
+        feedback.pushWarning(message)
+    if len(skips) > limit:
+        if where_listed:
+            feedback.pushWarning(tr("… and {:,} more; {}").format(len(skips) - limit, where_listed))
+        else:
+            feedback.pushWarning(tr("… and {:,} more.").format(len(skips) - limit))
+    counts = Counter(cause for _message, cause in skips)
+    causes = "; ".join(f"{cause}: {count:,}" for cause, count in counts.most_common())
+    feedback.pushWarning(summary.format(count=f"{len(skips):,}", causes=causes))
+
+
+def report_skipped(feedback, skipped: list[tuple[object, str]], what: str, limit: int = MAX_REPORTED) -> None:
+    """Reports skipped records, given as (record, reason), by `report_skips`; the cause is the reason up to its
+    first colon."""
+    skips = [(tr("Skipped {} {}: {}").format(what, record, reason), reason.split(":")[0]) for record, reason in skipped]
+    summary = tr("Skipped {{count}} {}s in all — {{causes}}").format(what)
+    report_skips(feedback, skips, summary, limit=limit)
 
 
 def report_infinite(feedback, band_names: list[str], counts, where: str) -> None:

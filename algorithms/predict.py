@@ -295,12 +295,12 @@ class PredictAlgorithm(CovariateAlgorithm):
             )
         if aoa is not None:
             self._report_aoa(feedback, result, aoa)
-        if bundle.n_floored:
+        if result.n_floored:
             feedback.pushWarning(
                 self.tr(
                     "{0:,} cells were predicted below {1:g} (the model's output is unbounded) and set to {1:g}: "
                     "every training value of {2} is at least {1:g}."
-                ).format(bundle.n_floored, bundle.prediction_floor, name)
+                ).format(result.n_floored, bundle.prediction_floor, name)
             )
         outputs = {self.OUTPUT: result.output}
         if result.uncertainty:

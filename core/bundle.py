@@ -87,8 +87,6 @@ class SocModel:
         self.card = card
         self.fold_models = fold_models or []
         self.conformal_scores = conformal_scores or []
-        #: map cells whose prediction fell below `prediction_floor` and were raised to it, for the log
-        self.n_floored = 0
 
     # --- what the model was trained on -------------------------------------------------------------------------
     @property
@@ -277,10 +275,9 @@ class SocModel:
         return to_property_scale(self.model.predict(patches), self.transform, self.prediction_floor)
 
     def predict_block(self, block: np.ndarray, depth_indices) -> np.ndarray:
+        """Maps on the target's own scale (float32) before `prediction_floor`, which `core.predict` applies and
+        counts."""
         values = inverse_transform(self.model.predict_block(block, list(depth_indices)), self.transform)
-        if self.prediction_floor is not None:  # to_property_scale's floor, counted for the log
-            self.n_floored += int((values < self.prediction_floor).any(axis=0).sum())
-            values = np.maximum(values, self.prediction_floor)
         return values.astype(np.float32)
 
     def supports_intervals(self) -> tuple[bool, str]:

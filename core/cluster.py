@@ -301,7 +301,6 @@ class TileResult:
     path: str
     state: _RunState
     infinite_cells: np.ndarray
-    n_floored: int
 
 
 class ClusterRun:
@@ -409,8 +408,6 @@ def _add_counts(block_run: _BlockRun, result: TileResult) -> None:
     """Adds what a worker counted on its block to this process's run, as if the block were predicted here."""
     block_run.state.merge(result.state)
     block_run.stack.infinite_cells += result.infinite_cells
-    if result.n_floored:
-        block_run.predictor.n_floored += result.n_floored
 
 
 def _remove_folder(folder: str) -> None:
@@ -537,7 +534,6 @@ def predict_tile(job: TileJob, block: Block) -> TileResult | None:
         model, stack, job.origin, job.transform, list(job.depth_indices), job.interval, job.mask_geometries, state,
         aoa,
     )  # fmt: skip
-    floored_before = getattr(model, "n_floored", 0)
     infinite_before = stack.infinite_cells.copy()
     outputs = run.predict(run.read(block), block)
     path = os.path.join(job.tile_folder, f"tile_{block.row}_{block.col}.npz")
@@ -547,8 +543,7 @@ def predict_tile(job: TileJob, block: Block) -> TileResult | None:
         if os.path.isdir(job.tile_folder):
             raise
         return None
-    n_floored = getattr(model, "n_floored", 0) - floored_before
-    return TileResult(path, state, stack.infinite_cells - infinite_before, n_floored)
+    return TileResult(path, state, stack.infinite_cells - infinite_before)
 
 
 def _cached(role: str, key: tuple, load) -> Any:

@@ -82,9 +82,12 @@ class BlockPredictor(Protocol):
     """What the engine needs from a trained model bundle (e.g. `core.bundle.SocModel`)."""
 
     patch_size: int
+    #: the lowest value a map may take (0 for SOC), or None: the run raises lower values to it and counts them
+    prediction_floor: float | None
 
     def predict_block(self, block: np.ndarray, depth_indices: Sequence[int]) -> np.ndarray:
-        """(B, h + 2r, w + 2r) block with halo r = patch_size // 2 -> (d, h, w), NaN where no prediction."""
+        """(B, h + 2r, w + 2r) block with halo r = patch_size // 2 -> (d, h, w), NaN where no prediction; before
+        the floor."""
 
     def predict_block_interval(
         self, block: np.ndarray, depth_indices: Sequence[int], level: float
@@ -123,7 +126,8 @@ class PredictionResult:
     """What was written and what it holds. `n_nodata` cells were not predicted: `n_masked` lie outside the mask,
     `n_covariate_nodata` have nodata in a covariate and `n_model_nodata` got no value from the model.
     `n_out_of_range`: predicted cells where at least one covariate lies outside the range seen in training (the
-    model extrapolates there)."""
+    model extrapolates there). `n_floored`: map cells where the prediction at some depth fell below the
+    predictor's `prediction_floor` and was raised to it."""
 
     output: str
     uncertainty: str | None
@@ -135,6 +139,7 @@ class PredictionResult:
     n_covariate_nodata: int
     n_model_nodata: int
     n_out_of_range: int
+    n_floored: int
     value_range: tuple[float, float]
     #: with an `AoaRequest`: the files, the predicted cells whose DI was computed, those inside the AOA and
     #: those set to nodata for lying outside (with `mask_maps`, counted in `n_nodata`, not in `n_predicted`)
@@ -268,6 +273,7 @@ def predict_rasters(
         n_covariate_nodata=state.n_covariate_nodata,
         n_model_nodata=state.n_model_nodata,
         n_out_of_range=state.n_out_of_range,
+        n_floored=state.n_floored,
         value_range=(state.value_min, state.value_max) if state.n_predicted else (math.nan, math.nan),
         aoa=destinations.aoa,
         lpd=destinations.lpd,
@@ -411,6 +417,7 @@ class _RunState:
         self.training_ranges = training_ranges
         self.n_predicted = 0
         self.n_out_of_range = 0
+        self.n_floored = 0
         # why cells were not predicted: outside the mask, nodata in a covariate, no value from the model
         self.n_masked = 0
         self.n_covariate_nodata = 0
@@ -583,7 +590,12 @@ class _BlockRun:
     def _predict_step(self, data: np.ndarray, values: np.ndarray, bounds: np.ndarray | None, rows: slice) -> None:
         """Fills `values` (and the rows `rows` of `bounds`) from `data`, the step's rows with their halo."""
         shape = values.shape
-        values[:] = _checked(self.predictor.predict_block(data, self.depth_indices), shape, "predict_block")
+        predicted = np.asarray(self.predictor.predict_block(data, self.depth_indices))
+        floor = self.predictor.prediction_floor
+        if floor is not None:
+            self.state.n_floored += int((predicted < floor).any(axis=0).sum())
+            predicted = np.maximum(predicted, floor)
+        values[:] = _checked(predicted, shape, "predict_block")
         if bounds is not None:
             lower, upper = self.predictor.predict_block_interval(data, self.depth_indices, self.interval)
             bounds[0::3, rows] = _checked(lower, shape, "predict_block_interval")

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .depths import interval_label
-from .files import write_atomically
+from .html_parts import STYLE, figure_to_uri, format_cell, img_html, write_html
 from .metrics import BOOTSTRAP_RESAMPLES, CI_METRICS, CONFIDENCE, METRIC_NAMES
 from .registry import entry, hyperparameters_of
 from .training import INTERVAL_LEVEL, CrossValidation, TrainingData, TrainingResult
@@ -36,33 +35,6 @@ TRANSFER_COLUMNS = (
     ("ccc_transfer", "CCC with transfer"),
 )
 
-STYLE = """
-body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f2efe9}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:.92em}
-img{max-width:100%}
-"""
-
-
-def _figure_to_uri(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{html.escape(alt)}">'
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return "–" if np.isnan(value) else f"{value:.3f}"
-    return html.escape(str(value))
-
 
 #: the metrics in the property's unit (the others have none)
 METRICS_WITH_UNIT = ("rmse", "mae", "me")
@@ -74,8 +46,8 @@ def metrics_html(rows: list[dict[str, Any]], unit: str = "") -> str:
         f"<th>{label}{html.escape(unit) if key in METRICS_WITH_UNIT else ''}</th>" for key, label in METRIC_COLUMNS
     )
     body = "".join(
-        f"<tr><td>{_format(r['depth'])}</td><td>{_format(r['group'])}</td>"
-        + "".join(f"<td>{_format(r[key])}</td>" for key, _ in METRIC_COLUMNS)
+        f"<tr><td>{format_cell(r['depth'])}</td><td>{format_cell(r['group'])}</td>"
+        + "".join(f"<td>{format_cell(r[key])}</td>" for key, _ in METRIC_COLUMNS)
         + "</tr>"
         for r in rows
     )
@@ -86,8 +58,8 @@ def transfer_html(cv: CrossValidation) -> str:
     """Local-only and transfer models on the same folds, side by side per depth, and what each fold borrowed."""
     head = "".join(f"<th>{label}</th>" for _, label in TRANSFER_COLUMNS)
     body = "".join(
-        f"<tr><td>{_format(row['depth'])}</td>"
-        + "".join(f"<td>{_format(row[key])}</td>" for key, _ in TRANSFER_COLUMNS)
+        f"<tr><td>{format_cell(row['depth'])}</td>"
+        + "".join(f"<td>{format_cell(row[key])}</td>" for key, _ in TRANSFER_COLUMNS)
         + "</tr>"
         for row in gain_rows(cv.metrics, cv.local_only.metrics)
     )
@@ -110,9 +82,9 @@ def confidence_html(rows: list[dict[str, Any]], interval_level: float) -> str:
     metric can be trusted, and whether the maps' intervals mean what they say."""
     head = "".join(f"<th>{label} {CONFIDENCE:.0%} CI</th>" for _, label in CI_COLUMNS)
     body = "".join(
-        f"<tr><td>{_format(r['depth'])}</td><td>{_format(r['group'])}</td>"
-        + "".join(f"<td>{_format(r[f'{key}_lo'])} to {_format(r[f'{key}_hi'])}</td>" for key, _ in CI_COLUMNS)
-        + f"<td>{_percent(r['picp'])}</td><td>{_format(r['pi_width'])}</td></tr>"
+        f"<tr><td>{format_cell(r['depth'])}</td><td>{format_cell(r['group'])}</td>"
+        + "".join(f"<td>{format_cell(r[f'{key}_lo'])} to {format_cell(r[f'{key}_hi'])}</td>" for key, _ in CI_COLUMNS)
+        + f"<td>{_percent(r['picp'])}</td><td>{format_cell(r['pi_width'])}</td></tr>"
         for r in rows
     )
     return (
@@ -155,7 +127,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
     ax.boxplot(values, labels=labels, vert=True, showfliers=True)
     ax.set_xlabel("Depth interval (cm)")
     ax.set_ylabel(f"{data.property_name}{unit}")
-    figures["distribution"] = _figure_to_uri(fig)
+    figures["distribution"] = figure_to_uri(fig)
 
     cv = result.validation
     if cv is not None:
@@ -174,7 +146,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
             ax.set_ylabel("predicted")
         _hide_unused(axes, n_depths)
         fig.tight_layout()
-        figures["scatter"] = _figure_to_uri(fig)
+        figures["scatter"] = figure_to_uri(fig)
 
         # residual map (mean out-of-fold residual per site over its depths)
         residual = np.nanmean(np.where(np.isnan(data.targets), np.nan, cv.predictions - data.targets), axis=1)
@@ -187,7 +159,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
         ax.set_aspect("equal")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
-        figures["residuals"] = _figure_to_uri(fig)
+        figures["residuals"] = figure_to_uri(fig)
 
         # depth profile of the mean observed and predicted values
         fig, ax = plt.subplots(figsize=(4.2, 4.2))
@@ -202,7 +174,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
         ax.set_xlabel(f"mean {data.property_name}{unit}")
         ax.set_ylabel("depth (cm, interval mid-point)")
         ax.legend(fontsize=8)
-        figures["profile"] = _figure_to_uri(fig)
+        figures["profile"] = figure_to_uri(fig)
 
         # density of observed and predicted values per depth (Han et al. 2025, Figure 10)
         fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
@@ -220,7 +192,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
         axes[0][0].legend(fontsize=8)
         _hide_unused(axes, n_depths)
         fig.tight_layout()
-        figures["density"] = _figure_to_uri(fig)
+        figures["density"] = figure_to_uri(fig)
 
     history = getattr(result.model, "history_", None)
     if history:
@@ -241,7 +213,7 @@ def _plots(data: TrainingData, result: TrainingResult, unit: str) -> dict[str, s
             axes[0][0].legend(fontsize=7)
             _hide_unused(axes, len(stages))
             fig.tight_layout()
-            figures["learning"] = _figure_to_uri(fig)
+            figures["learning"] = figure_to_uri(fig)
     return figures
 
 
@@ -338,10 +310,10 @@ def training_report_html(
     counts = np.sum(~np.isnan(data.targets), axis=0)
     labels = data.interval_labels()
     summary_rows = "".join(
-        f"<tr><td>{label}</td><td>{int(c)}</td><td>{_format(float(np.nanmean(data.targets[:, d])))}</td>"
-        f"<td>{_format(float(np.nanmedian(data.targets[:, d])))}</td>"
-        f"<td>{_format(float(np.nanmin(data.targets[:, d])))}</td><td>{_format(float(np.nanmax(data.targets[:, d])))}"
-        "</td></tr>"
+        f"<tr><td>{label}</td><td>{int(c)}</td><td>{format_cell(float(np.nanmean(data.targets[:, d])))}</td>"
+        f"<td>{format_cell(float(np.nanmedian(data.targets[:, d])))}</td>"
+        f"<td>{format_cell(float(np.nanmin(data.targets[:, d])))}</td>"
+        f"<td>{format_cell(float(np.nanmax(data.targets[:, d])))}</td></tr>"
         for d, (label, c) in enumerate(zip(labels, counts))
         if c
     )
@@ -357,7 +329,7 @@ def training_report_html(
         "<table><tr><th>Depth (cm)</th><th>Sites</th>"
         + "".join(f"<th>{name}{html.escape(unit)}</th>" for name in ("Mean", "Median", "Min", "Max"))
         + f"</tr>{summary_rows}</table>",
-        _img(figures["distribution"], "distribution per depth"),
+        img_html(figures["distribution"], "distribution per depth"),
         "<h2>Settings</h2>",
         f"<table><tr><th>Setting</th><th>Value</th></tr>{setting_rows}</table>",
         "<h2>Validation</h2>",
@@ -377,16 +349,16 @@ def training_report_html(
             "<h3>Confidence intervals and prediction-interval coverage</h3>",
             confidence_html(result.validation.metrics, INTERVAL_LEVEL),
             "<h3>Observed vs predicted, per depth</h3>",
-            _img(figures["scatter"], "observed vs predicted"),
+            img_html(figures["scatter"], "observed vs predicted"),
             "<h3>Residuals in space</h3>",
-            _img(figures["residuals"], "residual map"),
+            img_html(figures["residuals"], "residual map"),
             "<h3>Mean depth profile</h3>",
-            _img(figures["profile"], "depth profile"),
+            img_html(figures["profile"], "depth profile"),
             "<h3>Density of observed and predicted values, per depth</h3>",
-            _img(figures["density"], "density"),
+            img_html(figures["density"], "density"),
         ]
     if "learning" in figures:
-        parts += ["<h2>Learning curves</h2>", _img(figures["learning"], "learning curves")]
+        parts += ["<h2>Learning curves</h2>", img_html(figures["learning"], "learning curves")]
     body = "\n".join(parts)
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SOC Depth Mapper report</title>"
@@ -399,21 +371,16 @@ def maps_html(maps: dict[str, str]) -> str:
     parts = ["<h2>Maps</h2>"]
     for label, png in maps.items():
         uri = "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode("ascii")
-        parts.append(f"<h3>{html.escape(label)}</h3>{_img(uri, label)}")
+        parts.append(f"<h3>{html.escape(label)}</h3>{img_html(uri, label)}")
     return "\n".join(parts)
 
 
 def append_maps(path: str, maps: dict[str, str]) -> None:
     """Adds the maps to an existing report, e.g. once they have been predicted and rendered."""
     text = Path(path).read_text(encoding="utf-8")
-    _write_atomic(path, text.replace("</body>", maps_html(maps) + "</body>"))
+    write_html(path, text.replace("</body>", maps_html(maps) + "</body>"))
 
 
 def write_training_report(path: str, bundle, data: TrainingData, result: TrainingResult, **kwargs) -> None:
     """Writes the report atomically (temporary file, then moved into place)."""
-    _write_atomic(path, training_report_html(bundle, data, result, **kwargs))
-
-
-def _write_atomic(path: str, text: str) -> None:
-    Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+    write_html(path, training_report_html(bundle, data, result, **kwargs))

@@ -9,8 +9,8 @@ import html
 
 import numpy as np
 
+from .html_parts import STYLE, figure_to_uri, format_cell, img_html, write_html
 from .registry import entry
-from .report import STYLE, _figure_to_uri, _format, _img, _write_atomic
 from .selection import Selection
 
 
@@ -38,7 +38,7 @@ def rmse_figure_uri(selection: Selection, unit: str = "") -> str:
     ax.set_xticks(sizes)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    return _figure_to_uri(figure)
+    return figure_to_uri(figure)
 
 
 def selection_report_html(selection: Selection, property_name: str, unit: str = "") -> str:
@@ -48,14 +48,15 @@ def selection_report_html(selection: Selection, property_name: str, unit: str = 
     labels = list(chosen.depth_rmse)
     subset_rows = "".join(
         f"<tr><td>{s.size}{' ✔' if i == selection.chosen else ''}</td>"
-        + "".join(f"<td>{_format(s.depth_rmse.get(label, np.nan))}</td>" for label in labels)
-        + f"<td>{_format(s.rmse)}</td><td>{_format(s.rmse_se)}</td><td>{_format(s.ccc)}</td>"
+        + "".join(f"<td>{format_cell(s.depth_rmse.get(label, np.nan))}</td>" for label in labels)
+        + f"<td>{format_cell(s.rmse)}</td><td>{format_cell(s.rmse_se)}</td><td>{format_cell(s.ccc)}</td>"
         f"<td>{s.seconds:.1f}</td><td style='text-align:left'>{html.escape(', '.join(s.bands))}</td></tr>"
         for i, s in enumerate(selection.subsets)
     )
     band_rows = "".join(
-        f"<tr><td>{html.escape(b.name)}</td><td>{'yes' if b.categorical else ''}</td><td>{_format(b.relevance)}</td>"
-        f"<td>{'' if b.rank is None else b.rank}</td><td>{_format(b.importance)}</td>"
+        f"<tr><td>{html.escape(b.name)}</td><td>{'yes' if b.categorical else ''}</td>"
+        f"<td>{format_cell(b.relevance)}</td>"
+        f"<td>{'' if b.rank is None else b.rank}</td><td>{format_cell(b.importance)}</td>"
         f"<td>{'✔' if b.selected else ''}</td><td style='text-align:left'>{html.escape(b.dropped)}</td></tr>"
         for b in sorted(selection.bands, key=lambda b: (b.rank is None, b.rank or 0))
     )
@@ -65,11 +66,11 @@ def selection_report_html(selection: Selection, property_name: str, unit: str = 
         f"<p>{entry(settings['kind']).label}, {settings['validation']} {settings['folds']}-fold cross-validation "
         f"over whole sites{f', blocks of {selection.block_size:.0f} map units' if selection.block_size else ''}; "
         f"seed {settings['random_state']}. Chosen: <b>{chosen.size} bands</b> ({rule}), RMSE "
-        f"{_format(chosen.rmse)} ± {_format(chosen.rmse_se)}.</p>",
+        f"{format_cell(chosen.rmse)} ± {format_cell(chosen.rmse_se)}.</p>",
         "<p class='note'>This RMSE is optimistic: the same folds ranked the bands and chose the subset. For an "
         "honest figure, train on the selection and validate on sites the selection never saw.</p>",
         "<h2>RMSE against subset size</h2>",
-        _img(rmse_figure_uri(selection, unit), "RMSE against subset size"),
+        img_html(rmse_figure_uri(selection, unit), "RMSE against subset size"),
         "<h2>Subsets</h2>",
         f"<table><tr><th>Bands</th>{depth_heads}<th>RMSE all</th><th>SE</th><th>CCC</th><th>Time (s)</th>"
         f"<th>Bands, by rank</th></tr>{subset_rows}</table>",
@@ -89,4 +90,4 @@ def selection_report_html(selection: Selection, property_name: str, unit: str = 
 
 def write_selection_report(path: str, selection: Selection, property_name: str, unit: str = "") -> None:
     """Writes the page atomically (temporary file, then moved into place)."""
-    _write_atomic(path, selection_report_html(selection, property_name, unit))
+    write_html(path, selection_report_html(selection, property_name, unit))

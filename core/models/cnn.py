@@ -1,4 +1,6 @@
-"""Convolutional neural networks on covariate patches (after Han et al. 2025, Front. Environ. Sci. 13:1580085).
+"""Convolutional neural networks on covariate patches (after Han et al. 2025, Front. Environ. Sci. 13:1580085):
+the three estimators. The network is in `cnn_networks` (with why a whole raster block can be evaluated at
+once), the training loop and target scales in `cnn_training`.
 
 Three models share one network design:
 
@@ -8,32 +10,6 @@ Three models share one network design:
 - `MultiTaskCNNDepthModel`: one shared convolutional trunk and one fully-connected head per interval, trained
   on the sites that have every interval.
 
-Network: conv blocks (3×3 convolution → 2×2 max-pool → Swish → batch norm → dropout), then fully-connected
-blocks (linear → Swish → batch norm → dropout), then a linear output.
-
-Why it is built so that a whole raster block can be evaluated at once ("dense" evaluation):
-the convolutions are unpadded and the max-pool has stride 1, so every layer of the trunk is translation
-equivariant: running it on a large block gives, at each position, what it gives on the patch around that
-position. Each conv block trims 3 cells, so a p×p patch leaves an s×s map (s = p - 3 × blocks; 1×1 for the
-default 7×7 patch and two blocks). "Flatten + first fully-connected layer" is written as a convolution with an
-s×s kernel, and the later fully-connected layers as 1×1 convolutions; batch norm and dropout act per channel
-in evaluation mode. On a patch the network returns one value; on a block with a halo of p // 2 it returns the
-same value for every inner cell, computed once per cell instead of once per overlapping patch. The depth
-inputs enter after the flatten step as a 1×1 term added to every cell, so one trunk pass serves all depths.
-A stride-2 pool or padded convolutions would break this equality.
-
-Training: inputs scaled by `PatchEncoder` (ranks, so units and outliers do not matter) fitted on the training
-patches only; targets standardised per depth interval with that interval's training mean and standard
-deviation; MSE loss on the standardised targets; AdamW; early stopping on an inner validation split drawn by
-site (never the caller's test folds), scored by the RMSE on the target's scale, restoring the best weights.
-
-Why per-depth scales: SOC falls by an order of magnitude from the topsoil to 1 m, and its tail is
-long (organic topsoils of 30–80 % beside mineral subsoils of 1 %). With one pooled scale the loss is dominated
-by the topsoil's large values, the deep intervals' variation is lost in the noise, and a covariate signal
-learnt from organic topsoils carries into every depth through the shared layers: on a survey like that the
-pooled CNN mapped 40 % SOC at 60–100 cm, where no observation there exceeded 12 %. Standardising each interval
-gives each depth's variation equal weight in the loss and scales each output back by its own spread.
-
 Fits are reproducible: the same data and `random_state` give bit-identical weights on the CPU with the
 same `n_threads`; by default training runs on one thread (see `TRAINING_THREADS`), so on any machine. Global
 torch state (random generator, thread count, deterministic mode) is restored after each call.
@@ -42,32 +18,30 @@ torch state (random generator, thread count, deterministic mode) is restored aft
 from __future__ import annotations
 
 import copy
-import math
 import os
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812 - torch's own convention
 
 from ..folds import inner_split
 from .base import DepthModel, check_progress
+from .cnn_networks import TRIM_PER_CONV_BLOCK, PatchNet, depth_features
+from .cnn_training import (
+    PREDICT_BATCH,
+    Inputs,
+    ProgressCallback,
+    Samples,
+    depth_scales,
+    train_network,
+    usable_targets,
+)
 from .encoding import PatchEncoder, block_centre_valid, centre_valid
 
-CONV_KERNEL = 3
-POOL_KERNEL = 2
-#: cells a conv block trims from a patch side: valid 3×3 convolution (2) + stride-1 2×2 max-pool (1)
-TRIM_PER_CONV_BLOCK = CONV_KERNEL - 1 + POOL_KERNEL - 1
-#: depths are fed as log1p(cm) / log1p(DEPTH_SCALE_CM): 0–1 over 0–200 cm, with room between shallow intervals
-DEPTH_SCALE_CM = 200.0
-#: cells per chunk when the fully-connected heads predict: small enough for their activations to stay in cache
-HEAD_CHUNK_CELLS = 8192
-#: sites per forward pass in `predict`, and inner cells per forward pass in `predict_block` (bounds memory)
-PREDICT_BATCH = 4096
+#: inner cells per forward pass in `predict_block` (bounds memory)
 DENSE_TILE_CELLS = 1 << 18
 #: fewer sites than this train without an inner validation split (and so without early stopping)
 MIN_SITES_FOR_VALIDATION = 5
@@ -81,139 +55,6 @@ TRAINING_THREADS = 1
 #: depend in their last bits on the thread count (oneDNN and the vectorised activations split their work by
 #: thread), so a cluster worker takes the count of the process that started the run (see `core.cluster`)
 PREDICTION_THREADS: Optional[int] = None
-#: seconds between cancellation checks inside an epoch
-CHECK_INTERVAL_S = 0.5
-
-ProgressCallback = Optional[Callable[[float, str], Any]]
-
-
-def depth_features(intervals: np.ndarray) -> np.ndarray:
-    """(D, 2) intervals in cm -> (D, 2) network inputs, log-scaled so that 0–5 and 5–15 cm stay apart."""
-    return (np.log1p(np.asarray(intervals, dtype=float)) / math.log1p(DEPTH_SCALE_CM)).astype(np.float32)
-
-
-class _SlidingMax(nn.Module):
-    """Max-pooling with stride 1 (no downsampling). At prediction time it takes the maximum of the k² shifted
-    views of the input, which gives the same values as `max_pool2d` some 30 times faster on the large maps of
-    dense prediction (PyTorch's CPU kernel is slow at stride 1); training keeps `max_pool2d` and its gradients."""
-
-    def __init__(self, kernel: int):
-        super().__init__()
-        self.kernel = kernel
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return F.max_pool2d(x, self.kernel, stride=1)
-        k = self.kernel
-        rows, cols = x.shape[-2] - k + 1, x.shape[-1] - k + 1
-        out = x[..., :rows, :cols]
-        for i in range(k):
-            for j in range(k):
-                if i or j:
-                    out = torch.maximum(out, x[..., i : i + rows, j : j + cols])
-        return out
-
-
-class _ConvBlock(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, dropout: float):
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, CONV_KERNEL),
-            _SlidingMax(POOL_KERNEL),
-            nn.SiLU(),
-            nn.BatchNorm2d(out_channels),
-            nn.Dropout(dropout),
-        )
-
-
-class _DenseBlock(nn.Sequential):
-    """Swish → batch norm → dropout after a fully-connected layer that the caller applies."""
-
-    def __init__(self, units: int, dropout: float):
-        super().__init__(nn.SiLU(), nn.BatchNorm2d(units), nn.Dropout(dropout))
-
-
-class _Head(nn.Module):
-    """Fully-connected blocks as convolutions: `first` is flatten + linear over the s×s trunk output."""
-
-    def __init__(self, in_channels: int, footprint: int, units: Sequence[int], n_depth_inputs: int, dropout: float):
-        super().__init__()
-        self.first = nn.Conv2d(in_channels, units[0], footprint)
-        self.depth = nn.Conv2d(n_depth_inputs, units[0], 1, bias=False) if n_depth_inputs else None
-        self.blocks = nn.ModuleList([_DenseBlock(units[0], dropout)])
-        for n_in, n_out in zip(units[:-1], units[1:]):
-            self.blocks.append(nn.Sequential(nn.Conv2d(n_in, n_out, 1), _DenseBlock(n_out, dropout)))
-        self.out = nn.Conv2d(units[-1], 1, 1)
-
-    def finish(self, first_layer: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
-        """Everything after the first linear map; `depth` is (N or 1, 2, 1, 1) and broadcasts over cells."""
-        hidden = first_layer if self.depth is None else first_layer + self.depth(depth)
-        for block in self.blocks:
-            hidden = block(hidden)
-        return self.out(hidden)
-
-    def predict(self, first_layer: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
-        """`finish` in evaluation mode for one depth (`depth` is (1, 2, 1, 1)), computed faster.
-
-        The heads run once per depth on every cell, so they, not the trunk, set the pace of dense prediction.
-        Here each batch norm, an affine map at prediction time, is folded into the 1×1 layer after it, dropout
-        is skipped, and the cells go through in chunks whose activations stay in the CPU cache.
-        """
-        n, channels, rows, cols = first_layer.shape
-        cells = first_layer.transpose(0, 1).reshape(channels, -1)  # (C, N·H·W): a view for a block or patches
-        offset = None if self.depth is None else self.depth(depth).reshape(channels, 1)
-        layers = [*(block[0] for block in self.blocks[1:]), self.out]
-        norms = [self.blocks[0][1], *(block[1][1] for block in self.blocks[1:])]
-        folded = []
-        for layer, norm in zip(layers, norms):
-            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            shift = norm.bias - norm.running_mean * scale
-            matrix = layer.weight[:, :, 0, 0]
-            folded.append((matrix * scale[None, :], (layer.bias + matrix @ shift)[:, None]))
-        out = torch.empty(1, cells.shape[1], dtype=first_layer.dtype, device=first_layer.device)
-        for start in range(0, cells.shape[1], HEAD_CHUNK_CELLS):
-            chunk = cells[:, start : start + HEAD_CHUNK_CELLS]
-            hidden = F.silu(chunk) if offset is None else F.silu(chunk + offset, inplace=True)
-            for i, (matrix, bias) in enumerate(folded):
-                hidden = torch.addmm(bias, matrix, hidden)
-                if i < len(folded) - 1:
-                    hidden = F.silu(hidden, inplace=True)
-            out[:, start : start + HEAD_CHUNK_CELLS] = hidden
-        return out.reshape(1, n, rows, cols).transpose(0, 1)
-
-    def layers(self) -> list[nn.Module]:
-        """The fully-connected layers in order, each with its activation, norm and dropout."""
-        first = [m for m in (self.first, self.depth, self.blocks[0]) if m is not None]
-        return [nn.ModuleList(first), *self.blocks[1:]]
-
-
-class _PatchNet(nn.Module):
-    """Conv trunk plus `n_heads` heads; (N, C, p + k, p + k) -> (N, n_heads, 1 + k, 1 + k)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        patch_size: int,
-        conv_channels: Sequence[int],
-        dense_units: Sequence[int],
-        dropout: float,
-        n_depth_inputs: int,
-        n_heads: int,
-    ):
-        super().__init__()
-        widths = [in_channels, *conv_channels]
-        self.trunk = nn.Sequential(*(_ConvBlock(a, b, dropout) for a, b in zip(widths[:-1], widths[1:])))
-        footprint = patch_size - TRIM_PER_CONV_BLOCK * len(conv_channels)
-        self.heads = nn.ModuleList(
-            _Head(widths[-1], footprint, dense_units, n_depth_inputs, dropout) for _ in range(n_heads)
-        )
-
-    def forward(self, x: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
-        features = self.trunk(x)
-        return torch.cat([head.finish(head.first(features), depth) for head in self.heads], dim=1)
-
-    def layers(self) -> list[nn.Module]:
-        """Conv blocks then the fully-connected layers of the first head: what `freeze_layers` counts."""
-        return [*self.trunk, *self.heads[0].layers()]
 
 
 class _CNNBase(DepthModel):
@@ -279,14 +120,14 @@ class _CNNBase(DepthModel):
         much in the loss (e.g. borrowed sites of another data set less than local ones); weight 0 leaves a site
         out. None weighs all sites alike."""
         patches, targets, intervals = self._check_fit_inputs(patches, targets, intervals)
-        targets, sample_weight = _usable_targets(patches, targets, sample_weight)
+        targets, sample_weight = usable_targets(patches, targets, sample_weight)
         self.encoder_ = PatchEncoder(categorical, self.covariate_scaling).fit(patches)
         self.intervals_ = intervals
-        self.target_mean_, self.target_std_ = _depth_scales(targets)
+        self.target_mean_, self.target_std_ = depth_scales(targets)
         self.history_: dict[str, dict[str, Any]] = {}
         self.device_ = self._resolve_device()
         with self._torch_session(seed=self.random_state, threads=self.n_threads or TRAINING_THREADS):
-            inputs = _Inputs(
+            inputs = Inputs(
                 self.encoder_.transform(patches),
                 (targets - self.target_mean_) / self.target_std_,
                 depth_features(intervals),
@@ -298,7 +139,7 @@ class _CNNBase(DepthModel):
             self._fit_networks(inputs, progress)
         return self
 
-    def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
+    def _fit_networks(self, inputs: Inputs, progress: ProgressCallback) -> None:
         raise NotImplementedError
 
     def fine_tuned(
@@ -319,7 +160,7 @@ class _CNNBase(DepthModel):
         transfer CNN's gentler fine-tuning rate to move a library's level to the local one), with early stopping
         on a share of the new sites."""
         patches, targets, _ = self._check_fit_inputs(patches, targets, self.intervals_)
-        targets, sample_weight = _usable_targets(patches, targets, sample_weight)
+        targets, sample_weight = usable_targets(patches, targets, sample_weight)
         model = copy.deepcopy(self)
         n_frozen = len(self.conv_channels) if freeze_layers is None else freeze_layers
         n_layers = len(self.conv_channels) + len(self.dense_units)
@@ -330,7 +171,7 @@ class _CNNBase(DepthModel):
             )
         model.history_ = {}
         with model._torch_session(seed=self.random_state, threads=self.n_threads or TRAINING_THREADS):
-            inputs = _Inputs(
+            inputs = Inputs(
                 model.encoder_.transform(patches),
                 (targets - model.target_mean_) / model.target_std_,
                 depth_features(model.intervals_),
@@ -362,12 +203,12 @@ class _CNNBase(DepthModel):
                 net.eval()
         return model
 
-    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+    def _net_samples(self, inputs: Inputs, site_mask: np.ndarray, index: int) -> Samples:
         """The training rows of network `index` among the masked sites: every depth of them (pooled layout)."""
         return inputs.pooled_samples(site_mask)
 
-    def _new_net(self, n_heads: int) -> _PatchNet:
-        net = _PatchNet(
+    def _new_net(self, n_heads: int) -> PatchNet:
+        net = PatchNet(
             self.encoder_.n_channels_,
             self.patch_size,
             self.conv_channels,
@@ -388,93 +229,23 @@ class _CNNBase(DepthModel):
 
     def _train(
         self,
-        net: _PatchNet,
+        net: PatchNet,
         stage: str,
-        inputs: _Inputs,
-        train: _Samples,
-        val: _Samples,
+        inputs: Inputs,
+        train: Samples,
+        val: Samples,
         epochs: int,
         learning_rate: float,
         progress: ProgressCallback,
         progress_span: tuple[float, float],
         frozen: Sequence[nn.Module] = (),
     ) -> None:
-        """Mini-batch AdamW with early stopping on `val`; leaves the best weights in `net`."""
-        if len(train) < 2:
-            raise ValueError(
-                f"{stage}: only {len(train)} training sample(s); a CNN needs at least 2 sites with a "
-                "target value. Add sites or choose fewer depth intervals."
-            )
-        parameters = [p for p in net.parameters() if p.requires_grad]
-        optimiser = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=self.weight_decay)
-        generator = torch.Generator().manual_seed(self.random_state)
-        #: RMSE on the target's (fitted) scale; the loss itself is on the standardised scale
-        history: dict[str, Any] = {"train_rmse": [], "val_rmse": [], "best_epoch": None, "initial_val_rmse": None}
-        self.history_[stage] = history
-        best_loss, best_state, since_best = math.inf, None, 0
-        if len(val) > 0:  # epoch 0: a fine-tuned copy keeps its starting weights unless training beats them
-            best_loss, best_state = self._mean_loss(net, inputs, val), copy.deepcopy(net.state_dict())
-            history["initial_val_rmse"], history["best_epoch"] = math.sqrt(best_loss), 0
-        start, span = progress_span
-        last_check = time.monotonic()
-        for epoch in range(epochs):
-            message = f"{stage} epoch {epoch + 1}/{epochs}"
-            check_progress(progress, start + span * epoch / epochs, message)
-            net.train()
-            for module in frozen:
-                module.eval()
-            total, count = 0.0, 0
-            for batch in _batches(len(train), self.batch_size, generator):
-                x, depth, y = inputs.batch(train, batch, generator)
-                output = net(x, depth).flatten(1)
-                observed = torch.isfinite(y)  # a multi-task row may miss some intervals
-                if train.weights is None:
-                    loss = ((output - y)[observed] ** 2).mean()
-                else:
-                    row_weights = train.weights[batch].to(self.device_)[:, None].expand_as(y)[observed]
-                    loss = (row_weights * (output - y)[observed] ** 2).sum() / row_weights.sum()
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                total += inputs.fitted_squared_error(train, batch, output.detach(), y)[observed].sum().item()
-                count += int(observed.sum())
-                if time.monotonic() - last_check > CHECK_INTERVAL_S:
-                    check_progress(progress, start + span * epoch / epochs, message)
-                    last_check = time.monotonic()
-            history["train_rmse"].append(math.sqrt(total / count))
-            if len(val) == 0:
-                continue
-            val_loss = self._mean_loss(net, inputs, val)
-            history["val_rmse"].append(math.sqrt(val_loss))
-            if val_loss < best_loss:
-                best_loss, best_state, since_best = val_loss, copy.deepcopy(net.state_dict()), 0
-                history["best_epoch"] = epoch + 1
-            else:
-                since_best += 1
-                if since_best >= self.patience:
-                    break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        net.eval()
-
-    @staticmethod
-    def _mean_loss(net: _PatchNet, inputs: _Inputs, samples: _Samples) -> float:
-        """Mean squared error on the target's (fitted) scale, weighted by the samples' weights if any."""
-        net.eval()
-        weights = torch.ones(len(samples)) if samples.weights is None else samples.weights
-        row_weights = weights[:, None].expand_as(samples.targets)
-        with torch.no_grad():
-            total = 0.0
-            for start in range(0, len(samples), PREDICT_BATCH):
-                batch = torch.arange(start, min(start + PREDICT_BATCH, len(samples)))
-                x, depth, y = inputs.batch(samples, batch, None)
-                errors = inputs.fitted_squared_error(samples, batch, net(x, depth).flatten(1), y)
-                if samples.weights is not None:
-                    errors = errors * row_weights[batch].to(errors.device)
-                total += errors.nansum().item()
-        if samples.weights is None:
-            return total / int(torch.isfinite(samples.targets).sum())
-        return total / float(row_weights[torch.isfinite(samples.targets)].sum())
+        """`train_network` with this model's settings; the history goes to `history_[stage]`."""
+        train_network(
+            net, stage, inputs, train, val, epochs, learning_rate, progress, progress_span, frozen,
+            batch_size=self.batch_size, weight_decay=self.weight_decay, patience=self.patience,
+            seed=self.random_state, histories=self.history_,
+        )  # fmt: skip
 
     # -------------------------------------------------------------------------------------------- prediction
 
@@ -660,7 +431,7 @@ class CNNDepthModel(_CNNBase):
 
     kind = "cnn"
 
-    def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
+    def _fit_networks(self, inputs: Inputs, progress: ProgressCallback) -> None:
         has_target = np.isfinite(inputs.targets)
         validation = self._validation_sites(np.flatnonzero(has_target.any(axis=1)), len(has_target))
         self.validation_sites_ = validation
@@ -720,7 +491,7 @@ class TransferCNNDepthModel(_CNNBase):
         """Layers frozen in every fine-tuned copy."""
         return len(self.conv_channels) if self.freeze_layers is None else self.freeze_layers
 
-    def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
+    def _fit_networks(self, inputs: Inputs, progress: ProgressCallback) -> None:
         n_layers = len(self.conv_channels) + len(self.dense_units)
         if not 0 <= self._n_frozen() <= n_layers:
             raise ValueError(
@@ -756,7 +527,7 @@ class TransferCNNDepthModel(_CNNBase):
             self.nets_.append(net.eval())
         check_progress(progress, 1.0, "fine-tuning done")
 
-    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+    def _net_samples(self, inputs: Inputs, site_mask: np.ndarray, index: int) -> Samples:
         """Network `index` is the one for depth interval `index`."""
         return inputs.pooled_samples(site_mask, index)
 
@@ -782,7 +553,7 @@ class MultiTaskCNNDepthModel(_CNNBase):
     kind = "multitask_cnn"
     _uses_depth_input = False
 
-    def _fit_networks(self, inputs: _Inputs, progress: ProgressCallback) -> None:
+    def _fit_networks(self, inputs: Inputs, progress: ProgressCallback) -> None:
         observed = np.isfinite(inputs.targets).any(axis=1)
         validation = self._validation_sites(np.flatnonzero(observed), len(observed))
         self.validation_sites_ = validation
@@ -792,7 +563,7 @@ class MultiTaskCNNDepthModel(_CNNBase):
         self.nets_ = [net]
         check_progress(progress, 1.0, "training done")
 
-    def _net_samples(self, inputs: _Inputs, site_mask: np.ndarray, index: int) -> _Samples:
+    def _net_samples(self, inputs: Inputs, site_mask: np.ndarray, index: int) -> Samples:
         """One row per site with all its intervals, as in training."""
         return inputs.site_samples(site_mask)
 
@@ -801,126 +572,6 @@ class MultiTaskCNNDepthModel(_CNNBase):
         features = net.trunk(x)
         heads = [net.heads[d] for d in self._chosen(depths)]
         return torch.cat([head.predict(head.first(features), None) for head in heads], dim=1)
-
-
-def _usable_targets(
-    patches: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Targets with NaN where the site's centre cell has nodata or its weight is 0, and the weights checked."""
-    usable = centre_valid(patches)
-    if sample_weight is not None:
-        sample_weight = np.asarray(sample_weight, dtype=float).ravel()
-        if sample_weight.shape != (len(patches),) or not np.all(np.isfinite(sample_weight) & (sample_weight >= 0)):
-            raise ValueError(
-                f"Give one finite, non-negative sample weight per site: {len(patches)} sites, "
-                f"{sample_weight.size} weights."
-            )
-        usable &= sample_weight > 0
-    return np.where(usable[:, None], targets, np.nan), sample_weight
-
-
-def _depth_scales(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per interval (column): mean and standard deviation of the observed values. An interval without
-    observations takes the pooled mean, and one with fewer than two distinct values the pooled deviation."""
-    finite = targets[np.isfinite(targets)]
-    n_depths = targets.shape[1]
-    mean = np.full(n_depths, finite.mean())
-    std = np.full(n_depths, float(finite.std()) or 1.0)
-    for d in range(n_depths):
-        values = targets[np.isfinite(targets[:, d]), d]
-        if values.size:
-            mean[d] = values.mean()
-        if values.size >= 2 and values.std() > 0:
-            std[d] = values.std()
-    return mean, std
-
-
-class _Samples:
-    """Training rows: a site, the interval whose depth is fed (None: no depth input), the target(s) and the
-    site's weight (None: all alike)."""
-
-    def __init__(
-        self, sites: np.ndarray, depths: np.ndarray | None, targets: np.ndarray, weights: np.ndarray | None = None
-    ):
-        self.sites = torch.from_numpy(sites.astype(np.int64))
-        self.depths = None if depths is None else torch.from_numpy(depths.astype(np.int64))
-        self.targets = torch.from_numpy(targets.astype(np.float32))
-        self.weights = None if weights is None else torch.from_numpy(weights.astype(np.float32))
-
-    def __len__(self) -> int:
-        return len(self.sites)
-
-
-class _Inputs:
-    """Encoded patches (and their 8 rotations/reflections when augmenting) on the training device."""
-
-    def __init__(
-        self,
-        encoded: np.ndarray,
-        targets: np.ndarray,
-        depths: np.ndarray,
-        device: torch.device,
-        augment: bool,
-        target_std: np.ndarray,
-        site_weights: np.ndarray | None = None,
-    ):
-        self.targets = targets
-        self.site_weights = site_weights
-        self.device = device
-        #: each interval's standard deviation, to turn standardised errors into errors on the target's scale
-        self.std = torch.tensor(target_std, dtype=torch.float32, device=device)
-        x = torch.from_numpy(encoded)
-        variants = [x]
-        if augment:
-            variants = [torch.rot90(v, k, dims=(2, 3)) for v in (x, x.flip(3)) for k in range(4)]
-        self.variants = torch.stack(variants).to(device)
-        self.depths = torch.from_numpy(depths).reshape(-1, 2, 1, 1).to(device)
-
-    def pooled_samples(self, site_mask: np.ndarray, interval: int | None = None) -> _Samples:
-        """One row per (site, interval) with a target, among the masked sites (and one interval if given)."""
-        has_target = np.isfinite(self.targets) & site_mask[:, None]
-        if interval is not None:
-            has_target[:, np.arange(has_target.shape[1]) != interval] = False
-        sites, depths = np.nonzero(has_target)
-        return _Samples(sites, depths, self.targets[sites, depths][:, None], self._weights_of(sites))
-
-    def site_samples(self, site_mask: np.ndarray) -> _Samples:
-        """One row per masked site, with the targets at every interval, NaN where missing (multi-task)."""
-        sites = np.flatnonzero(site_mask)
-        return _Samples(sites, None, self.targets[sites], self._weights_of(sites))
-
-    def _weights_of(self, sites: np.ndarray) -> np.ndarray | None:
-        return None if self.site_weights is None else self.site_weights[sites]
-
-    def batch(
-        self, samples: _Samples, rows: torch.Tensor, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Inputs for `rows`; with a generator (training) each row gets a random rotation/reflection."""
-        sites = samples.sites[rows]
-        variant = torch.zeros(len(rows), dtype=torch.int64)
-        if generator is not None and len(self.variants) > 1:
-            variant = torch.randint(len(self.variants), (len(rows),), generator=generator)
-        x = self.variants[variant.to(self.device), sites.to(self.device)]
-        depth = None if samples.depths is None else self.depths[samples.depths[rows].to(self.device)]
-        return x, depth, samples.targets[rows].to(self.device)
-
-    def fitted_squared_error(
-        self, samples: _Samples, rows: torch.Tensor, output: torch.Tensor, target: torch.Tensor
-    ) -> torch.Tensor:
-        """Squared errors on the fitted scale of standardised `output` and `target` for `rows` (NaN where the
-        target is missing)."""
-        # one column per interval (multi-task), or one column for the row's interval
-        std = self.std[None] if samples.depths is None else self.std[samples.depths[rows].to(self.device)][:, None]
-        return ((output - target) * std) ** 2
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Shuffled mini-batches; a last batch of one row joins the previous one (batch norm needs two)."""
-    order = torch.randperm(n, generator=generator)
-    batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2:] = [torch.cat(batches[-2:])]
-    return batches
 
 
 def prediction_threads() -> int:

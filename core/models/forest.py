@@ -1,4 +1,4 @@
-"""Random Forest for SOC by depth, with quantile regression forest (QRF) prediction intervals.
+"""Random Forest for SOC by depth, with quantile regression forest (QRF) prediction intervals: the estimator.
 
 Predictors: the covariates at the site's cell (the centre of a patch: the forest reads no neighbourhood).
 Categorical bands enter as their integer codes; scikit-learn 1.2 has no categorical splits, so a split on a
@@ -12,33 +12,23 @@ Two layouts:
   all data and thin deep intervals borrow strength from the rest.
 - per depth (`per_depth=True`): one forest per interval on that interval's sites only.
 
-Uncertainty follows ranger's `quantreg` (Meinshausen 2006, J. Mach. Learn. Res. 7:983-999, as implemented in
-ranger): at fit time every leaf of every tree keeps ONE training response drawn at random from the training
-rows that fall into it (all training rows, in-bag or not, exactly as ranger does); the predictive distribution
-at a new point is the set of values kept at the leaves it reaches, one per tree, and its quantiles are the
-prediction interval. This costs one leaf lookup per tree, the same as a prediction. The mean prediction is the
-ordinary forest mean of the leaf means.
-
-Leaf lookup uses scikit-learn's compiled trees (`Tree.apply`), and averaging is done here over a fixed tree
-order, so predictions do not depend on `n_jobs` and are bit-identical after a save/load round trip (the trees
-are stored as plain arrays and rebuilt, see `get_state`).
+The trees and their QRF leaf draws are stored in `forest_trees` (growing, the model file's arrays and their
+checks), and evaluated by `forest_lookup` (trees specialised per interval, mean and quantiles over a fixed tree
+order, so predictions do not depend on `n_jobs` and are bit-identical after a save/load round trip).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Union
 
 import numpy as np
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.tree._tree import Tree
 
 from ..depths import interval_label
 from ..modelfile import ModelFileError
 from .base import DepthModel, check_progress
+from .forest_trees import Forest, child_seed
 
 ProgressCallback = Optional[Callable[[float, str], bool]]
 
@@ -50,365 +40,6 @@ TUNE_MIN_SAMPLES_LEAF: tuple[int, ...] = (5, 10, 30, 100)
 TUNE_TREES = 100
 #: folds of the inner grouped cross-validation used for tuning
 TUNE_FOLDS = 5
-#: leaf lookups held in memory at once (rows x trees) for quantiles; bounds memory for large raster blocks (~32 MB)
-LOOKUP_BUDGET = 1 << 22
-#: rows evaluated together for the forest mean: small enough for the CPU caches, large enough that the Python
-#: cost of one call per tree stays small next to the tree walks; also the unit handed to threads
-MEAN_PIECE_ROWS = 4096
-
-_LEAF = -1  # scikit-learn's child index of a leaf
-_UNDEFINED_FEATURE = -2  # scikit-learn's feature index of a leaf
-_NODE_FIELDS = (
-    "children_left",
-    "children_right",
-    "feature",
-    "threshold",
-    "impurity",
-    "n_node_samples",
-    "weighted_n_node_samples",
-    "value",
-    "leaf_draw",
-)
-
-
-class _Forest:
-    """One fitted forest: scikit-learn trees for the leaf lookup plus, per node, the mean and the QRF draw.
-
-    Node arrays of all trees are concatenated; `node_offsets[t]` is where tree t starts, so a leaf index from
-    tree t plus its offset addresses `value` (leaf mean) and `leaf_draw` (the one kept training response).
-    """
-
-    def __init__(self, trees: list[Tree], value: np.ndarray, leaf_draw: np.ndarray) -> None:
-        self.trees = trees
-        counts = [tree.node_count for tree in trees]
-        self.node_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.value = value
-        self.leaf_draw = leaf_draw
-        # prediction trees per set of fixed trailing predictors (e.g. one depth interval); derived, never saved
-        self._lookups: dict[tuple[float, ...], _Lookup] = {}
-
-    @classmethod
-    def grow(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        n_trees: int,
-        max_features: int,
-        min_samples_leaf: int,
-        seed: np.random.SeedSequence,
-        n_jobs: int,
-        weights: np.ndarray | None = None,
-    ) -> _Forest:
-        """`weights` (one per row, scikit-learn's `sample_weight`) weight the splits, the leaf means and the
-        leaf draws, and a leaf must then also hold rows of total weight `min_samples_leaf`: a row of weight 0.01
-        counts as a hundredth of a row, so rows of small weight cannot form leaves of their own and so predict
-        alone. None gives every row the same weight."""
-        tree_seed, draw_seed = _child(seed, 0), _child(seed, 1)
-        # scikit-learn allows at most half the total weight in a leaf
-        weight_share = 0.0 if weights is None else min(0.5, min_samples_leaf / float(np.sum(weights)))
-        forest = RandomForestRegressor(
-            n_estimators=n_trees,
-            max_features=max_features,
-            min_samples_leaf=min_samples_leaf,
-            min_weight_fraction_leaf=weight_share,
-            bootstrap=True,
-            random_state=int(tree_seed.generate_state(1)[0]),
-            n_jobs=n_jobs,
-        ).fit(x, y, sample_weight=weights)
-        trees = [estimator.tree_ for estimator in forest.estimators_]
-        value = np.concatenate([tree.value[:, 0, 0] for tree in trees])
-        fitted = cls(trees, value, np.full(value.shape, np.nan))
-        fitted._draw_leaf_responses(x, y, np.random.default_rng(draw_seed), n_jobs, weights)
-        return fitted
-
-    def _draw_leaf_responses(
-        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_jobs: int, weights: np.ndarray | None
-    ) -> None:
-        """Keeps, for every leaf, the response of one training row drawn from the rows in it, with probability
-        proportional to the row's weight (uniform without weights)."""
-        leaves = self.leaf_ids(x, n_jobs).ravel()
-        # Each leaf takes the row with the smallest random key: a uniform draw, independent of row order. With
-        # weights the key is an exponential waiting time over the weight, whose minimum falls on a row with
-        # probability weight / total weight (a race of exponential clocks).
-        keys = rng.random(leaves.size)
-        if weights is not None:
-            keys = -np.log1p(-keys) / np.repeat(weights, len(self.trees))
-        order = np.lexsort((keys, leaves))
-        sorted_leaves = leaves[order]
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = sorted_leaves[1:] != sorted_leaves[:-1]
-        self.leaf_draw[sorted_leaves[first]] = y[order[first] // len(self.trees)]
-
-    def leaf_ids(self, x: np.ndarray, n_jobs: int) -> np.ndarray:
-        """(n, P) float32 -> (n, T) indices into the concatenated node arrays."""
-        out = np.empty((len(x), len(self.trees)), dtype=np.int64)
-
-        def lookup(t: int) -> None:
-            out[:, t] = self.trees[t].apply(x)
-
-        workers = _resolve_jobs(n_jobs)
-        if workers > 1 and len(x) * len(self.trees) > 50_000:
-            with ThreadPoolExecutor(workers) as pool:  # Tree.apply releases the GIL
-                list(pool.map(lookup, range(len(self.trees))))
-        else:
-            for t in range(len(self.trees)):
-                lookup(t)
-        out += self.node_offsets[:-1]
-        return out
-
-    def predict(
-        self, x: np.ndarray, quantiles: np.ndarray | None, n_jobs: int, fixed: tuple[float, ...] = ()
-    ) -> np.ndarray:
-        """Forest mean (n,) or QRF quantiles (n, Q) for (n, P - len(fixed)) float32 rows.
-
-        `fixed` are the values of the last predictors, the same for every row (the pooled forest's interval
-        top and bottom): the trees are specialised for them, which leaves fewer and shallower splits to walk.
-        Rows are split into pieces evaluated in threads; every row is computed the same way whatever the
-        pieces, so the numbers do not depend on `n_jobs`, the row count or the memory budget.
-        """
-        lookup = self._lookup(fixed)
-        n_trees = len(self.trees)
-        workers = _resolve_jobs(n_jobs)
-        if quantiles is None:
-            out = np.empty(len(x))
-            piece = MEAN_PIECE_ROWS
-        else:
-            out = np.empty((len(x), len(quantiles)))
-            piece = max(1, LOOKUP_BUDGET // (n_trees * workers))
-
-        def evaluate(start: int) -> None:
-            rows = x[start : start + piece]
-            if quantiles is None:
-                total = _sum_like_numpy(lambda t: lookup.means_at(t, rows), n_trees, len(rows))
-                out[start : start + piece] = total / n_trees
-            else:
-                draws = np.empty((len(rows), n_trees))
-                for t in range(n_trees):
-                    draws[:, t] = lookup.draws_at(t, rows)
-                out[start : start + piece] = np.quantile(draws, quantiles, axis=1).T
-
-        starts = range(0, len(x), piece)
-        if workers > 1 and len(starts) > 1:
-            with ThreadPoolExecutor(min(workers, len(starts))) as pool:  # Tree.apply and numpy release the GIL
-                list(pool.map(evaluate, starts))
-        else:
-            for start in starts:
-                evaluate(start)
-        return out
-
-    def _lookup(self, fixed: tuple[float, ...]) -> _Lookup:
-        # the trees compare float32 predictors with float64 thresholds: key and specialise on float32 values
-        key = tuple(float(value) for value in np.asarray(fixed, dtype=np.float32))
-        if key not in self._lookups:
-            self._lookups[key] = self._specialise(key)
-        return self._lookups[key]
-
-    def _specialise(self, fixed: tuple[float, ...]) -> _Lookup:
-        """The trees themselves if nothing is fixed, else copies with the splits on the last len(fixed)
-        predictors resolved for the values `fixed`.
-
-        A split on a fixed predictor always sends every row the same way, so it is replaced by the child taken
-        and the other child's branch, unreachable, is dropped. Leaves keep their original mean and QRF draw, so
-        every row reaches the same leaf, and gets the same numbers, as in the full tree. On Edgeroi (pooled, 8
-        predictors) trees shrink from about 340 nodes to 60 and rows pass 6-7 splits instead of 9-10.
-        """
-        if not fixed:
-            pieces = [slice(start, stop) for start, stop in zip(self.node_offsets[:-1], self.node_offsets[1:])]
-            return _Lookup(self.trees, [self.value[p] for p in pieces], [self.leaf_draw[p] for p in pieces])
-        n_kept = self.trees[0].n_features - len(fixed)
-        nodes = np.concatenate([tree.__getstate__()["nodes"] for tree in self.trees])
-        sizes = np.diff(self.node_offsets)
-        leaf = nodes["left_child"] == _LEAF
-        base = np.repeat(self.node_offsets[:-1], sizes)
-        left = np.where(leaf, 0, nodes["left_child"] + base)  # global indices; 0 is a placeholder for leaves
-        right = np.where(leaf, 0, nodes["right_child"] + base)
-        feature = nodes["feature"]
-        on_fixed = ~leaf & (feature >= n_kept)
-        constant = np.asarray(fixed, dtype=np.float64)[np.where(on_fixed, feature - n_kept, 0)]
-        # where a row at each node ends up once the fixed splits are followed: the node itself unless it splits
-        # on a fixed predictor; pointer doubling follows chains of fixed splits in log2(depth) passes
-        target = np.where(on_fixed, np.where(constant <= nodes["threshold"], left, right), np.arange(len(nodes)))
-        while not np.array_equal(target[target], target):
-            target = target[target]
-        left, right = target[left], target[right]
-        kept = np.zeros(len(nodes), dtype=bool)
-        reached = target[self.node_offsets[:-1]]  # the roots
-        while reached.size:
-            kept[reached] = True
-            inner = reached[~leaf[reached]]
-            reached = np.concatenate([left[inner], right[inner]])
-        # renumber within each tree, keeping the order: a child's index stays above its parent's
-        old = np.flatnonzero(kept)
-        counts = np.add.reduceat(kept, self.node_offsets[:-1])
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        local = np.zeros(len(nodes), dtype=np.int64)
-        local[old] = np.arange(len(old)) - np.repeat(starts[:-1], counts)
-        kept_nodes = nodes[old]
-        kept_leaf = leaf[old]
-        kept_nodes["left_child"] = np.where(kept_leaf, _LEAF, local[left[old]])
-        kept_nodes["right_child"] = np.where(kept_leaf, _LEAF, local[right[old]])
-        trees, means, draws = [], [], []
-        for t, tree in enumerate(self.trees):
-            mine = slice(starts[t], starts[t + 1])
-            specialised = Tree(n_kept, np.ones(1, dtype=np.intp), 1)
-            specialised.__setstate__(
-                {
-                    "max_depth": tree.max_depth,  # an upper bound; apply does not use it
-                    "node_count": int(counts[t]),
-                    "nodes": kept_nodes[mine],
-                    "values": self.value[old[mine]].reshape(-1, 1, 1),
-                }
-            )
-            trees.append(specialised)
-            means.append(self.value[old[mine]])
-            draws.append(self.leaf_draw[old[mine]])
-        return _Lookup(trees, means, draws)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        nodes = [tree.__getstate__()["nodes"] for tree in self.trees]
-        return {
-            "children_left": np.concatenate([n["left_child"] for n in nodes]).astype(np.int32),
-            "children_right": np.concatenate([n["right_child"] for n in nodes]).astype(np.int32),
-            "feature": np.concatenate([n["feature"] for n in nodes]).astype(np.int32),
-            "threshold": np.concatenate([n["threshold"] for n in nodes]),
-            "impurity": np.concatenate([n["impurity"] for n in nodes]),
-            "n_node_samples": np.concatenate([n["n_node_samples"] for n in nodes]).astype(np.int64),
-            "weighted_n_node_samples": np.concatenate([n["weighted_n_node_samples"] for n in nodes]),
-            "value": self.value,
-            "leaf_draw": self.leaf_draw,
-            "node_offsets": self.node_offsets,
-            "max_depth": np.array([tree.max_depth for tree in self.trees], dtype=np.int32),
-        }
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], n_features: int) -> _Forest:
-        """Rebuilds scikit-learn trees from plain arrays after checking they form valid trees.
-
-        The checks matter for safety, not only for clear errors: the compiled tree code follows child indices
-        without bounds checks, so a crafted file could otherwise make it read outside its memory.
-        """
-        offsets = np.asarray(arrays["node_offsets"], dtype=np.int64)
-        _validate_nodes(arrays, offsets, n_features)
-        node_dtype = Tree(1, np.ones(1, dtype=np.intp), 1).__getstate__()["nodes"].dtype
-        sources = {
-            "left_child": "children_left",
-            "right_child": "children_right",
-            "feature": "feature",
-            "threshold": "threshold",
-            "impurity": "impurity",
-            "n_node_samples": "n_node_samples",
-            "weighted_n_node_samples": "weighted_n_node_samples",
-        }
-        trees = []
-        for t, depth in enumerate(arrays["max_depth"]):
-            start, stop = offsets[t], offsets[t + 1]
-            # Fields newer scikit-learn adds (e.g. missing_go_to_left) stay 0: inputs never contain NaN here.
-            nodes = np.zeros(stop - start, dtype=node_dtype)
-            for field, source in sources.items():
-                nodes[field] = arrays[source][start:stop]
-            tree = Tree(n_features, np.ones(1, dtype=np.intp), 1)
-            tree.__setstate__(
-                {
-                    "max_depth": int(depth),
-                    "node_count": int(stop - start),
-                    "nodes": nodes,
-                    "values": np.ascontiguousarray(arrays["value"][start:stop], dtype=np.float64).reshape(-1, 1, 1),
-                }
-            )
-            trees.append(tree)
-        return cls(trees, np.asarray(arrays["value"], np.float64), np.asarray(arrays["leaf_draw"], np.float64))
-
-
-class _Lookup:
-    """Trees ready to predict, each with its own leaves' means and QRF draws (indexed by its node numbers)."""
-
-    def __init__(self, trees: list[Tree], means: list[np.ndarray], draws: list[np.ndarray]) -> None:
-        self.trees = trees
-        self.means = means
-        self.draws = draws
-
-    def means_at(self, t: int, rows: np.ndarray) -> np.ndarray:
-        """(n,) mean of the leaf each row reaches in tree t."""
-        return np.take(self.means[t], self.trees[t].apply(rows))
-
-    def draws_at(self, t: int, rows: np.ndarray) -> np.ndarray:
-        """(n,) QRF draw of the leaf each row reaches in tree t."""
-        return np.take(self.draws[t], self.trees[t].apply(rows))
-
-
-def _sum_like_numpy(tree_values: Callable[[int], np.ndarray], n_trees: int, n_rows: int) -> np.ndarray:
-    """Row sums over trees 0..n_trees-1, added in exactly the order numpy's `sum(axis=1)` adds a C-ordered
-    (n_rows, n_trees) array, without building that array: the forest mean stays bit-identical to the
-    `leaf_values.mean(axis=1)` of earlier versions while holding only a few (n_rows,) vectors.
-
-    numpy starts from 0 and adds a pairwise sum: below 8 terms one after the other; up to 128 terms in 8
-    interleaved partial sums combined as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the tail;
-    above 128 it halves the terms (the first half rounded down to a multiple of 8) and adds the two sums.
-    """
-
-    def pairwise(first: int, count: int) -> np.ndarray:
-        if count < 8:
-            total = np.zeros(n_rows)
-            for t in range(first, first + count):
-                total += tree_values(t)
-            return total
-        if count <= 128:
-            partial = [tree_values(first + j) for j in range(8)]
-            whole = count - count % 8
-            for t in range(first + 8, first + whole):
-                partial[(t - first) % 8] += tree_values(t)
-            total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + (
-                (partial[4] + partial[5]) + (partial[6] + partial[7])
-            )
-            for t in range(first + whole, first + count):
-                total += tree_values(t)
-            return total
-        half = count // 2
-        half -= half % 8
-        return pairwise(first, half) + pairwise(first + half, count - half)
-
-    return 0.0 + pairwise(0, n_trees)
-
-
-def _validate_nodes(arrays: dict[str, np.ndarray], offsets: np.ndarray, n_features: int) -> None:
-    """Raises ModelFileError unless the arrays describe trees the compiled code can walk safely."""
-
-    def fail(problem: str) -> None:
-        raise ModelFileError(
-            f"The Random Forest in this model file is damaged ({problem}). Train and save the model again."
-        )
-
-    n_nodes = len(arrays["value"])
-    if any(arrays[name].ndim != 1 or len(arrays[name]) != n_nodes for name in _NODE_FIELDS):
-        fail("its node arrays differ in length")
-    n_trees = len(arrays["max_depth"])
-    if offsets.shape != (n_trees + 1,) or offsets[0] != 0 or offsets[-1] != n_nodes or n_trees == 0:
-        fail("its tree offsets do not match its nodes")
-    sizes = np.diff(offsets)
-    if np.any(sizes < 1):
-        fail("a tree has no nodes")
-    local = np.arange(n_nodes) - np.repeat(offsets[:-1], sizes)
-    size = np.repeat(sizes, sizes)
-    left, right, feature = (arrays[name].astype(np.int64) for name in ("children_left", "children_right", "feature"))
-    leaf = left == _LEAF
-    # sklearn numbers children after their parent, so "child index > own index" also rules out cycles
-    inner_ok = (left > local) & (left < size) & (right > local) & (right < size) & (feature >= 0)
-    inner_ok &= (feature < n_features) & np.isfinite(arrays["threshold"])
-    leaf_ok = (right == _LEAF) & (feature == _UNDEFINED_FEATURE) & np.isfinite(arrays["leaf_draw"])
-    if not np.all(np.where(leaf, leaf_ok, inner_ok)):
-        fail("a node points outside its tree or to an unknown predictor")
-    if not np.all(np.isfinite(arrays["value"])):
-        fail("a node value is not a finite number")
-
-
-def _resolve_jobs(n_jobs: int) -> int:
-    return (os.cpu_count() or 1) if n_jobs < 0 else max(1, n_jobs)
-
-
-def _child(seed: np.random.SeedSequence, *keys: int) -> np.random.SeedSequence:
-    """A child seed named by `keys`: unlike `SeedSequence.spawn` it does not depend on earlier calls, so the
-    same forest (e.g. fold 2 of every tuning candidate) always gets the same random numbers."""
-    return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, *keys), pool_size=seed.pool_size)
 
 
 class RandomForestDepthModel(DepthModel):
@@ -493,7 +124,7 @@ class RandomForestDepthModel(DepthModel):
         self.categorical_ = tuple(int(c) for c in categorical)
         n_predictors = self._n_predictors()
         seed = np.random.SeedSequence(self.random_state)
-        tuning_seed, final_seed = _child(seed, 0), _child(seed, 1)
+        tuning_seed, final_seed = child_seed(seed, 0), child_seed(seed, 1)
         n_forests = len(intervals) if self.per_depth else 1
         candidates = self._candidates(n_predictors) if self.tune else []
         steps = len(candidates) + n_forests
@@ -501,10 +132,10 @@ class RandomForestDepthModel(DepthModel):
 
         self.tuning_scores_: list[dict[str, Any]] = []
         if self.tune:
-            folds = _site_folds(targets, TUNE_FOLDS, np.random.default_rng(_child(tuning_seed, 0)))
+            folds = _site_folds(targets, TUNE_FOLDS, np.random.default_rng(child_seed(tuning_seed, 0)))
             for index, (max_features, min_samples_leaf) in enumerate(candidates):
                 rmse = self._cross_validate(
-                    features, targets, weights, folds, _child(tuning_seed, 1), max_features, min_samples_leaf
+                    features, targets, weights, folds, child_seed(tuning_seed, 1), max_features, min_samples_leaf
                 )
                 self.tuning_scores_.append(
                     {"max_features": max_features, "min_samples_leaf": min_samples_leaf, "rmse": rmse}
@@ -529,11 +160,11 @@ class RandomForestDepthModel(DepthModel):
         self.forests_ = []
         for index, (x, y, w) in enumerate(self._training_sets(features, targets, intervals, weights)):
             self.forests_.append(
-                _Forest.grow(
+                Forest.grow(
                     x,
                     y,
                     self.n_trees,
-                    seed=_child(final_seed, index),
+                    seed=child_seed(final_seed, index),
                     n_jobs=self.n_jobs,
                     weights=w,
                     **self.best_params_,
@@ -583,8 +214,8 @@ class RandomForestDepthModel(DepthModel):
             train_weights = None if weights is None else weights[train]
             sets = self._training_sets(features[train], targets[train], self.intervals_, train_weights)
             for d, (x, y, w) in enumerate(sets):
-                forest = _Forest.grow(
-                    x, y, TUNE_TREES, max_features, min_samples_leaf, _child(seed, fold, d), self.n_jobs, w
+                forest = Forest.grow(
+                    x, y, TUNE_TREES, max_features, min_samples_leaf, child_seed(seed, fold, d), self.n_jobs, w
                 )
                 if self.per_depth:
                     predicted[test, d] = forest.predict(features[test], None, self.n_jobs)
@@ -710,7 +341,7 @@ class RandomForestDepthModel(DepthModel):
             for index in range(n_forests):
                 prefix = f"forest{index}."
                 own = {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
-                model.forests_.append(_Forest.from_arrays(own, model._n_predictors()))
+                model.forests_.append(Forest.from_arrays(own, model._n_predictors()))
         except ModelFileError:
             raise
         except (KeyError, TypeError, ValueError) as error:

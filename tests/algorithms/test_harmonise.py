@@ -211,6 +211,23 @@ def test_fractional_depth_fields_are_spelled_with_p(qgis_processing, messy_csv):
     assert value(single, "ORCDRC_0_2p5") == 12 and not math.isnan(value(single, "ORCDRC_rmse"))
 
 
+def test_many_skips_list_the_first_twenty_and_point_to_the_rejected_table(
+    qgis_processing, context_and_feedback, tmp_path
+):
+    path = tmp_path / "many.csv"
+    rows = [f"P{i},0,10,\nP{i},10,20,{i + 1}" for i in range(25)]  # 25 profiles, each with one missing value
+    path.write_text("pid,top,bottom,ORCDRC\n" + "\n".join(rows) + "\n")
+    result = run(
+        qgis_processing, context_and_feedback, INPUT=table_layer(path), PROFILE_FIELD="pid", REJECTED="memory:"
+    )
+    assert result["REJECTED"].featureCount() == 25
+    _, feedback = context_and_feedback
+    skipped = [w for w in feedback.warnings if w.startswith("Skipped a horizon")]
+    assert len(skipped) == 20 and skipped[0].startswith("Skipped a horizon (feature 1) of profile 'P0' [ORCDRC]")
+    assert "… and 5 more; see the 'Rejected horizons and profiles' output." in feedback.warnings
+    assert feedback.warnings[-1] == "Skipped records by reason — value is missing: 25"
+
+
 def test_skip_summary_counts_by_cause_not_by_horizon_depth(qgis_processing, context_and_feedback, tmp_path):
     path = tmp_path / "skips.csv"
     # two missing values at different depths, one overlapping profile, one unreadable bottom depth

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, uniform_filter
 
-from soc_depth_mapper.core.models import cnn
+from soc_depth_mapper.core.models import cnn, cnn_networks
 from soc_depth_mapper.core.models.base import Cancelled
 from soc_depth_mapper.core.models.cnn import CNNDepthModel, MultiTaskCNNDepthModel, TransferCNNDepthModel
 from soc_depth_mapper.core.models.forest import RandomForestDepthModel
@@ -330,12 +330,10 @@ def test_a_known_function_of_the_covariates_is_learned_at_every_depth(cls, extra
 
 @pytest.mark.parametrize("with_depth", [True, False])
 def test_head_prediction_path_equals_the_training_path_in_evaluation_mode(monkeypatch, with_depth):
-    """`_Head.predict` folds the batch norms into the next layer and walks cells in chunks; the numbers must be
+    """`Head.predict` folds the batch norms into the next layer and walks cells in chunks; the numbers must be
     those of `finish`, the path the network was trained with, on patches and on a block alike."""
-    from soc_depth_mapper.core.models import cnn as cnn_module
-
     torch.manual_seed(0)
-    head = cnn_module._Head(6, 1, (8, 5, 4), 2 if with_depth else 0, dropout=0.3)
+    head = cnn_networks.Head(6, 1, (8, 5, 4), 2 if with_depth else 0, dropout=0.3)
     for norm in (m for m in head.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # far from the identity
         norm.running_mean.uniform_(-1, 1)
         norm.running_var.uniform_(0.3, 3)
@@ -343,7 +341,7 @@ def test_head_prediction_path_equals_the_training_path_in_evaluation_mode(monkey
         norm.bias.data.uniform_(-1, 1)
     head.eval()
     depth = torch.rand(1, 2, 1, 1) if with_depth else None
-    monkeypatch.setattr(cnn_module, "HEAD_CHUNK_CELLS", 7)  # chunks that end mid-row and mid-batch
+    monkeypatch.setattr(cnn_networks, "HEAD_CHUNK_CELLS", 7)  # chunks that end mid-row and mid-batch
     with torch.no_grad():
         for features in (torch.randn(50, 6, 1, 1), torch.randn(1, 6, 9, 13)):
             first = head.first(features)
@@ -356,11 +354,9 @@ def test_head_prediction_path_equals_the_training_path_in_evaluation_mode(monkey
 
 @pytest.mark.parametrize("kernel", [2, 3])
 def test_sliding_max_at_prediction_equals_max_pooling_with_stride_one(kernel):
-    from soc_depth_mapper.core.models.cnn import _SlidingMax
-
     x = torch.randn(3, 4, 11, 17)
     x[..., 2:6, 3:9] = 0.5  # ties, as on constant (e.g. filled) ground
-    pool = _SlidingMax(kernel).eval()
+    pool = cnn_networks.SlidingMax(kernel).eval()
     torch.testing.assert_close(pool(x), torch.nn.functional.max_pool2d(x, kernel, stride=1), rtol=0, atol=0)
 
 

@@ -4,6 +4,7 @@ import pytest
 from soc_depth_mapper.core.metrics import regression_metrics
 from soc_depth_mapper.core.modelfile import ModelFileError, load_model_file, save_model_file
 from soc_depth_mapper.core.models import forest as forest_module
+from soc_depth_mapper.core.models import forest_lookup
 from soc_depth_mapper.core.models.base import Cancelled
 from soc_depth_mapper.core.models.forest import RandomForestDepthModel
 
@@ -268,8 +269,8 @@ def test_same_seed_same_forest_whatever_the_threads(monkeypatch):
     assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
     assert not np.array_equal(one_pass, other.predict(many))
     # pieces of 7 rows, spread over two threads, give the same numbers as one pass, for means and quantiles
-    monkeypatch.setattr(forest_module, "MEAN_PIECE_ROWS", 7)
-    monkeypatch.setattr(forest_module, "LOOKUP_BUDGET", 20 * 2 * 7)
+    monkeypatch.setattr(forest_lookup, "MEAN_PIECE_ROWS", 7)
+    monkeypatch.setattr(forest_lookup, "LOOKUP_BUDGET", 20 * 2 * 7)
     assert np.array_equal(runs[1].predict(many), one_pass)
     assert np.array_equal(runs[1].predict_quantiles(many, [0.1, 0.9]), outputs[0])
 

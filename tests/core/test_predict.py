@@ -78,6 +78,7 @@ class LinearModel:
     """Pixel model: depth d -> COEF[d] . covariates + 10 d. Interval: value - (d+1) level, value + 2 (d+1) level."""
 
     patch_size = 1
+    prediction_floor = None
 
     def __init__(self, fail_at_call: int | None = None) -> None:
         self.block_shapes: list[tuple[int, ...]] = []
@@ -361,6 +362,34 @@ def test_out_of_range_count(tmp_path, stack, data):
     assert result.n_out_of_range == expected
 
 
+def test_maps_below_the_floor_are_raised_to_it_and_counted_by_the_run(tmp_path, stack, data):
+    """The run raises map values below the predictor's floor to it and counts the cells with such a value at some
+    depth, the same on many blocks as on one; interval bounds stay the predictor's own."""
+    # the oracle on the covariates as the file holds them (float32), so no cell sits on the other side of the floor
+    raw = expected_maps(data.astype(np.float32).astype(np.float64), linear_oracle)
+    floor = float(np.nanmedian(raw[0]))  # about half the cells fall below it at the top depth
+
+    class Floored(LinearModel):
+        prediction_floor = floor
+
+    below = (raw < floor).any(axis=0)  # NaN (nodata) cells compare False
+    assert 0 < below.sum() < np.isfinite(raw[0]).sum()
+    for memory_mb in (TINY_MB, 500):
+        folder = tmp_path / str(memory_mb)
+        folder.mkdir()
+        result = predict_rasters(
+            Floored(), stack, str(folder / "soc.tif"), DEPTHS, LABELS, memory_mb=memory_mb, interval=0.9,
+            uncertainty_path=str(folder / "unc.tif"),
+        )  # fmt: skip
+        assert result.n_floored == below.sum()
+        np.testing.assert_array_equal(read(result.output), np.maximum(raw, floor).astype(np.float32))
+        lower = read(result.uncertainty)[0::3]
+        spread = np.array([d + 1.0 for d in DEPTHS])[:, None, None] * 0.9
+        np.testing.assert_allclose(lower, raw - spread, rtol=1e-6, atol=1e-4)
+    unfloored = predict_rasters(LinearModel(), stack, str(tmp_path / "plain.tif"), DEPTHS, LABELS)
+    assert unfloored.n_floored == 0
+
+
 def test_bad_arguments_name_the_fix(tmp_path, stack):
     out = str(tmp_path / "soc.tif")
     with pytest.raises(ValueError, match="one label per depth"):
@@ -602,6 +631,7 @@ from soc_depth_mapper.core.rasters import CovariateStack
 
 class SlowModel:
     patch_size = 1
+    prediction_floor = None
 
     def predict_block(self, block, depth_indices):
         print("block", flush=True)
