@@ -265,7 +265,8 @@ def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
     if transfer["strategy"] == "representation":
         return {
             "Transfer": f"representation: pre-trained on {transfer['source_sites_used']} of {source['sites']} source "
-            f"sites ({transfer['selection']}), fine-tuned on the local sites"
+            f"sites ({transfer['selection']}), carried to the local sites (a CNN fine-tuned, a random forest on its "
+            "prediction as covariates)"
         }
     chosen = "chosen by inner cross-validation" if transfer["weight_requested"] == 0 else "as given"
     return {
@@ -275,6 +276,8 @@ def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _borrowed(strategy: str, weight: float) -> str:
+    if strategy == "both":
+        return f"pre-trained, {weight:g}"
     return "pre-trained" if strategy == "representation" else f"{weight:g}"
 
 
