@@ -19,8 +19,8 @@ from qgis.core import (
 
 from .layers import report_skipped, sample_points
 
-#: TRANSFER options: representation transfer, and the option offered but not implemented yet (both at once)
-REPRESENTATION, NOT_AVAILABLE = 2, (3,)
+#: TRANSFER option of representation transfer alone (a pre-trained model takes only that one)
+REPRESENTATION = 2
 
 
 class TransferInputs:
@@ -41,17 +41,24 @@ class TransferInputs:
                 options=[
                     self.tr("None"),
                     self.tr("Instances (borrow the source's sites)"),
-                    self.tr("Representation (CNNs: pre-trained on the source, fine-tuned on the local sites)"),
-                    self.tr("Instances and representation (not available yet)"),
+                    self.tr(
+                        "Representation (CNNs: pre-trained on the source, fine-tuned; random forest: the source "
+                        "forest's prediction as covariates)"
+                    ),
+                    self.tr("Instances and representation"),
                 ],
                 defaultValue=0,
             ),
             "Instances: the sites of 'Source data set' join the local training sites, each counting 'Source weight' "
             "of a local site; cross-validation then tests on local sites only and also runs the same folds without "
-            "the source, so the log, metrics and report show the gain. Representation (CNN models only): the "
-            "network is pre-trained on the source sites, then fine-tuned on the local ones with its first "
-            "'Transfer CNN: frozen layers' (FREEZE_LAYERS) layers frozen; each validation fold pre-trains anew "
-            "without the source sites near its test sites. Both at once is not available yet and is refused.",
+            "the source, so the log, metrics and report show the gain. Representation: a CNN is pre-trained on the "
+            "source sites, then fine-tuned on the local ones with its first 'Transfer CNN: frozen layers' "
+            "(FREEZE_LAYERS) layers frozen; for the random forest, a forest fitted on the source sites predicts "
+            "every depth and these predictions become extra covariates of the local forest (the model file carries "
+            "the source forest, so 'Predict SOC maps' computes them pixel by pixel). Each validation fold fits its "
+            "source model anew without the source sites near its test sites. Instances and representation: both "
+            "at once, the source sites also joining the local ones at 'Source weight' (the ensemble takes "
+            "instances only).",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
@@ -135,18 +142,12 @@ class TransferInputs:
                     self.tr("Give either a 'Source data set' or a 'Pre-trained model', not both.")
                 )
             return None
-        if strategy in NOT_AVAILABLE:
+        stackable = kind == "random_forest" or hasattr(registry.entry(kind).loader(), "fine_tuned")
+        if strategy >= REPRESENTATION and not stackable:
             raise QgsProcessingException(
                 self.tr(
-                    "Instances and representation together are not available yet. Choose 'Instances' to borrow the "
-                    "source's sites, or 'Representation' to fine-tune a CNN pre-trained on them."
-                )
-            )
-        if strategy == REPRESENTATION and not hasattr(registry.entry(kind).loader(), "fine_tuned"):
-            raise QgsProcessingException(
-                self.tr(
-                    "Representation transfer fine-tunes a network pre-trained on the source, and the {} has none: "
-                    "choose one of the CNN models, or 'Instances'."
+                    "Representation transfer fine-tunes a network or stacks a random forest on the source model, "
+                    "and the {} is neither: choose a CNN or the random forest, or 'Instances'."
                 ).format(registry.entry(kind).label.lower())
             )
         if source is None:
@@ -261,9 +262,16 @@ class TransferInputs:
         weight = self.parameterAsDouble(parameters, self.SOURCE_WEIGHT, context)
         strategy = STRATEGIES[self.parameterAsEnum(parameters, self.TRANSFER, context)]
         freeze_layers = self.parameterAsInt(parameters, "FREEZE_LAYERS", context)
-        if strategy == "representation":
-            message = self.tr("Pre-training on {} source sites ({} of them), then fine-tuning with {} frozen layers")
-            feedback.pushInfo(message.format(len(source_data.site_ids), selection, freeze_layers))
+        if strategy != "instances":
+            message = self.tr("Fitting a source model on {} source sites ({} of them), then {}")
+            how = self.tr(
+                "fine-tuning it with {} frozen layers (CNN) or stacking the local forest on its prediction"
+            ).format(freeze_layers)
+            if strategy == "both":
+                how += self.tr(", with the source sites weighted {}").format(
+                    f"{weight:g}" if weight else self.tr("automatically")
+                )
+            feedback.pushInfo(message.format(len(source_data.site_ids), selection, how))
         else:
             feedback.pushInfo(
                 self.tr("Borrowing from {} source sites ({} of them), source weight {}").format(
@@ -280,7 +288,11 @@ class TransferInputs:
             if record.strategy == "representation" and not record.source_sites:
                 borrowed = self.tr("the pre-trained model fine-tuned")
             elif record.strategy == "representation":
-                borrowed = self.tr("pre-trained on {} source sites").format(record.source_sites)
+                borrowed = self.tr("source model fitted on {} source sites").format(record.source_sites)
+            elif record.strategy == "both":
+                borrowed = self.tr("source model fitted on {} source sites, source weight {:g}").format(
+                    record.source_sites, record.weight
+                )
             else:
                 borrowed = self.tr("source weight {:g}, {} source sites used").format(
                     record.weight, record.source_sites

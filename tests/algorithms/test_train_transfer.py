@@ -102,11 +102,12 @@ def test_train_with_instance_transfer_reports_both_models_on_the_local_sites(
 def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_processing, split, covariates, tmp_path):
     from qgis.core import QgsProcessingException
 
+    from soc_depth_mapper.core import registry
+
     local, source = split
-    with pytest.raises(QgsProcessingException, match="Instances and representation together are not available yet"):
-        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=3, SOURCE_INPUT=source))
-    with pytest.raises(QgsProcessingException, match="and the random forest has none: choose one of the CNN"):
-        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=2, SOURCE_INPUT=source))
+    ensemble = {"MODEL": registry.kinds().index("ensemble"), "TRANSFER": 3, "SOURCE_INPUT": source}
+    with pytest.raises(QgsProcessingException, match="the ensemble is neither: choose a CNN or the random forest"):
+        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, **ensemble))
     with pytest.raises(QgsProcessingException, match="needs a 'Source data set'"):
         qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=1))
     renamed = qgis_processing.run(
@@ -123,6 +124,44 @@ def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_proce
             _params(local, covariates, tmp_path, TRANSFER=1, SOURCE_INPUT=source, SOURCE_COVARIATES=[str(fewer)]),
         )
     assert not (tmp_path / "model.socmodel").exists()
+
+
+@pytest.mark.parametrize("strategy", [2, 3])
+def test_forest_representation_transfer_trains_and_maps_with_the_source_forest_inside(
+    qgis_processing, split, covariates, tmp_path, context_and_feedback, strategy
+):
+    """TRANSFER 2 and 3 with the random forest: the model file carries the source forest, and 'Predict SOC maps'
+    gives at each site's pixel what the model predicts from that pixel's covariates."""
+    from soc_depth_mapper.core.bundle import SocModel
+    from soc_depth_mapper.core.models.stacked import SourceStackedDepthModel
+
+    local, source = split
+    context, feedback = context_and_feedback
+    params = _params(local, covariates, tmp_path, TRANSFER=strategy, SOURCE_INPUT=source, SOURCE_WEIGHT=0.3)
+    result = qgis_processing.run("socdepth:train", params, context=context, feedback=feedback)
+    bundle = SocModel.load(result["OUTPUT_MODEL"])
+    assert isinstance(bundle.model, SourceStackedDepthModel) and bundle.card.kind == "source_stacked_forest"
+    record = bundle.card.transferred_from
+    assert record["strategy"] == ("representation", "both")[strategy - 2]
+    assert record["weight"] == (0.0, 0.3)[strategy - 2]
+    assert sum(line.startswith("Fold ") and "source model fitted on" in line for line in feedback.infos) == 3
+    rows = [f.attributes() for f in result["OUTPUT_METRICS"].getFeatures() if f.attributes()[1] == "all"]
+    assert {row[0] for row in rows} == {"Random forest (with transfer)", "Random forest (local only)"}
+    maps = qgis_processing.run(
+        "socdepth:predict",
+        {
+            "MODEL": result["OUTPUT_MODEL"],
+            "COVARIATES": [covariates],
+            "DEPTHS": "0-5",
+            "OUTPUT": str(tmp_path / "m.tif"),
+        },
+    )
+    with rasterio.open(maps["OUTPUT"]) as mapped, rasterio.open(DATA / "covariates_250m.tif") as stack:
+        assert mapped.transform == stack.transform
+        window = rasterio.windows.Window(40, 40, 3, 2)
+        values = stack.read(window=window).astype(np.float32)
+        expected = bundle.predict(values.reshape(values.shape[0], -1).T[:, :, None, None])[:, 0]
+        np.testing.assert_allclose(mapped.read(1, window=window).ravel(), expected, rtol=1e-5)
 
 
 def test_the_help_names_the_grid_and_selection_size_the_core_uses(qgis_processing):
@@ -176,7 +215,7 @@ def test_representation_transfer_fine_tunes_a_cnn_pre_trained_on_the_source(
     record = SocModel.load(result["OUTPUT_MODEL"]).card.transferred_from
     assert record["strategy"] == "representation" and record["freeze_layers"] == 1
     assert record["source_sites_used"] == record["source"]["sites"]
-    assert sum("pre-trained on" in line for line in feedback.infos) == 3  # one line per fold
+    assert sum("source model fitted on" in line for line in feedback.infos) == 3  # one line per fold
     models = {f["model"] for f in result["OUTPUT_METRICS"].getFeatures()}
     assert models == {"CNN (with transfer)", "CNN (local only)"}
 
