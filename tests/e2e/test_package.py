@@ -34,6 +34,7 @@ MUST_SHIP = [
     "core/depths.py",
     "icons/socdepth.svg",
     "models/horizons_to_soc_maps.model3",
+    "models/transfer_to_a_new_region.model3",
     "sample_data/edgeroi/horizons.csv",
     "sample_data/edgeroi/covariates_250m.tif",
 ]
@@ -169,4 +170,5 @@ def test_expected_algorithms_are_read_from_the_sources(packager):
         "socdepth:predict",
         "socdepth:stocks",
         "socdepth:horizons_to_soc_maps",
+        "socdepth:transfer_to_a_new_region",
     }
