@@ -79,9 +79,11 @@ class TransferInputs:
                 optional=True,
             ),
             "With 'Representation': a CNN model file trained elsewhere (e.g. on a national library) to fine-tune on "
-            "the local sites instead of pre-training on 'Source data set'. Its covariate bands, depth intervals and "
-            "target transform must be those of this run; its model kind and settings replace 'Model' and the CNN "
-            "settings. Validation cannot know whether it saw the local sites: use one that did not.",
+            "the local sites instead of pre-training on 'Source data set'; its model kind and settings replace "
+            "'Model' and the CNN settings. With the random forest as 'Model', a random forest model file instead, "
+            "whose prediction becomes covariates of the local forest. Its covariate bands, depth intervals and "
+            "target transform must be those of this run. Validation cannot know whether it saw the local sites: "
+            "use one that did not.",
         )
         self.add_parameter(
             QgsProcessingParameterMultipleLayers(
@@ -179,11 +181,16 @@ class TransferInputs:
         except (ModelFileError, OSError, ValueError) as error:
             raise QgsProcessingException(self.tr("Pre-trained model {}: {}").format(path, error)) from error
         if not hasattr(bundle.model, "fine_tuned"):
-            raise QgsProcessingException(
-                self.tr(
-                    "The pre-trained model is a {}, which has no network to fine-tune; give a CNN model file."
-                ).format(bundle.card.kind)
-            )
+            if kind != "random_forest":
+                raise QgsProcessingException(
+                    self.tr(
+                        "The pre-trained model is a {}, which has no network to fine-tune; give a CNN model file, "
+                        "or choose the random forest as 'Model' to use its prediction as covariates."
+                    ).format(bundle.card.kind)
+                )
+            feedback.pushInfo(self.tr("Stacking the local forest on the prediction of the {} of {}").format(
+                bundle.card.kind, path))  # fmt: skip
+            return kind, params, bundle
         if bundle.card.target.transform != transform:
             raise QgsProcessingException(
                 self.tr("The pre-trained model was fitted with target transform '{}', this run asks for '{}'; choose "

@@ -259,7 +259,8 @@ def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
         pretrained = transfer["pretrained"]
         return {
             "Transfer": f"representation: the pre-trained {pretrained['card']['kind']} model {pretrained['file']} "
-            f"(SHA-256 {pretrained['sha256'][:12]}…) fine-tuned on the local sites"
+            f"(SHA-256 {pretrained['sha256'][:12]}…) carried to the local sites (a CNN fine-tuned, a random forest "
+            "on its prediction as covariates)"
         }
     source = transfer["source"]
     if transfer["strategy"] == "representation":

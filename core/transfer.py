@@ -112,7 +112,7 @@ def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[De
     transfer needs a network (`model_class` with `fine_tuned`)."""
     source = transfer.source
     if transfer.pretrained is not None:
-        _check_pretrained(local, transfer)
+        _check_pretrained(local, transfer, model_class)
         return
     if transfer.strategy not in STRATEGIES[1:]:
         raise ValueError(
@@ -152,15 +152,23 @@ def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[De
         )
 
 
-def _check_pretrained(local: TrainingData, transfer: Transfer) -> None:
-    """A pre-trained model is fine-tuned, so it must be a network fitted on the local data's depth intervals."""
+def _check_pretrained(local: TrainingData, transfer: Transfer, model_class: type[DepthModel] | None = None) -> None:
+    """A pre-trained network is fine-tuned; a pre-trained random forest's prediction becomes covariates of the
+    local random forest. Either must predict the local data's depth intervals from its covariate cells."""
     model = transfer.pretrained
     if transfer.strategy != "representation" or transfer.source is not None:
-        raise ValueError("A pre-trained model is fine-tuned on the local sites: use representation transfer alone.")
-    if not hasattr(model, "fine_tuned"):
-        raise ValueError(
-            "The pre-trained model has no network to fine-tune (a random forest); give a model file of a CNN."
-        )
+        raise ValueError("A pre-trained model is carried to the local sites: use representation transfer alone.")
+    if not _is_network(type(model)):
+        if model_class is not None and model_class.kind != "random_forest":
+            raise ValueError(
+                "The pre-trained model has no network to fine-tune (a random forest); give a model file of a CNN, "
+                "or choose the random forest to use its prediction as covariates."
+            )
+        if model.patch_size > local.patches.shape[-1]:
+            raise ValueError(
+                f"The pre-trained model reads {model.patch_size} x {model.patch_size} cells but the local sites "
+                f"were sampled with {local.patches.shape[-1]}; sample them with the model's patch size."
+            )
     intervals = np.asarray(model.intervals_, dtype=float)
     if not np.array_equal(intervals, local.intervals):
         raise ValueError(
@@ -289,9 +297,16 @@ def fit_with_source(
     0, their weight by `choose_weight` on the local sites alone.
     """
     if transfer.pretrained is not None:
-        model = transfer.pretrained.fine_tuned(
-            local.patches, fitted_targets(local.targets), transfer.freeze_layers, progress
-        )
+        if _is_network(type(transfer.pretrained)):
+            model = transfer.pretrained.fine_tuned(
+                local.patches, fitted_targets(local.targets), transfer.freeze_layers, progress
+            )
+        else:
+            from .models.stacked import SourceStackedDepthModel
+
+            model = SourceStackedDepthModel(transfer.pretrained, make_model()).fit(
+                local.patches, fitted_targets(local.targets), local.intervals, local.categorical, progress
+            )
         return model, FoldTransfer(0.0, 0, strategy="representation")
     source = transfer.source if available is None else subset(transfer.source, available)
     excluded = 0 if available is None else int(np.sum(~available))

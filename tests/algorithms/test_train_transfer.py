@@ -261,11 +261,25 @@ def test_a_pretrained_model_file_is_fine_tuned_on_the_local_sites(
             "socdepth:train", _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=library, TRANSFORM=1)
         )
     forest = qgis_processing.run("socdepth:train", _params(source, covariates, tmp_path / "rf", VALIDATION=0))
-    with pytest.raises(QgsProcessingException, match="has no network to fine-tune"):
+    with pytest.raises(QgsProcessingException, match="has no network to fine-tune; give a CNN model file, or choose"):
         qgis_processing.run(
             "socdepth:train",
-            _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
+            _params(local, covariates, tmp_path, MODEL=1, TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
         )
+    # with the random forest as Model, a forest model file's prediction becomes covariates of the local forest
+    stacked = qgis_processing.run(
+        "socdepth:train",
+        _params(local, covariates, tmp_path / "stacked", TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
+    )
+    bundle = SocModel.load(stacked["OUTPUT_MODEL"])
+    assert bundle.card.kind == "source_stacked_forest"
+    assert (
+        bundle.card.transferred_from["pretrained"]["sha256"]
+        == hashlib.sha256(Path(forest["OUTPUT_MODEL"]).read_bytes()).hexdigest()
+    )
+    patches = np.random.default_rng(0).uniform(0, 1, (5, 6, 1, 1)).astype(np.float32)
+    pretrained = SocModel.load(forest["OUTPUT_MODEL"]).model
+    np.testing.assert_array_equal(bundle.model.source.predict(patches), pretrained.predict(patches))
     with pytest.raises(QgsProcessingException, match="Pre-trained model: The model was trained with 6 covariate bands"):
         qgis_processing.run(
             "socdepth:train",

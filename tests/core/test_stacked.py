@@ -136,3 +136,25 @@ def test_the_stacked_bands_are_the_centre_cells_then_the_source_prediction():
     np.testing.assert_allclose(stacked[:, 6:, 0, 0], model.predict(source.patches), rtol=1e-6)
     with pytest.raises(ValueError):
         SourceStackedDepthModel.from_state({"source": {"kind": "svm", "config": {}}}, {})
+
+
+def test_a_pretrained_forest_becomes_the_source_of_the_local_forest_fold_by_fold():
+    """PRETRAINED_MODEL with the random forest: the model file's forest is used as it is (its predictions
+    unchanged) in every fold and in the final model; one of another patch size or depths is refused."""
+    local, library = _sites(30, seed=11), _sites(200, seed=12, bias=5.0)
+    pretrained = RandomForestDepthModel(**FOREST).fit(library.patches, library.targets, INTERVALS)
+    record = {"file": "library.socmodel", "sha256": "0" * 64, "card": {"kind": "random_forest"}}
+    from_file = Transfer(None, strategy="representation", pretrained=pretrained, pretrained_record=record)
+    result = train(local, "random_forest", FOREST, validation="random", folds=3, transfer=from_file)
+    assert [(r.strategy, r.source_sites) for r in result.validation.transfer_folds] == [("representation", 0)] * 3
+    assert result.settings["kind"] == "source_stacked_forest" and result.settings["transfer"]["pretrained"] == record
+    new = _sites(40, seed=13)
+    for model in (result.model, *result.validation.fold_models):
+        np.testing.assert_array_equal(model.source.predict(new.patches), pretrained.predict(new.patches))
+    # a model that reads more cells than the local sites were sampled with is refused before any fit
+    cnn = CNNDepthModel(patch_size=5, conv_channels=(4,), dense_units=(8,), epochs=2, n_threads=1)
+    cnn_patches = np.broadcast_to(library.patches, (200, 6, 5, 5)).astype(np.float32)
+    wide_source = SourceStackedDepthModel(cnn.fit(cnn_patches, library.targets, INTERVALS), pretrained)
+    wide = Transfer(None, strategy="representation", pretrained=wide_source)
+    with pytest.raises(ValueError, match="reads 5 x 5 cells but the local sites were sampled with 1"):
+        train(local, "random_forest", FOREST, validation="none", transfer=wide)
