@@ -293,7 +293,12 @@ class TransferInputs:
 
         for i, record in enumerate(cv.transfer_folds):
             if record.strategy == "representation" and not record.source_sites:
-                borrowed = self.tr("the pre-trained model fine-tuned")
+                stacked = cv.fold_models[i].kind == "source_stacked_forest"
+                borrowed = (
+                    self.tr("the local forest stacked on the pre-trained model")
+                    if stacked
+                    else self.tr("the pre-trained model fine-tuned")
+                )
             elif record.strategy == "representation":
                 borrowed = self.tr("source model fitted on {} source sites").format(record.source_sites)
             elif record.strategy == "both":

@@ -270,7 +270,10 @@ def test_a_pretrained_model_file_is_fine_tuned_on_the_local_sites(
     stacked = qgis_processing.run(
         "socdepth:train",
         _params(local, covariates, tmp_path / "stacked", TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
+        context=context,
+        feedback=feedback,
     )
+    assert sum("the local forest stacked on the pre-trained model" in line for line in feedback.infos) == 3
     bundle = SocModel.load(stacked["OUTPUT_MODEL"])
     assert bundle.card.kind == "source_stacked_forest"
     assert (
