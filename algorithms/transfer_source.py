@@ -19,8 +19,8 @@ from qgis.core import (
 
 from .layers import report_skipped, sample_points
 
-#: TRANSFER options: representation transfer, and the option offered but not implemented yet (both at once)
-REPRESENTATION, NOT_AVAILABLE = 2, (3,)
+#: TRANSFER option of representation transfer alone (a pre-trained model takes only that one)
+REPRESENTATION = 2
 
 
 class TransferInputs:
@@ -41,17 +41,24 @@ class TransferInputs:
                 options=[
                     self.tr("None"),
                     self.tr("Instances (borrow the source's sites)"),
-                    self.tr("Representation (CNNs: pre-trained on the source, fine-tuned on the local sites)"),
-                    self.tr("Instances and representation (not available yet)"),
+                    self.tr(
+                        "Representation (CNNs: pre-trained on the source, fine-tuned; random forest: the source "
+                        "forest's prediction as covariates)"
+                    ),
+                    self.tr("Instances and representation"),
                 ],
                 defaultValue=0,
             ),
             "Instances: the sites of 'Source data set' join the local training sites, each counting 'Source weight' "
             "of a local site; cross-validation then tests on local sites only and also runs the same folds without "
-            "the source, so the log, metrics and report show the gain. Representation (CNN models only): the "
-            "network is pre-trained on the source sites, then fine-tuned on the local ones with its first "
-            "'Transfer CNN: frozen layers' (FREEZE_LAYERS) layers frozen; each validation fold pre-trains anew "
-            "without the source sites near its test sites. Both at once is not available yet and is refused.",
+            "the source, so the log, metrics and report show the gain. Representation: a CNN is pre-trained on the "
+            "source sites, then fine-tuned on the local ones with its first 'Transfer CNN: frozen layers' "
+            "(FREEZE_LAYERS) layers frozen; for the random forest, a forest fitted on the source sites predicts "
+            "every depth and these predictions become extra covariates of the local forest (the model file carries "
+            "the source forest, so 'Predict SOC maps' computes them pixel by pixel). Each validation fold fits its "
+            "source model anew without the source sites near its test sites. Instances and representation: both "
+            "at once, the source sites also joining the local ones at 'Source weight' (the ensemble takes "
+            "instances only).",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSource(
@@ -72,9 +79,11 @@ class TransferInputs:
                 optional=True,
             ),
             "With 'Representation': a CNN model file trained elsewhere (e.g. on a national library) to fine-tune on "
-            "the local sites instead of pre-training on 'Source data set'. Its covariate bands, depth intervals and "
-            "target transform must be those of this run; its model kind and settings replace 'Model' and the CNN "
-            "settings. Validation cannot know whether it saw the local sites: use one that did not.",
+            "the local sites instead of pre-training on 'Source data set'; its model kind and settings replace "
+            "'Model' and the CNN settings. With the random forest as 'Model', a random forest model file instead, "
+            "whose prediction becomes covariates of the local forest. Its covariate bands, depth intervals and "
+            "target transform must be those of this run. Validation cannot know whether it saw the local sites: "
+            "use one that did not.",
         )
         self.add_parameter(
             QgsProcessingParameterMultipleLayers(
@@ -135,18 +144,12 @@ class TransferInputs:
                     self.tr("Give either a 'Source data set' or a 'Pre-trained model', not both.")
                 )
             return None
-        if strategy in NOT_AVAILABLE:
+        stackable = kind == "random_forest" or hasattr(registry.entry(kind).loader(), "fine_tuned")
+        if strategy >= REPRESENTATION and not stackable:
             raise QgsProcessingException(
                 self.tr(
-                    "Instances and representation together are not available yet. Choose 'Instances' to borrow the "
-                    "source's sites, or 'Representation' to fine-tune a CNN pre-trained on them."
-                )
-            )
-        if strategy == REPRESENTATION and not hasattr(registry.entry(kind).loader(), "fine_tuned"):
-            raise QgsProcessingException(
-                self.tr(
-                    "Representation transfer fine-tunes a network pre-trained on the source, and the {} has none: "
-                    "choose one of the CNN models, or 'Instances'."
+                    "Representation transfer fine-tunes a network or stacks a random forest on the source model, "
+                    "and the {} is neither: choose a CNN or the random forest, or 'Instances'."
                 ).format(registry.entry(kind).label.lower())
             )
         if source is None:
@@ -178,11 +181,16 @@ class TransferInputs:
         except (ModelFileError, OSError, ValueError) as error:
             raise QgsProcessingException(self.tr("Pre-trained model {}: {}").format(path, error)) from error
         if not hasattr(bundle.model, "fine_tuned"):
-            raise QgsProcessingException(
-                self.tr(
-                    "The pre-trained model is a {}, which has no network to fine-tune; give a CNN model file."
-                ).format(bundle.card.kind)
-            )
+            if kind != "random_forest":
+                raise QgsProcessingException(
+                    self.tr(
+                        "The pre-trained model is a {}, which has no network to fine-tune; give a CNN model file, "
+                        "or choose the random forest as 'Model' to use its prediction as covariates."
+                    ).format(bundle.card.kind)
+                )
+            feedback.pushInfo(self.tr("Stacking the local forest on the prediction of the {} of {}").format(
+                bundle.card.kind, path))  # fmt: skip
+            return kind, params, bundle
         if bundle.card.target.transform != transform:
             raise QgsProcessingException(
                 self.tr("The pre-trained model was fitted with target transform '{}', this run asks for '{}'; choose "
@@ -261,9 +269,16 @@ class TransferInputs:
         weight = self.parameterAsDouble(parameters, self.SOURCE_WEIGHT, context)
         strategy = STRATEGIES[self.parameterAsEnum(parameters, self.TRANSFER, context)]
         freeze_layers = self.parameterAsInt(parameters, "FREEZE_LAYERS", context)
-        if strategy == "representation":
-            message = self.tr("Pre-training on {} source sites ({} of them), then fine-tuning with {} frozen layers")
-            feedback.pushInfo(message.format(len(source_data.site_ids), selection, freeze_layers))
+        if strategy != "instances":
+            message = self.tr("Fitting a source model on {} source sites ({} of them), then {}")
+            how = self.tr(
+                "fine-tuning it with {} frozen layers (CNN) or stacking the local forest on its prediction"
+            ).format(freeze_layers)
+            if strategy == "both":
+                how += self.tr(", with the source sites weighted {}").format(
+                    f"{weight:g}" if weight else self.tr("automatically")
+                )
+            feedback.pushInfo(message.format(len(source_data.site_ids), selection, how))
         else:
             feedback.pushInfo(
                 self.tr("Borrowing from {} source sites ({} of them), source weight {}").format(
@@ -278,9 +293,18 @@ class TransferInputs:
 
         for i, record in enumerate(cv.transfer_folds):
             if record.strategy == "representation" and not record.source_sites:
-                borrowed = self.tr("the pre-trained model fine-tuned")
+                stacked = cv.fold_models[i].kind == "source_stacked_forest"
+                borrowed = (
+                    self.tr("the local forest stacked on the pre-trained model")
+                    if stacked
+                    else self.tr("the pre-trained model fine-tuned")
+                )
             elif record.strategy == "representation":
-                borrowed = self.tr("pre-trained on {} source sites").format(record.source_sites)
+                borrowed = self.tr("source model fitted on {} source sites").format(record.source_sites)
+            elif record.strategy == "both":
+                borrowed = self.tr("source model fitted on {} source sites, source weight {:g}").format(
+                    record.source_sites, record.weight
+                )
             else:
                 borrowed = self.tr("source weight {:g}, {} source sites used").format(
                     record.weight, record.source_sites

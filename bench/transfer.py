@@ -12,11 +12,16 @@ CCC over all depths at the test sites of
 - the local-only random forest,
 - plain pooling (the library at weight 1, as a local site),
 - instance transfer with the automatic weight (`core.transfer`, weight chosen by inner CV on the training sites),
+- representation transfer for the forest (a forest fitted on the library predicts every depth; these predictions
+  are extra covariates of the local forest, `core.models.stacked`),
 
 and the change of RMSE against local-only (negative: transfer helped).
 
     python -m bench.transfer [--sizes 25,50,100] [--draws 3] [--splits random,south,north,west,east,doubled]
-                             [--trees 100]
+                             [--trees 100] [--figure docs/images/transfer_learning_curve.png]
+
+`--figure` draws the learning curve (mean RMSE of the draws against the number of local sites, per split and
+strategy) with matplotlib.
 
 `south` means the library is the southern half and the local area the northern one (south -> north), and so on.
 """
@@ -45,7 +50,7 @@ SPLITS = {
 }
 #: factor on the library's SOC per split (1 where the library is as surveyed)
 LIBRARY_FACTOR = {"doubled": 2.0}
-STRATEGIES = ("local only", "pooled (weight 1)", "transfer (auto weight)")
+STRATEGIES = ("local only", "pooled (weight 1)", "transfer (auto weight)", "representation")
 
 
 def halves(data: TrainingData, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,14 +80,13 @@ def run_draw(data: TrainingData, split: str, size: int, draw: int, trees: int) -
         return RandomForestDepthModel(n_trees=trees, random_state=draw, n_jobs=1)
 
     scores = {}
-    for strategy, weight in zip(STRATEGIES, (None, 1.0, 0.0)):
-        if weight is None:
+    transfers = (None, Transfer(source, weight=1.0), Transfer(source), Transfer(source, strategy="representation"))
+    for strategy, transfer in zip(STRATEGIES, transfers):
+        if transfer is None:
             model = make_model().fit(training.patches, training.targets, training.intervals, training.categorical)
             chosen_weight = 0.0
         else:
-            model, record = fit_with_source(
-                training, Transfer(source, weight=weight), make_model, _same, _same, random_state=draw
-            )
+            model, record = fit_with_source(training, transfer, make_model, _same, _same, random_state=draw)
             chosen_weight = record.weight
         predicted = np.maximum(model.predict(test.patches), 0.0)
         overall = next(row for row in validation_metrics(test, predicted, strategy) if row["depth"] == "all")
@@ -100,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--splits", default="random,south,north,doubled")
     parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--figure", help="PNG file for the learning curve (needs matplotlib)")
     args = parser.parse_args(argv)
     data = edgeroi_training_data(1)
     print(
@@ -110,9 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'split':<8}{'n':>4}{'draw':>5}"
         + "".join(f"{s:>26}" for s in STRATEGIES)
-        + f"{'weight':>8}{'pooled':>9}{'auto':>8}"
+        + f"{'weight':>8}{'pooled':>9}{'auto':>8}{'repr.':>8}"
     )
-    summary: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    summary: dict[tuple[str, int], list[tuple[float, ...]]] = {}
+    rmse: dict[tuple[str, str, int], list[float]] = {}
     for split in args.splits.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             for draw in range(args.draws):
@@ -121,21 +127,51 @@ def main(argv: list[str] | None = None) -> None:
                 base = scores["local only"]["rmse"]
                 changes = [100 * (scores[s]["rmse"] - base) / base for s in STRATEGIES[1:]]
                 summary.setdefault((split, size), []).append(tuple(changes))
+                for strategy in STRATEGIES:
+                    rmse.setdefault((split, strategy, size), []).append(scores[strategy]["rmse"])
                 cells = "".join(
                     f"{scores[s]['rmse']:>10.3f}{scores[s]['mae']:>8.3f}{scores[s]['ccc']:>8.3f}" for s in STRATEGIES
                 )
                 print(
                     f"{split:<8}{size:>4}{draw:>5}{cells}{scores[STRATEGIES[2]]['w']:>8g}{changes[0]:>+8.1f}%"
-                    f"{changes[1]:>+7.1f}%  ({time.perf_counter() - started:.0f} s)",
+                    f"{changes[1]:>+7.1f}%{changes[2]:>+7.1f}%  ({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
     print("\nRMSE change against local-only (mean, worst draw), library -> local area:")
     for (split, size), changes in summary.items():
-        pooled, auto = np.array(changes).T
+        pooled, auto, representation = np.array(changes).T
         print(
             f"  {split:<8} n={size:<4} pooled {pooled.mean():+6.1f} % (worst {pooled.max():+6.1f} %)   "
-            f"auto weight {auto.mean():+6.1f} % (worst {auto.max():+6.1f} %)"
+            f"auto weight {auto.mean():+6.1f} % (worst {auto.max():+6.1f} %)   "
+            f"representation {representation.mean():+6.1f} % (worst {representation.max():+6.1f} %)"
         )
+    if args.figure:
+        learning_curve(rmse, args.splits.split(","), args.trees, args.figure)
+
+
+def learning_curve(rmse: dict[tuple[str, str, int], list[float]], splits: list[str], trees: int, path: str) -> None:
+    """Mean RMSE of the draws against the number of local training sites: one panel per split, one line per
+    strategy (plain pooling left out: the automatic weight is what the plugin does)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.4), squeeze=False, sharey=True)
+    for ax, split in zip(axes[0], splits):
+        for strategy, style in zip((STRATEGIES[0], *STRATEGIES[2:]), ("o-", "s--", "^:")):
+            sizes = sorted(size for (s, name, size) in rmse if s == split and name == strategy)
+            ax.plot(sizes, [np.mean(rmse[split, strategy, size]) for size in sizes], style, label=strategy)
+        library = {"random": "random half", "doubled": "random half, SOC doubled"}.get(split, f"{split} half")
+        ax.set_title(f"library: {library}", fontsize=10)
+        ax.set_xlabel("local training sites")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("RMSE at held-out local sites (g/kg)")
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(f"Edgeroi ORCDRC, all depths; random forests of {trees} trees, mean of the draws", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"Wrote {path}")
 
 
 if __name__ == "__main__":

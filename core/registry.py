@@ -50,7 +50,8 @@ class Hyperparameter:
 
 @dataclass(frozen=True)
 class ModelKind:
-    """One kind of model: `loader` returns its class; `requires` are import names of optional dependencies."""
+    """One kind of model: `loader` returns its class; `requires` are import names of optional dependencies.
+    A kind not `offered` is made by training itself (e.g. by a transfer strategy), never chosen as 'Model'."""
 
     kind: str
     label: str
@@ -59,6 +60,7 @@ class ModelKind:
     intervals: str
     hyperparameters: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
+    offered: bool = True
 
 
 def _class_from(module: str, name: str) -> Callable[[], type[DepthModel]]:
@@ -237,6 +239,15 @@ _BUILT_IN_KINDS = (
         ("n_trees", "max_features", "min_samples_leaf", *_CNN_SETTINGS, "freeze_layers"),
         ("torch",),
     ),
+    ModelKind(
+        "source_stacked_forest",
+        "Random forest on the source model's prediction",
+        "Random forest with representation transfer",
+        _class_from("stacked", "SourceStackedDepthModel"),
+        QUANTILE_FOREST,
+        ("n_trees", "max_features", "min_samples_leaf", "per_depth", "tune"),
+        offered=False,
+    ),
 )
 
 #: settings by name and kinds by kind, in the order they were added (the dialog's order)
@@ -265,8 +276,8 @@ def register(model: ModelKind) -> None:
 
 
 def kinds() -> tuple[str, ...]:
-    """Registered kinds in registration order: the train algorithm's MODEL options."""
-    return tuple(_MODELS)
+    """Registered kinds a user can choose, in registration order: the train algorithm's MODEL options."""
+    return tuple(kind for kind, model in _MODELS.items() if model.offered)
 
 
 def entry(kind: str) -> ModelKind:

@@ -253,13 +253,15 @@ def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
         pretrained = transfer["pretrained"]
         return {
             "Transfer": f"representation: the pre-trained {pretrained['card']['kind']} model {pretrained['file']} "
-            f"(SHA-256 {pretrained['sha256'][:12]}…) fine-tuned on the local sites"
+            f"(SHA-256 {pretrained['sha256'][:12]}…) carried to the local sites (a CNN fine-tuned, a random forest "
+            "on its prediction as covariates)"
         }
     source = transfer["source"]
     if transfer["strategy"] == "representation":
         return {
             "Transfer": f"representation: pre-trained on {transfer['source_sites_used']} of {source['sites']} source "
-            f"sites ({transfer['selection']}), fine-tuned on the local sites"
+            f"sites ({transfer['selection']}), carried to the local sites (a CNN fine-tuned, a random forest on its "
+            "prediction as covariates)"
         }
     chosen = "chosen by inner cross-validation" if transfer["weight_requested"] == 0 else "as given"
     return {
@@ -269,6 +271,8 @@ def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _borrowed(strategy: str, weight: float) -> str:
+    if strategy == "both":
+        return f"pre-trained, {weight:g}"
     return "pre-trained" if strategy == "representation" else f"{weight:g}"
 
 

@@ -380,7 +380,7 @@ def train_with_transfer(
         progress=_scaled(progress, final_start, 1.0 - final_start, "final model: "),
     )  # fmt: skip
     settings = {
-        "kind": kind,
+        "kind": model.kind,  # representation transfer makes a random forest a source-stacked one
         "params": params,
         "validation": validation,
         "folds": folds if validation != "none" else None,

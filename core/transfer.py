@@ -6,7 +6,10 @@ local site. Borrowing can also hurt: a library from another region can follow an
 covariates and SOC. So the weight is by default chosen by an inner cross-validation on the local training sites
 only, from a grid that starts at 0 (no borrowing): a library that does not predict the local sites well backs
 off, one that fits is borrowed fully. Representation: a CNN pre-trained on the source sites (or a pre-trained
-model from elsewhere) is fine-tuned on the local sites with its first layers frozen (`CNNDepthModel.fine_tuned`).
+model from elsewhere) is fine-tuned on the local sites with its first layers frozen (`CNNDepthModel.fine_tuned`);
+a random forest gets the prediction of a forest fitted on the source sites as extra covariates
+(`models.stacked.SourceStackedDepthModel`). Both: representation transfer, with the source sites also joining
+the local ones at a weight chosen as for instances.
 
 Source samples only ever train: validation folds hold local sites alone, and source sites within the exclusion
 radius (the spatial block size; 0, i.e. the same location, for random folds) of a fold's test sites are left out
@@ -69,7 +72,8 @@ class Transfer:
     """What to borrow: the source sites (same property, depth intervals and covariate bands as the local data),
     which of them (`selection`) and how: `strategy` 'instances' pools them with the local sites at `weight`
     (0: chosen automatically from `WEIGHT_GRID`); 'representation' pre-trains a CNN on them and fine-tunes it
-    on the local sites with the first `freeze_layers` layers frozen (None: the conv blocks). With `pretrained`
+    on the local sites with the first `freeze_layers` layers frozen (None: the conv blocks), or stacks a random
+    forest on a source forest's prediction; 'both' does that and pools them at `weight` too. With `pretrained`
     (a CNN trained elsewhere, e.g. read from a model file; `source` then None) representation transfer
     fine-tunes that model instead, and `pretrained_record` (its digest and card) goes to the model card."""
 
@@ -108,16 +112,17 @@ def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[De
     transfer needs a network (`model_class` with `fine_tuned`)."""
     source = transfer.source
     if transfer.pretrained is not None:
-        _check_pretrained(local, transfer)
+        _check_pretrained(local, transfer, model_class)
         return
-    if transfer.strategy not in STRATEGIES[1:3]:
+    if transfer.strategy not in STRATEGIES[1:]:
         raise ValueError(
-            f"Transfer strategy '{transfer.strategy}' is not available; choose instances or representation."
+            f"Transfer strategy '{transfer.strategy}' is not available; choose instances, representation or both."
         )
-    if transfer.strategy == "representation" and model_class is not None and not hasattr(model_class, "fine_tuned"):
+    stackable = model_class is None or _is_network(model_class) or model_class.kind == "random_forest"
+    if transfer.strategy != "instances" and not stackable:
         raise ValueError(
-            "Representation transfer fine-tunes a network pre-trained on the source, and the random forest has "
-            "none: choose one of the CNN models, or instance transfer for the random forest."
+            f"Representation transfer needs a network to fine-tune or a random forest to stack on the source "
+            f"model; the {model_class.kind.replace('_', ' ')} is neither: choose instance transfer."
         )
     if transfer.selection not in SELECTIONS:
         raise ValueError(f"Unknown source selection '{transfer.selection}'; expected one of {', '.join(SELECTIONS)}.")
@@ -147,15 +152,23 @@ def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[De
         )
 
 
-def _check_pretrained(local: TrainingData, transfer: Transfer) -> None:
-    """A pre-trained model is fine-tuned, so it must be a network fitted on the local data's depth intervals."""
+def _check_pretrained(local: TrainingData, transfer: Transfer, model_class: type[DepthModel] | None = None) -> None:
+    """A pre-trained network is fine-tuned; a pre-trained random forest's prediction becomes covariates of the
+    local random forest. Either must predict the local data's depth intervals from its covariate cells."""
     model = transfer.pretrained
     if transfer.strategy != "representation" or transfer.source is not None:
-        raise ValueError("A pre-trained model is fine-tuned on the local sites: use representation transfer alone.")
-    if not hasattr(model, "fine_tuned"):
-        raise ValueError(
-            "The pre-trained model has no network to fine-tune (a random forest); give a model file of a CNN."
-        )
+        raise ValueError("A pre-trained model is carried to the local sites: use representation transfer alone.")
+    if not _is_network(type(model)):
+        if model_class is not None and model_class.kind != "random_forest":
+            raise ValueError(
+                "The pre-trained model has no network to fine-tune (a random forest); give a model file of a CNN, "
+                "or choose the random forest to use its prediction as covariates."
+            )
+        if model.patch_size > local.patches.shape[-1]:
+            raise ValueError(
+                f"The pre-trained model reads {model.patch_size} x {model.patch_size} cells but the local sites "
+                f"were sampled with {local.patches.shape[-1]}; sample them with the model's patch size."
+            )
     intervals = np.asarray(model.intervals_, dtype=float)
     if not np.array_equal(intervals, local.intervals):
         raise ValueError(
@@ -284,23 +297,26 @@ def fit_with_source(
     0, their weight by `choose_weight` on the local sites alone.
     """
     if transfer.pretrained is not None:
-        model = transfer.pretrained.fine_tuned(
-            local.patches, fitted_targets(local.targets), transfer.freeze_layers, progress
-        )
+        if _is_network(type(transfer.pretrained)):
+            model = transfer.pretrained.fine_tuned(
+                local.patches, fitted_targets(local.targets), transfer.freeze_layers, progress
+            )
+        else:
+            from .models.stacked import SourceStackedDepthModel
+
+            model = SourceStackedDepthModel(transfer.pretrained, make_model()).fit(
+                local.patches, fitted_targets(local.targets), local.intervals, local.categorical, progress
+            )
         return model, FoldTransfer(0.0, 0, strategy="representation")
     source = transfer.source if available is None else subset(transfer.source, available)
     excluded = 0 if available is None else int(np.sum(~available))
     scores: dict[float, float] = {}
     borrowed = _selected(local, source, transfer.selection, make_model, fitted_targets, to_property, random_state)
-    if transfer.strategy == "representation":
-        pretrained = make_model().fit(
-            borrowed.patches, fitted_targets(borrowed.targets), borrowed.intervals, categorical=borrowed.categorical,
-            progress=_part(progress, 0.0, 0.5),
+    if transfer.strategy != "instances":
+        return _fit_representation(
+            local, borrowed, transfer, make_model, fitted_targets, to_property, random_state, exclusion_radius,
+            progress, excluded,
         )  # fmt: skip
-        model = pretrained.fine_tuned(
-            local.patches, fitted_targets(local.targets), transfer.freeze_layers, _part(progress, 0.5, 0.5)
-        )
-        return model, FoldTransfer(0.0, len(borrowed.site_ids), excluded, strategy="representation")
     weight, final_share = transfer.weight, 1.0
     if weight == 0:
         final_share = FINAL_FIT_SHARE
@@ -352,6 +368,97 @@ def choose_weight(
         scores[weight] = float(np.sqrt(np.mean((values[pairs] - local.targets[pairs]) ** 2)))
     best = min(WEIGHT_GRID, key=lambda weight: (scores[weight], weight))
     return (best if scores[best] <= (1 - MIN_GAIN) * scores[0.0] else 0.0), scores
+
+
+def _fit_representation(
+    local: TrainingData,
+    borrowed: TrainingData,
+    transfer: Transfer,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    to_property: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+    exclusion_radius: float,
+    progress: Progress | None,
+    excluded: int,
+) -> tuple[DepthModel, FoldTransfer]:
+    """Representation transfer ('representation') and representation plus instances ('both').
+
+    A network is pre-trained on the borrowed sites, then fine-tuned on the local ones (with 'both': on the
+    local sites plus the borrowed ones at a weight chosen as for instance transfer). A random forest gets the
+    prediction of a forest fitted on the borrowed sites as extra covariates (`SourceStackedDepthModel`); with
+    'both' the borrowed sites also join its training data at a weight, their extra covariates then from forests
+    that did not see them (`source_bands_out_of_fold`), as at a local site."""
+    from .models.stacked import SourceStackedDepthModel, with_source_bands
+
+    both = transfer.strategy == "both"
+    source_model = make_model().fit(
+        borrowed.patches, fitted_targets(borrowed.targets), borrowed.intervals, categorical=borrowed.categorical,
+        progress=_part(progress, 0.0, 0.4),
+    )  # fmt: skip
+    network = _is_network(type(source_model))
+    if network:
+        stacked_local, stacked_source = local, borrowed
+    else:
+        stacked_local = dataclasses.replace(local, patches=with_source_bands(source_model, local.patches))
+        stacked_source = borrowed
+        if both:
+            out_of_fold = source_bands_out_of_fold(borrowed, make_model, fitted_targets, random_state)
+            stacked_source = dataclasses.replace(borrowed, patches=out_of_fold)
+    weight, scores = 0.0, {}
+    if both:
+        weight = transfer.weight
+        if weight == 0:
+            weight, scores = choose_weight(
+                stacked_local, stacked_source, make_model, fitted_targets, to_property, random_state,
+                exclusion_radius, _part(progress, 0.4, 0.3),
+            )  # fmt: skip
+    final = _part(progress, 0.7, 0.3)
+    pooled = weight > 0 and len(stacked_source.site_ids) > 0
+    patches, targets = stacked_local.patches, stacked_local.targets
+    weights = None
+    if pooled:
+        patches = np.concatenate([patches, stacked_source.patches])
+        targets = np.concatenate([targets, stacked_source.targets])
+        weights = np.concatenate([np.ones(len(local.site_ids)), np.full(len(stacked_source.site_ids), weight)])
+    if network:
+        model = source_model.fine_tuned(patches, fitted_targets(targets), transfer.freeze_layers, final, weights)
+    else:
+        forest = make_model().fit(
+            patches, fitted_targets(targets), local.intervals, categorical=local.categorical, progress=final,
+            sample_weight=weights,
+        )  # fmt: skip
+        model = SourceStackedDepthModel(source_model, forest)
+    return model, FoldTransfer(weight, len(borrowed.site_ids), excluded, scores, transfer.strategy)
+
+
+def source_bands_out_of_fold(
+    source: TrainingData,
+    make_model: Callable[[], DepthModel],
+    fitted_targets: Callable[[np.ndarray], np.ndarray],
+    random_state: int,
+) -> np.ndarray:
+    """The source sites' patches stacked with a source model's prediction (`with_source_bands`), each from a
+    model fitted on the other `INNER_FOLDS` - 1 folds of source sites: a forest predicting its own training
+    sites is near their observed values, a covariate the local sites could never have."""
+    from .models.stacked import with_source_bands
+
+    n_sites = len(source.site_ids)
+    folds = random_folds(n_sites, min(INNER_FOLDS, n_sites), random_state)
+    stacked = np.full((n_sites, source.patches.shape[1] + source.targets.shape[1], 1, 1), np.nan, dtype=np.float32)
+    for fold in np.unique(folds):
+        test = folds == fold
+        model = make_model().fit(
+            source.patches[~test], fitted_targets(source.targets[~test]), source.intervals,
+            categorical=source.categorical,
+        )  # fmt: skip
+        stacked[test] = with_source_bands(model, source.patches[test])
+    return stacked
+
+
+def _is_network(model_class: type[DepthModel]) -> bool:
+    """Whether the kind can be fine-tuned (the CNNs); the others take transfer as stacked covariates."""
+    return hasattr(model_class, "fine_tuned")
 
 
 def _selected(

@@ -1,8 +1,9 @@
-"""Writes models/horizons_to_soc_maps.model3: the "Horizons to SOC maps" Processing model (harmonise → train → predict).
+"""Writes the shipped Processing models: models/horizons_to_soc_maps.model3 (harmonise → train → predict) and
+models/transfer_to_a_new_region.model3 (harmonise local and library → train with transfer → predict).
 
 The model is built with PyQGIS's model API rather than written as XML by hand, so that QGIS itself checks that
 every wire joins an existing output to an existing parameter. Run it after changing a parameter of the three
-algorithms: `.venv/bin/python scripts/make_model.py` (the test `tests/e2e/test_model_file.py` fails while the
+algorithms: `.venv/bin/python scripts/make_model.py` (the test `tests/e2e/test_model_file.py` fails while a
 shipped file is out of date).
 """
 
@@ -16,7 +17,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["QT_HASH_SEED"] = "0"  # Qt writes XML attributes in hash order: a fixed seed gives a stable file
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_FILE = REPO / "models" / "horizons_to_soc_maps.model3"
+MODELS_DIR = REPO / "models"
+MODEL_FILE = MODELS_DIR / "horizons_to_soc_maps.model3"
+TRANSFER_MODEL_FILE = MODELS_DIR / "transfer_to_a_new_region.model3"
 
 MODEL_NAME = "Horizons to SOC maps"
 GROUP = "4 — Workflows"
@@ -69,6 +72,8 @@ VALUE_FIELD_HELP = (
 STEP_LEFT, STEP_TOP = 480, 160
 STEP_DX, STEP_DY = 360, 240
 OUTPUT_DX, OUTPUT_DY, OUTPUT_SPACING = 120, 80, 45
+#: a second step in one column (the transfer model's two harmonise steps) sits below the first one's output
+ROW_DY = 160
 
 #: outputs the user may skip: the report is for reading, the per-depth maps repeat the multi-band map's bands
 OPTIONAL_OUTPUTS = {"REPORT", "DEPTH_MAPS"}
@@ -79,8 +84,54 @@ MODEL_TYPE_HELP = (
 )
 
 
-def model_inputs():
-    """The model's input parameters (definitions with help), in dialog order."""
+#: the transfer model's inputs beyond the first model's, copied from 'Train SOC model' like the others
+TRANSFER_INPUTS = {
+    "SOURCE_COVARIATES": ("socdepth:train", "SOURCE_COVARIATES"),
+    "TRANSFER": ("socdepth:train", "TRANSFER"),
+    "SOURCE_SELECTION": ("socdepth:train", "SOURCE_SELECTION"),
+    "SOURCE_WEIGHT": ("socdepth:train", "SOURCE_WEIGHT"),
+}
+TRANSFER_COPIED = {**COPIED_INPUTS, **TRANSFER_INPUTS}
+TRANSFER_INPUT_ORDER = [
+    "LOCAL_HORIZONS", "LIBRARY_HORIZONS", *list(COPIED_INPUTS)[:3], "VALUE_FIELD", *list(COPIED_INPUTS)[3:5],
+    "SOURCE_COVARIATES", *list(COPIED_INPUTS)[5:7], *list(TRANSFER_INPUTS)[1:], *list(COPIED_INPUTS)[7:],
+]  # fmt: skip
+#: instance transfer, the strategy Shen et al. 2022 found best: the reason to run this model at all
+TRANSFER_DEFAULT = 1
+TRANSFER_NAME = "Transfer to a new region"
+TRANSFER_HELP_URL = "https://github.com/soc-depth-mapper/soc-depth-mapper#workflow-transfer-to-a-new-region"
+TRANSFER_DESCRIPTION = (
+    "For a few dozen local profiles and a larger library (a national survey, a neighbouring region) of the same "
+    "property: harmonises both to the same depth intervals, trains on the local sites with transfer from the "
+    "library (by default instance transfer, its weight chosen by an inner cross-validation on the local sites, "
+    "so that a library that does not fit is hardly used), and maps the property at every depth with a "
+    "prediction interval.<br><br>"
+    "<b>Inputs</b>: two point layers with one row per horizon and the same field names (profile id, top, "
+    "bottom, property), and covariate rasters on one grid covering the local sites (and the library's, or give "
+    "'Source covariate rasters').<br>"
+    "<b>Outputs</b>: both harmonised layers, the model file, the validation metrics (local-only and with "
+    "transfer on the same folds of local sites), an HTML report with the gain per depth, the maps and the "
+    "prediction intervals.<br><br>"
+    "Every setting not offered here keeps the step's default; run 'Harmonise horizons to standard depths' "
+    "twice, 'Train SOC model' and 'Predict SOC maps' one by one for full control."
+)
+HORIZON_INPUTS = {
+    "HORIZONS": ("Horizons (points)", HORIZONS_HELP),
+    "LOCAL_HORIZONS": (
+        "Local horizons (points)",
+        "The horizons of the region to map, one row per horizon: they are validated on and mapped. " + HORIZONS_HELP,
+    ),
+    "LIBRARY_HORIZONS": (
+        "Library horizons (points)",
+        "The larger data set to borrow from, with the same field names as the local horizons; its sites only "
+        "ever train.",
+    ),
+}
+
+
+def model_inputs(copied: dict = COPIED_INPUTS, order: list = INPUT_ORDER, horizons: tuple = ("HORIZONS",)):
+    """The model's input parameters (definitions with help), in dialog order: the horizon layers named in
+    `horizons` (the first is the parent of the field pickers), VALUE_FIELD and the `copied` step parameters."""
     from qgis.core import (
         QgsApplication,
         QgsProcessing,
@@ -90,23 +141,23 @@ def model_inputs():
 
     registry = QgsApplication.processingRegistry()
     definitions = {
-        "HORIZONS": QgsProcessingParameterFeatureSource(
-            "HORIZONS", "Horizons (points)", [QgsProcessing.TypeVectorPoint]
-        ),
         "VALUE_FIELD": QgsProcessingParameterField(
-            "VALUE_FIELD", "Property to map (e.g. SOC)", parentLayerParameterName="HORIZONS"
+            "VALUE_FIELD", "Property to map (e.g. SOC)", parentLayerParameterName=horizons[0]
         ),
     }
-    definitions["HORIZONS"].setHelp(HORIZONS_HELP)
+    for name in horizons:
+        label, help_text = HORIZON_INPUTS[name]
+        definitions[name] = QgsProcessingParameterFeatureSource(name, label, [QgsProcessing.TypeVectorPoint])
+        definitions[name].setHelp(help_text)
     definitions["VALUE_FIELD"].setHelp(VALUE_FIELD_HELP)
-    for name, (algorithm_id, parameter) in COPIED_INPUTS.items():
+    for name, (algorithm_id, parameter) in copied.items():
         definition = registry.algorithmById(algorithm_id).parameterDefinition(parameter).clone()
         definition.setName(name)
         if isinstance(definition, QgsProcessingParameterField):
-            definition.setParentLayerParameterName("HORIZONS")
+            definition.setParentLayerParameterName(horizons[0])
         definitions[name] = definition
     definitions["MODEL_TYPE"].setHelp(MODEL_TYPE_HELP)
-    return [definitions[name] for name in INPUT_ORDER]
+    return [definitions[name] for name in order]
 
 
 def target_fields_expression(default_depths: str) -> str:
@@ -128,129 +179,189 @@ def target_fields_expression(default_depths: str) -> str:
     )
 
 
-def build_model():
-    """The model object: inputs, the three steps wired output to input, and the five outputs."""
+def parameter(name: str):
+    """A step's value from the model input `name`."""
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    return [QgsProcessingModelChildParameterSource.fromModelParameter(name)]
+
+
+def child_output(child_id: str, output: str):
+    """A step's value from the output `output` of the step `child_id`."""
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    return [QgsProcessingModelChildParameterSource.fromChildOutput(child_id, output)]
+
+
+def add_step(model, child_id: str, algorithm: str, label: str, column: int, sources: dict, outputs: dict, row: int = 0):
+    """Adds one algorithm to `model` (drawn in `column`, `row` of the columns' steps); its mandatory parameters
+    not in `sources` keep the algorithm's default."""
     from qgis.core import (
-        QgsProcessingModelAlgorithm,
         QgsProcessingModelChildAlgorithm,
         QgsProcessingModelChildParameterSource,
         QgsProcessingModelOutput,
-        QgsProcessingModelParameter,
         QgsProcessingParameterDefinition,
     )
     from qgis.PyQt.QtCore import QPointF
 
-    model = QgsProcessingModelAlgorithm(MODEL_NAME, GROUP)  # a .model3 keeps no group id: the name is the id
-    inputs = model_inputs()
-    depths = next(d.defaultValue() for d in inputs if d.name() == "DEPTHS")
+    child = QgsProcessingModelChildAlgorithm(algorithm)
+    child.setChildId(child_id)
+    child.setDescription(label)
+    step_x, step_y = STEP_LEFT + STEP_DX * column, STEP_TOP + STEP_DY * column + ROW_DY * row
+    child.setPosition(QPointF(step_x, step_y))
+    for name, source in sources.items():
+        child.addParameterSources(name, source)
+    child.setAlgorithmId(algorithm)  # attaches the algorithm, whose defaults fill the steps not wired
+    for definition in child.algorithm().parameterDefinitions():
+        unset = definition.name() not in sources and not definition.isDestination()
+        if unset and not definition.flags() & QgsProcessingParameterDefinition.FlagOptional:
+            child.addParameterSources(
+                definition.name(),
+                [QgsProcessingModelChildParameterSource.fromStaticValue(definition.defaultValue())],
+            )
+    model_outputs = {}
+    for index, (output_name, (description, child_output_name)) in enumerate(outputs.items()):
+        output = QgsProcessingModelOutput(output_name, description)
+        output.setChildId(child_id)
+        output.setChildOutputName(child_output_name)
+        output.setMandatory(output_name not in OPTIONAL_OUTPUTS)
+        output.setPosition(QPointF(step_x + OUTPUT_DX, step_y + OUTPUT_DY + OUTPUT_SPACING * index))
+        model_outputs[output_name] = output
+    child.setModelOutputs(model_outputs)
+    model.addChildAlgorithm(child)
+
+
+def workflow(name: str, inputs: list, order: list, description: str, help_url: str, add_steps):
+    """A model with `inputs` (drawn in a column) and the steps `add_steps(model)` adds, with its help."""
+    from qgis.core import QgsProcessingModelAlgorithm, QgsProcessingModelParameter
+    from qgis.PyQt.QtCore import QPointF
+
+    model = QgsProcessingModelAlgorithm(name, GROUP)  # a .model3 keeps no group id: the name is the id
     for row, definition in enumerate(inputs):
         component = QgsProcessingModelParameter(definition.name())
         component.setPosition(QPointF(120, 60 + 60 * row))
         model.addModelParameter(definition, component)
-
-    def parameter(name: str):
-        return [QgsProcessingModelChildParameterSource.fromModelParameter(name)]
-
-    def child_output(child_id: str, output: str):
-        return [QgsProcessingModelChildParameterSource.fromChildOutput(child_id, output)]
-
-    def step(child_id: str, algorithm: str, label: str, column: int, sources: dict, outputs: dict):
-        """Adds one algorithm; its mandatory parameters not in `sources` keep the algorithm's default."""
-        child = QgsProcessingModelChildAlgorithm(algorithm)
-        child.setChildId(child_id)
-        child.setDescription(label)
-        step_x, step_y = STEP_LEFT + STEP_DX * column, STEP_TOP + STEP_DY * column
-        child.setPosition(QPointF(step_x, step_y))
-        for name, source in sources.items():
-            child.addParameterSources(name, source)
-        child.setAlgorithmId(algorithm)  # attaches the algorithm, whose defaults fill the steps not wired
-        for definition in child.algorithm().parameterDefinitions():
-            unset = definition.name() not in sources and not definition.isDestination()
-            if unset and not definition.flags() & QgsProcessingParameterDefinition.FlagOptional:
-                child.addParameterSources(
-                    definition.name(),
-                    [QgsProcessingModelChildParameterSource.fromStaticValue(definition.defaultValue())],
-                )
-        model_outputs = {}
-        for row, (output_name, (description, child_output_name)) in enumerate(outputs.items()):
-            output = QgsProcessingModelOutput(output_name, description)
-            output.setChildId(child_id)
-            output.setChildOutputName(child_output_name)
-            output.setMandatory(output_name not in OPTIONAL_OUTPUTS)
-            output.setPosition(QPointF(step_x + OUTPUT_DX, step_y + OUTPUT_DY + OUTPUT_SPACING * row))
-            model_outputs[output_name] = output
-        child.setModelOutputs(model_outputs)
-        model.addChildAlgorithm(child)
-
-    step(
-        "harmonise",
-        "socdepth:harmonise",
-        "Harmonise horizons to standard depths",
-        0,
-        {
-            "INPUT": parameter("HORIZONS"),
-            "PROFILE_FIELD": parameter("PROFILE_FIELD"),
-            "TOP_FIELD": parameter("TOP_FIELD"),
-            "BOTTOM_FIELD": parameter("BOTTOM_FIELD"),
-            "VALUE_FIELDS": parameter("VALUE_FIELD"),
-            "DEPTHS": parameter("DEPTHS"),
-        },
-        {"HARMONISED": ("Harmonised profiles", "OUTPUT")},
-    )
-    step(
-        "train",
-        "socdepth:train",
-        "Train SOC model",
-        1,
-        {
-            "INPUT": child_output("harmonise", "OUTPUT"),
-            "TARGET_FIELDS": [QgsProcessingModelChildParameterSource.fromExpression(target_fields_expression(depths))],
-            "COVARIATES": parameter("COVARIATES"),
-            "CATEGORICAL": parameter("CATEGORICAL"),
-            "MODEL": parameter("MODEL_TYPE"),
-            "VALIDATION": parameter("VALIDATION"),
-            "FOLDS": parameter("FOLDS"),
-            "N_TREES": parameter("N_TREES"),
-            "SEED": parameter("SEED"),
-        },
-        {
-            "MODEL_FILE": ("Model file", "OUTPUT_MODEL"),
-            "METRICS": ("Validation metrics", "OUTPUT_METRICS"),
-            "REPORT": ("Training report", "OUTPUT_REPORT"),
-        },
-    )
-    step(
-        "predict",
-        "socdepth:predict",
-        "Predict SOC maps",
-        2,
-        {
-            "MODEL": child_output("train", "OUTPUT_MODEL"),
-            "COVARIATES": parameter("COVARIATES"),
-            "UNCERTAINTY": [QgsProcessingModelChildParameterSource.fromStaticValue(1)],
-            "INTERVAL": parameter("INTERVAL"),
-        },
-        {
-            "SOC_MAPS": ("SOC maps (one band per depth)", "OUTPUT"),
-            "INTERVALS": ("Prediction intervals", "OUTPUT_UNCERTAINTY"),
-            "DEPTH_MAPS": ("Folder for one map per depth", "OUTPUT_FOLDER"),
-        },
-    )
-    model.setParameterOrder(INPUT_ORDER)
+    add_steps(model)
+    model.setParameterOrder(order)
     model.setHelpContent(
         {
-            "ALG_DESC": DESCRIPTION,
+            "ALG_DESC": description,
             "ALG_CREATOR": "SOC Depth Mapper developers",
-            "HELP_URL": HELP_URL,
+            "HELP_URL": help_url,
             **{definition.name(): definition.help() for definition in inputs},
         }
     )
     return model
 
 
+def harmonise_sources(horizons: str) -> dict:
+    """The harmonise step's inputs from the horizon layer `horizons` and the shared field and depth inputs."""
+    return {
+        "INPUT": parameter(horizons),
+        "PROFILE_FIELD": parameter("PROFILE_FIELD"),
+        "TOP_FIELD": parameter("TOP_FIELD"),
+        "BOTTOM_FIELD": parameter("BOTTOM_FIELD"),
+        "VALUE_FIELDS": parameter("VALUE_FIELD"),
+        "DEPTHS": parameter("DEPTHS"),
+    }
+
+
+def train_sources(harmonised_step: str, depths: str) -> dict:
+    """The train step's inputs shared by both models."""
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    return {
+        "INPUT": child_output(harmonised_step, "OUTPUT"),
+        "TARGET_FIELDS": [QgsProcessingModelChildParameterSource.fromExpression(target_fields_expression(depths))],
+        "COVARIATES": parameter("COVARIATES"),
+        "CATEGORICAL": parameter("CATEGORICAL"),
+        "MODEL": parameter("MODEL_TYPE"),
+        "VALIDATION": parameter("VALIDATION"),
+        "FOLDS": parameter("FOLDS"),
+        "N_TREES": parameter("N_TREES"),
+        "SEED": parameter("SEED"),
+    }
+
+
+TRAIN_OUTPUTS = {
+    "MODEL_FILE": ("Model file", "OUTPUT_MODEL"),
+    "METRICS": ("Validation metrics", "OUTPUT_METRICS"),
+    "REPORT": ("Training report", "OUTPUT_REPORT"),
+}
+PREDICT_OUTPUTS = {
+    "SOC_MAPS": ("SOC maps (one band per depth)", "OUTPUT"),
+    "INTERVALS": ("Prediction intervals", "OUTPUT_UNCERTAINTY"),
+    "DEPTH_MAPS": ("Folder for one map per depth", "OUTPUT_FOLDER"),
+}
+
+
+def add_predict_step(model, column: int) -> None:
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    sources = {
+        "MODEL": child_output("train", "OUTPUT_MODEL"),
+        "COVARIATES": parameter("COVARIATES"),
+        "UNCERTAINTY": [QgsProcessingModelChildParameterSource.fromStaticValue(1)],
+        "INTERVAL": parameter("INTERVAL"),
+    }
+    add_step(model, "predict", "socdepth:predict", "Predict SOC maps", column, sources, PREDICT_OUTPUTS)
+
+
+def build_model():
+    """The "Horizons to SOC maps" model: inputs, the three steps wired output to input, and the five outputs."""
+    inputs = model_inputs()
+    depths = next(d.defaultValue() for d in inputs if d.name() == "DEPTHS")
+
+    def add_steps(model) -> None:
+        harmonised = {"HARMONISED": ("Harmonised profiles", "OUTPUT")}
+        label = "Harmonise horizons to standard depths"
+        add_step(model, "harmonise", "socdepth:harmonise", label, 0, harmonise_sources("HORIZONS"), harmonised)
+        add_step(
+            model, "train", "socdepth:train", "Train SOC model", 1, train_sources("harmonise", depths), TRAIN_OUTPUTS
+        )
+        add_predict_step(model, 2)
+
+    return workflow(MODEL_NAME, inputs, INPUT_ORDER, DESCRIPTION, HELP_URL, add_steps)
+
+
+def build_transfer_model():
+    """The "Transfer to a new region" model: local and library horizons harmonised alike, the model trained on
+    the local sites with transfer from the library's, and the maps."""
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    inputs = model_inputs(TRANSFER_COPIED, TRANSFER_INPUT_ORDER, ("LOCAL_HORIZONS", "LIBRARY_HORIZONS"))
+    next(d for d in inputs if d.name() == "TRANSFER").setDefaultValue(TRANSFER_DEFAULT)
+    depths = next(d.defaultValue() for d in inputs if d.name() == "DEPTHS")
+
+    def add_steps(model) -> None:
+        for row, (child_id, horizons, label, output) in enumerate(
+            (
+                ("harmonise_local", "LOCAL_HORIZONS", "Harmonise the local horizons", "HARMONISED_LOCAL"),
+                ("harmonise_library", "LIBRARY_HORIZONS", "Harmonise the library horizons", "HARMONISED_LIBRARY"),
+            )
+        ):
+            outputs = {output: (label.replace("Harmonise the", "Harmonised"), "OUTPUT")}
+            add_step(model, child_id, "socdepth:harmonise", label, 0, harmonise_sources(horizons), outputs, row)
+        sources = {
+            **train_sources("harmonise_local", depths),
+            "SOURCE_INPUT": child_output("harmonise_library", "OUTPUT"),
+            **{name: parameter(name) for name in TRANSFER_INPUTS},
+            # a run that leaves TRANSFER out (a script, not the dialog) passes no value: train's default is none
+            "TRANSFER": [
+                QgsProcessingModelChildParameterSource.fromExpression(f"coalesce(@TRANSFER, {TRANSFER_DEFAULT})")
+            ],
+        }
+        add_step(model, "train", "socdepth:train", "Train SOC model with transfer", 1, sources, TRAIN_OUTPUTS)
+        add_predict_step(model, 2)
+
+    return workflow(TRANSFER_NAME, inputs, TRANSFER_INPUT_ORDER, TRANSFER_DESCRIPTION, TRANSFER_HELP_URL, add_steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=MODEL_FILE, help=f"where to write (default {MODEL_FILE})")
+    parser.add_argument(
+        "--out-dir", type=Path, default=MODELS_DIR, help=f"folder to write both models to (default {MODELS_DIR})"
+    )
     args = parser.parse_args()
 
     from qgis.core import QgsApplication
@@ -262,17 +373,19 @@ def main() -> None:
     # The plugin's algorithms must be registered: the model reads their parameter definitions to build its outputs.
     plugin = soc_depth_mapper.classFactory(None)
     plugin.initProcessing()
-    model = build_model()
-    missing = [child.childId() for child in model.childAlgorithms().values() if child.algorithm() is None]
-    if missing:
-        raise SystemExit(f"Steps {missing} have no algorithm: is the plugin's provider registered?")
-    ok, errors = model.validate()
-    if not ok:
-        raise SystemExit("The model is not valid:\n" + "\n".join(errors))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not model.toFile(str(args.out)):
-        raise SystemExit(f"Could not write {args.out}")
-    print(f"Wrote {args.out}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for build, file in ((build_model, MODEL_FILE), (build_transfer_model, TRANSFER_MODEL_FILE)):
+        model = build()
+        missing = [child.childId() for child in model.childAlgorithms().values() if child.algorithm() is None]
+        if missing:
+            raise SystemExit(f"Steps {missing} have no algorithm: is the plugin's provider registered?")
+        ok, errors = model.validate()
+        if not ok:
+            raise SystemExit(f"The model {model.name()} is not valid:\n" + "\n".join(errors))
+        out = args.out_dir / file.name
+        if not model.toFile(str(out)):
+            raise SystemExit(f"Could not write {out}")
+        print(f"Wrote {out}")
     plugin.unload()
     app.exitQgis()
 

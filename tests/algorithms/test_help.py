@@ -89,15 +89,26 @@ def by_name(qgis_processing):
     return {algorithm.name(): algorithm for algorithm in algorithms()}
 
 
-ALGORITHM_NAMES = ["harmonise", "sample", "select_covariates", "train", "predict", "stocks", "horizons_to_soc_maps"]
+WORKFLOWS = {"horizons_to_soc_maps": "Horizons to SOC maps", "transfer_to_a_new_region": "Transfer to a new region"}
+ALGORITHM_NAMES = ["harmonise", "sample", "select_covariates", "train", "predict", "stocks", *WORKFLOWS]
 
 
-def test_the_provider_lists_the_four_algorithms_and_the_model(by_name):
+def test_the_provider_lists_the_algorithms_and_the_models(by_name):
     assert sorted(by_name) == sorted(ALGORITHM_NAMES)
-    model = by_name["horizons_to_soc_maps"]
-    assert model.displayName() == "Horizons to SOC maps"
-    assert model.group() == "4 — Workflows"
-    assert model.id() == "socdepth:horizons_to_soc_maps"
+    for name, display_name in WORKFLOWS.items():
+        model = by_name[name]
+        assert model.displayName() == display_name
+        assert model.group() == "4 — Workflows"
+        assert model.id() == f"socdepth:{name}"
+
+
+def test_the_transfer_model_borrows_instances_by_default_and_copies_trains_options(by_name):
+    model, train = by_name["transfer_to_a_new_region"], by_name["train"]
+    assert model.parameterDefinition("TRANSFER").defaultValue() == 1
+    assert model.parameterDefinition("TRANSFER").options() == train.parameterDefinition("TRANSFER").options()
+    for name in ("SOURCE_SELECTION", "SOURCE_WEIGHT", "SOURCE_COVARIATES"):
+        ours, theirs = model.parameterDefinition(name), train.parameterDefinition(name)
+        assert ours.toVariantMap() | {"help": ""} == theirs.toVariantMap() | {"help": ""}, name
 
 
 @pytest.mark.parametrize("name", ALGORITHM_NAMES)

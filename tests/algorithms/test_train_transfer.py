@@ -102,11 +102,12 @@ def test_train_with_instance_transfer_reports_both_models_on_the_local_sites(
 def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_processing, split, covariates, tmp_path):
     from qgis.core import QgsProcessingException
 
+    from soc_depth_mapper.core import registry
+
     local, source = split
-    with pytest.raises(QgsProcessingException, match="Instances and representation together are not available yet"):
-        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=3, SOURCE_INPUT=source))
-    with pytest.raises(QgsProcessingException, match="and the random forest has none: choose one of the CNN"):
-        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=2, SOURCE_INPUT=source))
+    ensemble = {"MODEL": registry.kinds().index("ensemble"), "TRANSFER": 3, "SOURCE_INPUT": source}
+    with pytest.raises(QgsProcessingException, match="the ensemble is neither: choose a CNN or the random forest"):
+        qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, **ensemble))
     with pytest.raises(QgsProcessingException, match="needs a 'Source data set'"):
         qgis_processing.run("socdepth:train", _params(local, covariates, tmp_path, TRANSFER=1))
     renamed = qgis_processing.run(
@@ -123,6 +124,44 @@ def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_proce
             _params(local, covariates, tmp_path, TRANSFER=1, SOURCE_INPUT=source, SOURCE_COVARIATES=[str(fewer)]),
         )
     assert not (tmp_path / "model.socmodel").exists()
+
+
+@pytest.mark.parametrize("strategy", [2, 3])
+def test_forest_representation_transfer_trains_and_maps_with_the_source_forest_inside(
+    qgis_processing, split, covariates, tmp_path, context_and_feedback, strategy
+):
+    """TRANSFER 2 and 3 with the random forest: the model file carries the source forest, and 'Predict SOC maps'
+    gives at each site's pixel what the model predicts from that pixel's covariates."""
+    from soc_depth_mapper.core.bundle import SocModel
+    from soc_depth_mapper.core.models.stacked import SourceStackedDepthModel
+
+    local, source = split
+    context, feedback = context_and_feedback
+    params = _params(local, covariates, tmp_path, TRANSFER=strategy, SOURCE_INPUT=source, SOURCE_WEIGHT=0.3)
+    result = qgis_processing.run("socdepth:train", params, context=context, feedback=feedback)
+    bundle = SocModel.load(result["OUTPUT_MODEL"])
+    assert isinstance(bundle.model, SourceStackedDepthModel) and bundle.card.kind == "source_stacked_forest"
+    record = bundle.card.transferred_from
+    assert record["strategy"] == ("representation", "both")[strategy - 2]
+    assert record["weight"] == (0.0, 0.3)[strategy - 2]
+    assert sum(line.startswith("Fold ") and "source model fitted on" in line for line in feedback.infos) == 3
+    rows = [f.attributes() for f in result["OUTPUT_METRICS"].getFeatures() if f.attributes()[1] == "all"]
+    assert {row[0] for row in rows} == {"Random forest (with transfer)", "Random forest (local only)"}
+    maps = qgis_processing.run(
+        "socdepth:predict",
+        {
+            "MODEL": result["OUTPUT_MODEL"],
+            "COVARIATES": [covariates],
+            "DEPTHS": "0-5",
+            "OUTPUT": str(tmp_path / "m.tif"),
+        },
+    )
+    with rasterio.open(maps["OUTPUT"]) as mapped, rasterio.open(DATA / "covariates_250m.tif") as stack:
+        assert mapped.transform == stack.transform
+        window = rasterio.windows.Window(40, 40, 3, 2)
+        values = stack.read(window=window).astype(np.float32)
+        expected = bundle.predict(values.reshape(values.shape[0], -1).T[:, :, None, None])[:, 0]
+        np.testing.assert_allclose(mapped.read(1, window=window).ravel(), expected, rtol=1e-5)
 
 
 def test_the_help_names_the_grid_and_selection_size_the_core_uses(qgis_processing):
@@ -176,7 +215,7 @@ def test_representation_transfer_fine_tunes_a_cnn_pre_trained_on_the_source(
     record = SocModel.load(result["OUTPUT_MODEL"]).card.transferred_from
     assert record["strategy"] == "representation" and record["freeze_layers"] == 1
     assert record["source_sites_used"] == record["source"]["sites"]
-    assert sum("pre-trained on" in line for line in feedback.infos) == 3  # one line per fold
+    assert sum("source model fitted on" in line for line in feedback.infos) == 3  # one line per fold
     models = {f["model"] for f in result["OUTPUT_METRICS"].getFeatures()}
     assert models == {"CNN (with transfer)", "CNN (local only)"}
 
@@ -222,11 +261,28 @@ def test_a_pretrained_model_file_is_fine_tuned_on_the_local_sites(
             "socdepth:train", _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=library, TRANSFORM=1)
         )
     forest = qgis_processing.run("socdepth:train", _params(source, covariates, tmp_path / "rf", VALIDATION=0))
-    with pytest.raises(QgsProcessingException, match="has no network to fine-tune"):
+    with pytest.raises(QgsProcessingException, match="has no network to fine-tune; give a CNN model file, or choose"):
         qgis_processing.run(
             "socdepth:train",
-            _params(local, covariates, tmp_path, TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
+            _params(local, covariates, tmp_path, MODEL=1, TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
         )
+    # with the random forest as Model, a forest model file's prediction becomes covariates of the local forest
+    stacked = qgis_processing.run(
+        "socdepth:train",
+        _params(local, covariates, tmp_path / "stacked", TRANSFER=2, PRETRAINED_MODEL=forest["OUTPUT_MODEL"]),
+        context=context,
+        feedback=feedback,
+    )
+    assert sum("the local forest stacked on the pre-trained model" in line for line in feedback.infos) == 3
+    bundle = SocModel.load(stacked["OUTPUT_MODEL"])
+    assert bundle.card.kind == "source_stacked_forest"
+    assert (
+        bundle.card.transferred_from["pretrained"]["sha256"]
+        == hashlib.sha256(Path(forest["OUTPUT_MODEL"]).read_bytes()).hexdigest()
+    )
+    patches = np.random.default_rng(0).uniform(0, 1, (5, 6, 1, 1)).astype(np.float32)
+    pretrained = SocModel.load(forest["OUTPUT_MODEL"]).model
+    np.testing.assert_array_equal(bundle.model.source.predict(patches), pretrained.predict(patches))
     with pytest.raises(QgsProcessingException, match="Pre-trained model: The model was trained with 6 covariate bands"):
         qgis_processing.run(
             "socdepth:train",

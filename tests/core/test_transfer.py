@@ -329,7 +329,7 @@ def test_fine_tuning_keeps_the_frozen_layers_bit_for_bit_and_fits_the_new_sites(
         pretrained.fine_tuned(local.patches, local.targets, freeze_layers=3)
 
 
-def test_representation_transfer_validates_on_local_sites_and_refuses_the_forest(tmp_path):
+def test_representation_transfer_validates_on_local_sites(tmp_path):
     local, source = _patched(_sites(30, seed=28), 3), _patched(_sites(80, seed=29, x0=5000.0), 4)
     result = train(
         local, "cnn", TINY_CNN, validation="random", folds=3, transfer=Transfer(source, strategy="representation")
@@ -340,10 +340,38 @@ def test_representation_transfer_validates_on_local_sites_and_refuses_the_forest
     assert cv.predictions.shape == local.targets.shape and cv.local_only is not None
     record = result.settings["transfer"]
     assert record["strategy"] == "representation" and record["source_sites_used"] == 80
-    with pytest.raises(ValueError, match="the random forest has none"):
-        train(local, "random_forest", FOREST, validation="none", transfer=Transfer(source, strategy="representation"))
-    with pytest.raises(ValueError, match="not available"):
-        train(local, "cnn", TINY_CNN, validation="none", transfer=Transfer(source, strategy="both"))
+
+
+def test_both_strategies_at_once_pool_weighted_sources_after_pre_training_or_stacking(fewer_inner_folds):
+    """TRANSFER 3: a CNN pre-trained on the source is fine-tuned on the local plus the weighted source sites; a
+    forest gets the source forest's prediction as covariates and the weighted source sites as training data."""
+    local, source = _patched(_sites(30, seed=32), 7), _patched(_sites(90, seed=33, x0=5000.0), 8)
+    cnn = train(local, "cnn", TINY_CNN, validation="random", folds=3, transfer=Transfer(source, weight=0.3,
+                strategy="both"))  # fmt: skip
+    assert [(r.strategy, r.weight, r.source_sites) for r in cnn.validation.transfer_folds] == [("both", 0.3, 90)] * 3
+    assert cnn.settings["kind"] == "cnn" and cnn.settings["transfer"]["weight"] == 0.3
+    # a fitting source is borrowed (the automatic weight is above 0) on top of its prediction as covariates
+    local, source = _sites(30, seed=34), _sites(150, seed=35, x0=5000.0)
+    forest = train(local, "random_forest", FOREST, validation="none", transfer=Transfer(source, strategy="both"))
+    record = forest.settings["transfer"]
+    assert forest.settings["kind"] == "source_stacked_forest" and record["strategy"] == "both"
+    assert record["weight"] > 0 and set(record["inner_rmse"]) == {f"{w:g}" for w in WEIGHT_GRID}
+    assert forest.model.local.n_bands_ == 2 + len(INTERVALS)
+
+
+def test_the_source_sites_stacked_covariates_come_from_forests_that_did_not_see_them():
+    """A source site's own target cannot reach its extra covariate: changing it leaves that covariate as it was,
+    while an in-sample forest would move with it."""
+    source = _sites(60, seed=36)
+    bands = transfer.source_bands_out_of_fold(source, _forest, _identity, random_state=0)
+    changed = dataclasses.replace(source, targets=source.targets.copy())
+    changed.targets[0] += 1000.0
+    changed_bands = transfer.source_bands_out_of_fold(changed, _forest, _identity, random_state=0)
+    np.testing.assert_array_equal(changed_bands[0], bands[0])
+    np.testing.assert_array_equal(bands[:, :2, 0, 0], source.patches[:, :, 0, 0])
+    assert not np.array_equal(changed_bands[1:], bands[1:])  # the other sites' models did see it
+    with pytest.raises(ValueError, match="neither: choose instance transfer"):
+        train(source, "ensemble", {}, validation="none", transfer=Transfer(source, strategy="representation"))
 
 
 def test_a_pretrained_model_is_fine_tuned_fold_by_fold_and_checked_first():

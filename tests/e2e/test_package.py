@@ -37,6 +37,7 @@ MUST_SHIP = [
     "help/predict.html",
     "icons/socdepth.svg",
     "models/horizons_to_soc_maps.model3",
+    "models/transfer_to_a_new_region.model3",
     "sample_data/edgeroi/horizons.csv",
     "sample_data/edgeroi/covariates_250m.tif",
 ]
@@ -172,4 +173,5 @@ def test_expected_algorithms_are_read_from_the_sources(packager):
         "socdepth:predict",
         "socdepth:stocks",
         "socdepth:horizons_to_soc_maps",
+        "socdepth:transfer_to_a_new_region",
     }
