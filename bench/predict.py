@@ -130,10 +130,23 @@ def read_band_values(path: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ workers
 
 
-def engine_worker(arguments: dict) -> dict:
-    """predict_rasters with the saved forest on one stack (runs in its own process)."""
+def bundle_for(model, stack):
+    """A model file's contents for a model fitted outside `train`: SOC at the six depths, on `stack`'s grid."""
     from soc_depth_mapper.core.bundle import SocModel
     from soc_depth_mapper.core.card import Bands, Grid, ModelCard
+
+    card = ModelCard(
+        kind=model.kind,
+        property="SOC",
+        intervals=tuple(map(tuple, INTERVALS.tolist())),
+        bands=Bands(tuple(stack.band_names)),
+        grid=Grid(stack.crs_wkt, tuple(stack.transform.to_gdal()), tuple(stack.res)),
+    )
+    return SocModel(model, card)
+
+
+def engine_worker(arguments: dict) -> dict:
+    """predict_rasters with the saved forest on one stack (runs in its own process)."""
     from soc_depth_mapper.core.depths import interval_labels
     from soc_depth_mapper.core.models.forest import RandomForestDepthModel
     from soc_depth_mapper.core.predict import predict_rasters
@@ -144,14 +157,7 @@ def engine_worker(arguments: dict) -> dict:
         model = RandomForestDepthModel.from_state(config, dict(stored))
     labels = [f"SOC {label}" for label in interval_labels(INTERVALS, " cm")]
     with CovariateStack([arguments["stack"]]) as stack:
-        card = ModelCard(
-            kind=model.kind,
-            property="SOC",
-            intervals=tuple(map(tuple, INTERVALS.tolist())),
-            bands=Bands(tuple(stack.band_names)),
-            grid=Grid(stack.crs_wkt, tuple(stack.transform.to_gdal()), tuple(stack.res)),
-        )
-        bundle = SocModel(model, card)
+        bundle = bundle_for(model, stack)
         model_seconds = 0.0
         predict_block = bundle.predict_block
 

@@ -34,7 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.predict import INTERVALS, ROOT, SAMPLE, peak_rss_mb, print_table, read_band_values, sample_sites, tile_stack
+from bench.predict import (
+    INTERVALS,
+    ROOT,
+    SAMPLE,
+    bundle_for,
+    peak_rss_mb,
+    print_table,
+    read_band_values,
+    sample_sites,
+    tile_stack,
+)
 
 MTRY = 2
 MIN_NODE = 5
@@ -104,8 +114,6 @@ def write_training_table(path: Path, patches: np.ndarray, targets: np.ndarray, b
 
 def engine_worker(arguments: dict) -> dict:
     """The plugin's forest, grown on the table, predicting the stack (runs in its own process)."""
-    from soc_depth_mapper.core.bundle import SocModel
-    from soc_depth_mapper.core.card import Bands, Grid, ModelCard
     from soc_depth_mapper.core.depths import interval_labels
     from soc_depth_mapper.core.models.forest import RandomForestDepthModel
     from soc_depth_mapper.core.predict import predict_rasters
@@ -120,16 +128,9 @@ def engine_worker(arguments: dict) -> dict:
     interval = INTERVAL if arguments["intervals"] else None
     uncertainty = arguments["output"].replace(".tif", "_interval.tif") if interval else None
     with CovariateStack([arguments["stack"]]) as stack:
-        card = ModelCard(
-            kind=model.kind,
-            property="SOC",
-            intervals=tuple(map(tuple, INTERVALS.tolist())),
-            bands=Bands(tuple(stack.band_names)),
-            grid=Grid(stack.crs_wkt, tuple(stack.transform.to_gdal()), tuple(stack.res)),
-        )
         start = time.perf_counter()
         result = predict_rasters(
-            SocModel(model, card), stack, arguments["output"], range(len(INTERVALS)), labels,
+            bundle_for(model, stack), stack, arguments["output"], range(len(INTERVALS)), labels,
             memory_mb=512, interval=interval, uncertainty_path=uncertainty,
         )  # fmt: skip
         seconds = time.perf_counter() - start

@@ -57,6 +57,16 @@ def harmonised(qgis_processing, tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def covariates(qgis_processing):
+    """The real Edgeroi 250 m covariate stack as a raster layer named 'cov' (bands cov_DEMSRT5 …)."""
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(str(EDGEROI / "covariates_250m.tif"), "cov")
+    assert layer.isValid() and layer.crs().authid() == "EPSG:28355"
+    return layer
+
+
 @pytest.fixture()
 def context_and_feedback(qgis_processing):
     """A fresh context and a feedback that records what the algorithm told the user."""

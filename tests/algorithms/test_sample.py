@@ -28,15 +28,6 @@ def points_layer(coordinates: list[tuple[float, float]], fields: str = ""):
     return layer
 
 
-@pytest.fixture(scope="module")
-def covariates(qgis_processing):
-    from qgis.core import QgsRasterLayer
-
-    layer = QgsRasterLayer(str(COVARIATES), "cov")
-    assert layer.isValid() and layer.crs().authid() == "EPSG:28355"
-    return layer
-
-
 def test_points_all_off_the_raster_fail_without_leaving_an_output_file(qgis_processing, covariates, tmp_path):
     from qgis.core import QgsProcessingException
 

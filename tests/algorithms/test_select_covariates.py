@@ -14,15 +14,6 @@ GSM = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
 BANDS = ["DEMSRT5", "TWISRT5", "PMTGEO5", "EV1MOD5", "EV2MOD5", "EV3MOD5"]
 
 
-@pytest.fixture(scope="module")
-def covariates():
-    from qgis.core import QgsRasterLayer
-
-    layer = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
-    assert layer.isValid()
-    return layer
-
-
 def selection_params(harmonised, covariates, folder, **extra):
     return {
         "INPUT": harmonised,

@@ -14,15 +14,6 @@ DATA = REPO / "sample_data" / "edgeroi"
 GSM = ["0_5", "5_15", "15_30", "30_60", "60_100", "100_200"]
 
 
-@pytest.fixture(scope="module")
-def covariates():
-    from qgis.core import QgsRasterLayer
-
-    layer = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
-    assert layer.isValid()
-    return layer
-
-
 def train_params(harmonised, covariates, tmp_path, **extra):
     return {
         "INPUT": harmonised,

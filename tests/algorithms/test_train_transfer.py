@@ -16,15 +16,6 @@ LOCAL_EVERY = 8
 
 
 @pytest.fixture(scope="module")
-def covariates():
-    from qgis.core import QgsRasterLayer
-
-    layer = QgsRasterLayer(str(DATA / "covariates_250m.tif"), "cov")
-    assert layer.isValid()
-    return layer
-
-
-@pytest.fixture(scope="module")
 def split(qgis_processing, harmonised):
     """(local, source) memory layers: every LOCAL_EVERY-th harmonised profile is local, the rest the source."""
 
