@@ -44,14 +44,13 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from .models.base import DepthModel, check_progress
+from .models.base import DepthModel, check_progress, scaled_progress
 from .rasters import CovariateStack
 from .registry import entry
 from .training import (
     CrossValidation,
     Progress,
     TrainingData,
-    _scaled,
     cross_validate,
     make_folds,
     prediction_floor,
@@ -177,7 +176,7 @@ def select_covariates(
             fold_ids,
             transform=transform,
             model_name=entry(kind).label,
-            progress=_scaled(progress, start, span, label),
+            progress=scaled_progress(progress, start, span, label),
             block_size=used_block,
             scheme=validation,
         )
@@ -186,7 +185,7 @@ def select_covariates(
     all_candidates, cv = scored(candidates, 0.0, 0.9 * share, "ranking: ")
     importance = permutation_importance(
         subset_data(data, candidates), cv.fold_models, fold_ids, transform, repeats, random_state,
-        _scaled(progress, share * 0.9, share * 0.1, "ranking: "),
+        scaled_progress(progress, share * 0.9, share * 0.1, "ranking: "),
     )  # fmt: skip
     ranked = rank_bands(bands, candidates, importance)
     for i in ranked[max_covariates:]:

@@ -16,7 +16,7 @@ import numpy as np
 from .depths import interval_labels
 from .folds import default_block_size, random_folds, spatial_block_folds
 from .metrics import metrics_table
-from .models.base import DepthModel, check_progress
+from .models.base import DepthModel, check_progress, scaled_progress
 from .registry import entry
 from .transfer import FoldTransfer, Transfer, check_transfer, fit_with_source, near_sites, source_summary, subset
 
@@ -124,17 +124,6 @@ def make_folds(
     raise ValueError(f"Unknown validation scheme '{scheme}'.")
 
 
-def _scaled(progress: Progress | None, start: float, span: float, prefix: str) -> Progress | None:
-    """A progress callback for a stage that covers [start, start + span] of the whole run."""
-    if progress is None:
-        return None
-
-    def report(fraction: float, message: str) -> bool:
-        return progress(start + span * min(max(fraction, 0.0), 1.0), f"{prefix}{message}")
-
-    return report
-
-
 def cross_validate(
     data: TrainingData,
     make_model: Callable[[], DepthModel],
@@ -165,7 +154,7 @@ def cross_validate(
         train = ~test
         label = f"fold {i + 1}/{len(fold_ids)}: "
         check_progress(progress, i / len(fold_ids), f"{label}training")
-        fold_progress = _scaled(progress, i / len(fold_ids), 1 / len(fold_ids), label)
+        fold_progress = scaled_progress(progress, i / len(fold_ids), 1 / len(fold_ids), label)
         if fitted is not None:
             model = fitted[i]
         elif fit_fold is not None:
@@ -278,7 +267,7 @@ def train(
         rows = [] if fold_ids is None else [fold_ids != fold for fold in np.unique(fold_ids)]
         fitted = fit_models(
             cluster, kind, params, random_state, data, forward_transform(data.targets, transform), [*rows, None],
-            _scaled(progress, 0.0, 0.95, "on the cluster: "),
+            scaled_progress(progress, 0.0, 0.95, "on the cluster: "),
         )  # fmt: skip
     if fold_ids is not None:
         result_cv = cross_validate(
@@ -287,7 +276,7 @@ def train(
             fold_ids,
             transform=transform,
             model_name=model_kind.label,
-            progress=_scaled(progress, 0.0, 1.0 - final_share, "validation "),
+            progress=scaled_progress(progress, 0.0, 1.0 - final_share, "validation "),
             block_size=used_block,
             scheme=validation,
             fitted=None if fitted is None else fitted[:-1],
@@ -300,7 +289,7 @@ def train(
             forward_transform(data.targets, transform),
             data.intervals,
             categorical=data.categorical,
-            progress=_scaled(progress, 1.0 - final_share, final_share, "final model: "),
+            progress=scaled_progress(progress, 1.0 - final_share, final_share, "final model: "),
         )
     )
     settings = {
@@ -367,17 +356,17 @@ def train_with_transfer(
         settings = {"block_size": used_block, "scheme": validation}
         local_only = cross_validate(
             data, make_model, fold_ids, transform, f"{model_kind.label} (local only)",
-            _scaled(progress, 0.0, 0.2, "local-only validation "), **settings,
+            scaled_progress(progress, 0.0, 0.2, "local-only validation "), **settings,
         )  # fmt: skip
         result_cv = cross_validate(
             data, make_model, fold_ids, transform, f"{model_kind.label} (with transfer)",
-            _scaled(progress, 0.2, 0.6, "transfer validation "), fit_fold=fit_fold, **settings,
+            scaled_progress(progress, 0.2, 0.6, "transfer validation "), fit_fold=fit_fold, **settings,
         )  # fmt: skip
         result_cv.local_only, result_cv.transfer_folds = local_only, fold_records
     final_start = 0.0 if result_cv is None else 0.8
     model, final_record = fit_with_source(
         data, transfer, make_model, fitted, to_property, random_state,
-        progress=_scaled(progress, final_start, 1.0 - final_start, "final model: "),
+        progress=scaled_progress(progress, final_start, 1.0 - final_start, "final model: "),
     )  # fmt: skip
     settings = {
         "kind": model.kind,  # representation transfer makes a random forest a source-stacked one

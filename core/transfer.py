@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 
 from .depths import interval_labels
 from .folds import random_folds
-from .models.base import DepthModel, check_progress
+from .models.base import DepthModel, check_progress, scaled_progress
 
 if TYPE_CHECKING:  # training imports this module; the types only
     from .training import Progress, TrainingData
@@ -322,10 +322,10 @@ def fit_with_source(
         final_share = FINAL_FIT_SHARE
         weight, scores = choose_weight(
             local, borrowed, make_model, fitted_targets, to_property, random_state, exclusion_radius,
-            _part(progress, 0.0, 1.0 - final_share),
+            scaled_progress(progress, 0.0, 1.0 - final_share),
         )  # fmt: skip
     model = _fit_pooled(
-        local, borrowed, weight, make_model, fitted_targets, _part(progress, 1.0 - final_share, final_share)
+        local, borrowed, weight, make_model, fitted_targets, scaled_progress(progress, 1.0 - final_share, final_share)
     )
     used = len(borrowed.site_ids) if weight > 0 else 0
     return model, FoldTransfer(weight, used, excluded, scores)
@@ -394,7 +394,7 @@ def _fit_representation(
     both = transfer.strategy == "both"
     source_model = make_model().fit(
         borrowed.patches, fitted_targets(borrowed.targets), borrowed.intervals, categorical=borrowed.categorical,
-        progress=_part(progress, 0.0, 0.4),
+        progress=scaled_progress(progress, 0.0, 0.4),
     )  # fmt: skip
     network = _is_network(type(source_model))
     if network:
@@ -411,9 +411,9 @@ def _fit_representation(
         if weight == 0:
             weight, scores = choose_weight(
                 stacked_local, stacked_source, make_model, fitted_targets, to_property, random_state,
-                exclusion_radius, _part(progress, 0.4, 0.3),
+                exclusion_radius, scaled_progress(progress, 0.4, 0.3),
             )  # fmt: skip
-    final = _part(progress, 0.7, 0.3)
+    final = scaled_progress(progress, 0.7, 0.3)
     pooled = weight > 0 and len(stacked_source.site_ids) > 0
     patches, targets = stacked_local.patches, stacked_local.targets
     weights = None
@@ -501,13 +501,6 @@ def _fit_pooled(
         progress=progress,
         sample_weight=weights,
     )
-
-
-def _part(progress: Progress | None, start: float, share: float) -> Progress | None:
-    """A progress callback for a step that covers [start, start + share] of the caller's span."""
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + share * fraction, message)
 
 
 def _screening_model(make_model: Callable[[], DepthModel]) -> DepthModel:

@@ -79,3 +79,15 @@ def check_progress(progress, fraction: float, message: str) -> None:
     """Reports progress and raises `Cancelled` when the caller asked to stop."""
     if progress is not None and progress(fraction, message) is False:
         raise Cancelled(message)
+
+
+def scaled_progress(progress, start: float, span: float, prefix: str = ""):
+    """A progress callback for a stage that covers [start, start + span] of the caller's run, its messages
+    prefixed with `prefix`; None when there is no callback."""
+    if progress is None:
+        return None
+
+    def report(fraction: float, message: str) -> bool:
+        return progress(start + span * min(max(fraction, 0.0), 1.0), f"{prefix}{message}")
+
+    return report
