@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.dependencies import install_hint, missing_modules
+from ..core.files import EarlierFiles
 from .help_pages import help_url
 
 ICONS = Path(__file__).resolve().parent.parent / "icons"
@@ -41,7 +42,9 @@ COMMON_TAGS = ("soil", "soil organic carbon", "SOC", "carbon", "digital soil map
 
 
 class SocAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses set NAME, DISPLAY_NAME, SHORT_DESCRIPTION, TAGS, GROUP, HELP, HELP_ANCHOR, ICON and REQUIRES."""
+    """Subclasses set NAME, DISPLAY_NAME, SHORT_DESCRIPTION, TAGS, GROUP, HELP, HELP_ANCHOR, ICON and REQUIRES,
+    and implement `process` (QGIS's `processAlgorithm`, which here also puts back the files a failed run replaced).
+    """
 
     NAME = ""
     DISPLAY_NAME = ""
@@ -99,13 +102,29 @@ class SocAlgorithm(QgsProcessingAlgorithm):
             return False, install_hint(missing)
         return True, ""
 
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        self.earlier_files = EarlierFiles()
+        try:
+            results = self.process(parameters, context, feedback)
+        except BaseException:
+            for path in self.earlier_files.restore():
+                feedback.pushInfo(self.tr("The earlier file {} is left as it was.").format(path))
+            raise
+        self.earlier_files.release()
+        return results
+
+    def process(self, parameters, context, feedback) -> dict:
+        """The algorithm's work; files handed to `self.earlier_files.keep` before they are replaced come back if
+        it fails."""
+        raise NotImplementedError
+
     def check_destinations(self, parameters, context) -> None:
         """Refuses, before any work, an output that would overwrite an input or that cannot be written: a sink
         whose folder does not exist (QGIS does not create it), or a file or folder under no writable folder.
         Otherwise the failure would come only after the whole run, or the user's input would be replaced."""
         inputs = self._input_files(parameters, context)
         for definition in self.destinationParameterDefinitions():
-            if _is_temporary(parameters.get(definition.name()) or definition.defaultValue(), context):
+            if is_temporary_output(parameters.get(definition.name()) or definition.defaultValue(), context):
                 # QGIS's own temporary file; asking for its path here would name a second file, which a dialog
                 # run would then try to load and report as 'not correctly generated'
                 continue
@@ -113,7 +132,7 @@ class SocAlgorithm(QgsProcessingAlgorithm):
                 path = self.parameterAsFileOutput(parameters, definition.name(), context)
             else:
                 path = self.parameterAsOutputLayer(parameters, definition.name(), context)
-            path = _file_of(path)
+            path = file_of(path)
             if not path:
                 continue  # not wanted, or not a file (a memory layer, a database)
             label = self.tr("'{}' ({})").format(self.tr(definition.description()), definition.name())
@@ -156,7 +175,7 @@ class SocAlgorithm(QgsProcessingAlgorithm):
                 continue
             else:
                 continue
-            paths += [_file_of(layer.source()) for layer in layers if layer is not None]
+            paths += [file_of(layer.source()) for layer in layers if layer is not None]
         return {os.path.realpath(path) for path in paths if path}
 
     def add_parameter(self, parameter, help_text: str, advanced: bool = False):
@@ -168,14 +187,14 @@ class SocAlgorithm(QgsProcessingAlgorithm):
         return parameter
 
 
-def _is_temporary(value, context) -> bool:
+def is_temporary_output(value, context) -> bool:
     """Whether an output parameter's value asks for a temporary output (as the dialogs' default does)."""
     if isinstance(value, QgsProcessingOutputLayerDefinition):
         value = value.sink.valueAsString(context.expressionContext())[0]
     return value == QgsProcessing.TEMPORARY_OUTPUT
 
 
-def _file_of(source: str) -> str:
+def file_of(source: str) -> str:
     """The file behind a layer source or output: 'x.gpkg|layername=y' and 'ogr:x.gpkg' -> 'x.gpkg', a delimited
     text URI 'file:///x.csv?delimiter=,' -> '/x.csv'; '' for what is no file (memory:, a database)."""
     if not source or source.startswith(("memory:", "postgres:", "postgis:", "spatialite:")):

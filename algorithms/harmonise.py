@@ -180,7 +180,7 @@ class HarmoniseAlgorithm(SocAlgorithm):
             "for every horizon skipped and every profile that could not be harmonised.",
         )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         import numpy as np
 
         from ..core.depths import interval_field, intervals_from_boundaries, parse_depth_list

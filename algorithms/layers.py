@@ -23,6 +23,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
+from .base import file_of, is_temporary_output
+
 if TYPE_CHECKING:  # numpy and rasterio load only when an algorithm runs
     from ..core.rasters import PointSample
 
@@ -246,9 +248,15 @@ class CheckedSink:
 def open_sink(
     algorithm, parameters, name: str, context, fields: QgsFields, geometry_type=QgsWkbTypes.NoGeometry, crs=None
 ) -> CheckedSink | None:
-    """The checked sink for the output parameter `name`; None when an optional output is not wanted."""
+    """The checked sink for the output parameter `name`; None when an optional output is not wanted. A file it
+    replaces is kept until the run ends, and put back if the run fails (QGIS deletes it as the sink is made)."""
+    definition = algorithm.parameterDefinition(name)
+    if not is_temporary_output(parameters.get(name) or definition.defaultValue(), context):
+        destination = file_of(algorithm.parameterAsOutputLayer(parameters, name, context))
+        if destination:
+            algorithm.earlier_files.keep(destination)
     arguments = (parameters, name, context, fields, geometry_type) + (() if crs is None else (crs,))
     sink, dest_id = algorithm.parameterAsSink(*arguments)
     if sink is None:
         return None
-    return CheckedSink(sink, dest_id, algorithm.parameterDefinition(name).description(), context)
+    return CheckedSink(sink, dest_id, definition.description(), context)

@@ -186,7 +186,7 @@ class PredictAlgorithm(CovariateAlgorithm):
             advanced=True,
         )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..core.bundle import SocModel
         from ..core.cluster import ClusterRun
         from ..core.depths import map_file_name, select_intervals

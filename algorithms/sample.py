@@ -80,7 +80,7 @@ class SampleAlgorithm(CovariateAlgorithm):
             "Optional table of the points that were skipped: feature id and reason.",
         )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         import numpy as np
 
         from ..core.sites import sampling_skips

@@ -164,7 +164,7 @@ class SelectCovariatesAlgorithm(TrainAlgorithm):
         )
 
     # -----------------------------------------------------------------------------------------------------------
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..core.dependencies import install_hint, missing_modules
         from ..core.models.base import Cancelled
         from ..core.selection import select_covariates

@@ -18,7 +18,7 @@ from qgis.core import (
 )
 
 from .base import SocAlgorithm
-from .layers import progress_callback, raster_files
+from .layers import open_sink, progress_callback, raster_files
 
 SOC_UNIT_KEYS = ["g/kg", "%"]
 BD_UNIT_KEYS = ["g/cm3", "kg/m3"]
@@ -227,7 +227,7 @@ class StocksAlgorithm(SocAlgorithm):
         parameter.setCreateByDefault(False)
         self.add_parameter(parameter, help_text)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..core.stocks import BD_UNITS, SOC_UNITS, parse_ranges
 
         self.check_destinations(parameters, context)
@@ -328,7 +328,7 @@ class StocksAlgorithm(SocAlgorithm):
 
     def _points(self, parameters, context, feedback, settings, options):
         import numpy as np
-        from qgis.core import QgsFeature, QgsFeatureSink, QgsField, QgsFields
+        from qgis.core import QgsFeature, QgsField, QgsFields
         from qgis.PyQt.QtCore import QVariant
 
         from ..core.stocks import StockInputs, StockSettings, compute_stocks, quantiles
@@ -377,9 +377,7 @@ class StocksAlgorithm(SocAlgorithm):
         fields = QgsFields(source.fields())
         for name in point_fields(run_settings):
             fields.append(QgsField(name, QVariant.Double))
-        sink, dest = self.parameterAsSink(
-            parameters, self.OUTPUT_POINTS, context, fields, source.wkbType(), source.sourceCrs()
-        )
+        sink = open_sink(self, parameters, self.OUTPUT_POINTS, context, fields, source.wkbType(), source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.tr("Choose an output for the SOC stocks at points."))
         values = np.concatenate([stocks.values, quantiles(stocks.draws)])
@@ -387,7 +385,8 @@ class StocksAlgorithm(SocAlgorithm):
             out = QgsFeature(fields)
             out.setGeometry(feature.geometry())
             out.setAttributes(feature.attributes() + [None if np.isnan(v) else float(v) for v in values[:, n]])
-            sink.addFeature(out, QgsFeatureSink.FastInsert)
+            sink.add(out)
+        dest = sink.close()
         known = not settings["bulk_density_sd"] and not settings["coarse_fragments_sd"]
         self._report(feedback, stocks.flags, len(features), known, True)
         return {self.OUTPUT_POINTS: dest}

@@ -245,7 +245,7 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
         )
 
     # -----------------------------------------------------------------------------------------------------------
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..core.dependencies import install_hint, missing_modules
         from ..core.models.base import Cancelled
         from ..core.training import TRANSFORMS, VALIDATIONS, train

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -203,9 +204,7 @@ def test_bad_parameters_say_what_to_do(qgis_processing, messy_csv, parameters, m
 
 
 def test_fractional_depth_fields_are_spelled_with_p(qgis_processing, messy_csv):
-    output = run(
-        qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", DEPTHS="0,2.5,10"
-    )["OUTPUT"]
+    output = run(qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", DEPTHS="0,2.5,10")["OUTPUT"]
     assert output.fields().names()[1:3] == ["ORCDRC_0_2p5", "ORCDRC_2p5_10"]
     single = next(f for f in output.getFeatures() if f["pid"] == "C")
     assert value(single, "ORCDRC_0_2p5") == 12 and not math.isnan(value(single, "ORCDRC_rmse"))
@@ -265,16 +264,35 @@ def test_text_that_is_not_a_plain_number_is_skipped_with_its_own_reason(
         (f["feature_id"], f["profile_id"], f["property"], f["reason"]) for f in result["REJECTED"].getFeatures()
     )
     assert rejected == [
-        (1, "A", "ORCDRC", "horizon 0-10 cm: value '1,000' is ambiguous (thousands separator or decimal comma); "
-         "write 1000 or 1.000 instead; the horizon is left out"),
+        (
+            1,
+            "A",
+            "ORCDRC",
+            "horizon 0-10 cm: value '1,000' is ambiguous (thousands separator or decimal comma); "
+            "write 1000 or 1.000 instead; the horizon is left out",
+        ),
         (2, "A", "ORCDRC", "horizon 10-20 cm: value 'high' is not a number; the horizon is left out"),
-        (3, "A", "ORCDRC", "horizon 20-30 cm: value '<0.5' is a detection limit, not a measured value; enter the "
-         "number to use for it, or leave it empty; the horizon is left out"),
-        (6, "B", "ORCDRC", "horizon 0-10 cm (feature 5) and horizon 5-20 cm (feature 6) overlap, so the profile "
-         "is not harmonised; correct the depths so that each horizon starts at or below the bottom of the one "
-         "above"),
-        (7, "C", "", "top depth '1,000' is ambiguous (thousands separator or decimal comma); write 1000 or 1.000 "
-         "instead"),
+        (
+            3,
+            "A",
+            "ORCDRC",
+            "horizon 20-30 cm: value '<0.5' is a detection limit, not a measured value; enter the "
+            "number to use for it, or leave it empty; the horizon is left out",
+        ),
+        (
+            6,
+            "B",
+            "ORCDRC",
+            "horizon 0-10 cm (feature 5) and horizon 5-20 cm (feature 6) overlap, so the profile "
+            "is not harmonised; correct the depths so that each horizon starts at or below the bottom of the one "
+            "above",
+        ),
+        (
+            7,
+            "C",
+            "",
+            "top depth '1,000' is ambiguous (thousands separator or decimal comma); write 1000 or 1.000 instead",
+        ),
     ]
     _, feedback = context_and_feedback
     (summary,) = [e for e in feedback.warnings if e.startswith("Skipped records by reason — ")]
@@ -302,9 +320,7 @@ def test_a_read_only_rejected_table_fails_the_run_naming_it(qgis_processing, mes
 
     folder = small_file_system("64k", read_only=True)
     with pytest.raises(QgsProcessingException) as error:
-        run(
-            qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", REJECTED=str(folder / "rejected.csv")
-        )
+        run(qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", REJECTED=str(folder / "rejected.csv"))
     # refused before any work (a full disk, which only writing finds, is tested with the GeoPackage outputs)
     assert str(error.value) == (
         f"'Rejected horizons and profiles' (REJECTED): the folder {folder} cannot be written to. Choose a folder "
@@ -313,18 +329,35 @@ def test_a_read_only_rejected_table_fails_the_run_naming_it(qgis_processing, mes
     assert list(folder.iterdir()) == []
 
 
-@pytest.mark.parametrize("size", ["80k", "140k"])
-def test_a_geopackage_on_a_full_disk_fails_the_run(qgis_processing, small_file_system, size):
-    """GDAL may refuse the table (80k) or only the commit as the file closes (140k): both fail the run."""
+@pytest.mark.parametrize("free", [24_000, 140_000])
+def test_a_geopackage_on_a_full_disk_fails_the_run_and_keeps_the_earlier_file(
+    qgis_processing, context_and_feedback, messy_csv, small_file_system, tmp_path, free
+):
+    """GDAL may refuse the table (little room) or only the commit as the file closes (more room): both fail the
+    run, and the GeoPackage an earlier run wrote there is put back as it was, with nothing else left behind."""
     from qgis.core import QgsProcessingException
 
-    folder = small_file_system(size)
+    earlier = tmp_path / "earlier.gpkg"
+    run(qgis_processing, INPUT=table_layer(messy_csv), PROFILE_FIELD="pid", OUTPUT=str(earlier))
+    folder = small_file_system("1m", prepare=lambda folder: shutil.copy(earlier, folder / "h.gpkg"), leave_free=free)
     with pytest.raises(
         QgsProcessingException,
         match=rf"^The output 'Harmonised profiles' could not be written to '{folder / 'h.gpkg'}' \(.*\): the disk may "
         "be full, or the folder not writable. Free some space or choose another destination.$",
     ):
+        run(qgis_processing, context_and_feedback, INPUT=point_layer(EDGEROI), OUTPUT=str(folder / "h.gpkg"))
+    assert sorted(path.name for path in folder.iterdir()) == ["filler", "h.gpkg"]
+    assert (folder / "h.gpkg").read_bytes() == earlier.read_bytes()
+    assert f"The earlier file {folder / 'h.gpkg'} is left as it was." in context_and_feedback[1].infos
+
+
+def test_a_failed_run_removes_the_geopackage_it_began(qgis_processing, small_file_system):
+    from qgis.core import QgsProcessingException
+
+    folder = small_file_system("80k")
+    with pytest.raises(QgsProcessingException, match="could not be written"):
         run(qgis_processing, INPUT=point_layer(EDGEROI), OUTPUT=str(folder / "h.gpkg"))
+    assert list(folder.iterdir()) == []
 
 
 def test_writing_over_the_input_table_is_refused(qgis_processing, context_and_feedback, tmp_path):
