@@ -35,7 +35,7 @@ import numpy as np
 
 from soc_depth_mapper.core.models.forest import RandomForestDepthModel
 from soc_depth_mapper.core.training import TrainingData, validation_metrics
-from soc_depth_mapper.core.transfer import Transfer, fit_with_source, subset
+from soc_depth_mapper.core.transfer import FitRecipe, Transfer, fit_with_source, subset
 
 from .accuracy import edgeroi_training_data
 
@@ -86,16 +86,12 @@ def run_draw(data: TrainingData, split: str, size: int, draw: int, trees: int) -
             model = make_model().fit(training.patches, training.targets, training.intervals, training.categorical)
             chosen_weight = 0.0
         else:
-            model, record = fit_with_source(training, transfer, make_model, _same, _same, random_state=draw)
+            model, record = fit_with_source(training, transfer, FitRecipe(make_model, random_state=draw))
             chosen_weight = record.weight
         predicted = np.maximum(model.predict(test.patches), 0.0)
         overall = next(row for row in validation_metrics(test, predicted, strategy) if row["depth"] == "all")
         scores[strategy] = {"rmse": overall["rmse"], "mae": overall["mae"], "ccc": overall["ccc"], "w": chosen_weight}
     return scores
-
-
-def _same(values: np.ndarray) -> np.ndarray:
-    return values
 
 
 def main(argv: list[str] | None = None) -> None:

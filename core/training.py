@@ -18,7 +18,16 @@ from .folds import default_block_size, random_folds, spatial_block_folds
 from .metrics import metrics_table
 from .models.base import DepthModel, check_progress, scaled_progress
 from .registry import entry
-from .transfer import FoldTransfer, Transfer, check_transfer, fit_with_source, near_sites, source_summary, subset
+from .transfer import (
+    FitRecipe,
+    FoldTransfer,
+    Transfer,
+    check_transfer,
+    fit_with_source,
+    near_sites,
+    source_summary,
+    subset,
+)
 
 if TYPE_CHECKING:
     from .cluster import ClusterSpec
@@ -330,11 +339,12 @@ def train_with_transfer(
     def make_model() -> DepthModel:
         return cls(**params, random_state=random_state)
 
-    def fitted(values: np.ndarray) -> np.ndarray:
-        return forward_transform(values, transform)
-
-    def to_property(values: np.ndarray) -> np.ndarray:
-        return to_property_scale(values, transform, floor)
+    recipe = FitRecipe(
+        make_model,
+        fitted_targets=lambda values: forward_transform(values, transform),
+        to_property=lambda values: to_property_scale(values, transform, floor),
+        random_state=random_state,
+    )
 
     result_cv = None
     if validation != "none":
@@ -347,9 +357,8 @@ def train_with_transfer(
             if transfer.source is not None:
                 available = ~near_sites(transfer.source, data.x[test_sites], data.y[test_sites], radius)
             model, record = fit_with_source(
-                subset(data, train_sites), transfer, make_model, fitted, to_property, random_state, radius,
-                fold_progress, available,
-            )  # fmt: skip
+                subset(data, train_sites), transfer, recipe, radius, fold_progress, available
+            )
             fold_records.append(record)
             return model
 
@@ -365,9 +374,8 @@ def train_with_transfer(
         result_cv.local_only, result_cv.transfer_folds = local_only, fold_records
     final_start = 0.0 if result_cv is None else 0.8
     model, final_record = fit_with_source(
-        data, transfer, make_model, fitted, to_property, random_state,
-        progress=scaled_progress(progress, final_start, 1.0 - final_start, "final model: "),
-    )  # fmt: skip
+        data, transfer, recipe, progress=scaled_progress(progress, final_start, 1.0 - final_start, "final model: ")
+    )
     settings = {
         "kind": model.kind,  # representation transfer makes a random forest a source-stacked one
         "params": params,

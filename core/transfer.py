@@ -107,6 +107,56 @@ class FoldTransfer:
         }
 
 
+def _unchanged(values: np.ndarray) -> np.ndarray:
+    return values
+
+
+@dataclass(frozen=True)
+class FitRecipe:
+    """How every model of one training is made and fitted: a fresh unfitted model, the targets on the scale the
+    model is fitted on (`fitted_targets`) and predictions back on the property's (`to_property`), and the seed of
+    the inner choices. Transfer fits many models (screening subsets, inner folds, the final fit); all follow it."""
+
+    make_model: Callable[[], DepthModel]
+    fitted_targets: Callable[[np.ndarray], np.ndarray] = _unchanged
+    to_property: Callable[[np.ndarray], np.ndarray] = _unchanged
+    random_state: int = 0
+
+    def fit(
+        self,
+        data: TrainingData,
+        progress: Progress | None = None,
+        pooled_with: TrainingData | None = None,
+        weight: float = 0.0,
+        screening: bool = False,
+    ) -> DepthModel:
+        """A model fitted on `data` (weight 1) and, when `weight` > 0, the sites of `pooled_with` at `weight`;
+        weight 0 is exactly the fit on `data` alone. `screening`: the cheaper model of inner choices."""
+        patches, targets, weights = pooled(data, pooled_with, weight)
+        model = _screening_model(self.make_model) if screening else self.make_model()
+        return model.fit(
+            patches, self.fitted_targets(targets), data.intervals, categorical=data.categorical, progress=progress,
+            sample_weight=weights,
+        )  # fmt: skip
+
+    def predict(self, model: DepthModel, patches: np.ndarray) -> np.ndarray:
+        """The model's prediction on the property's scale."""
+        return self.to_property(model.predict(patches))
+
+
+def pooled(
+    data: TrainingData, other: TrainingData | None, weight: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Patches, targets and sample weights of `data` (weight 1) pooled with `other`'s sites at `weight`; `data`'s
+    own arrays and no weights when nothing is pooled (weight 0, or no other sites)."""
+    if other is None or weight == 0 or not len(other.site_ids):
+        return data.patches, data.targets, None
+    weights = np.concatenate([np.ones(len(data.site_ids)), np.full(len(other.site_ids), weight)])
+    return (
+        np.concatenate([data.patches, other.patches]), np.concatenate([data.targets, other.targets]), weights
+    )  # fmt: skip
+
+
 def check_transfer(local: TrainingData, transfer: Transfer, model_class: type[DepthModel] | None = None) -> None:
     """The source must describe the same thing as the local data, or pooling them is meaningless; representation
     transfer needs a network (`model_class` with `fine_tuned`)."""
@@ -222,14 +272,7 @@ def nearest_source_sites(local: TrainingData, source: TrainingData, per_site: in
     return mask
 
 
-def rs_local_sites(
-    local: TrainingData,
-    source: TrainingData,
-    make_model: Callable[[], DepthModel],
-    fitted_targets: Callable[[np.ndarray], np.ndarray],
-    to_property: Callable[[np.ndarray], np.ndarray],
-    random_state: int,
-) -> np.ndarray:
+def rs_local_sites(local: TrainingData, source: TrainingData, recipe: FitRecipe) -> np.ndarray:
     """Mask of the source sites kept by an RS-LOCAL-style search (after the rs-local algorithm of Lobsey et
     al. 2017 for spectral libraries), which uses only the `local` sites given (a fold's training sites).
 
@@ -241,7 +284,7 @@ def rs_local_sites(
     n_sources = len(source.site_ids)
     target = max(1, round(RS_KEEP_SHARE * n_sources))
     remaining = np.arange(n_sources)
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(recipe.random_state)
     observed = np.isfinite(local.targets)
     total, count = np.zeros(n_sources), np.zeros(n_sources)
     while len(remaining) > target:
@@ -251,10 +294,7 @@ def rs_local_sites(
             piece = subset(source, members)
             if not np.isfinite(piece.targets).any():
                 continue
-            model = _screening_model(make_model).fit(
-                piece.patches, fitted_targets(piece.targets), piece.intervals, categorical=piece.categorical
-            )
-            predicted = to_property(model.predict(local.patches))
+            predicted = recipe.predict(recipe.fit(piece, screening=True), local.patches)
             pairs = observed & np.isfinite(predicted)
             total[members] += np.sqrt(np.mean((predicted[pairs] - local.targets[pairs]) ** 2))
             count[members] += 1
@@ -281,10 +321,7 @@ def near_sites(source: TrainingData, x: np.ndarray, y: np.ndarray, radius: float
 def fit_with_source(
     local: TrainingData,
     transfer: Transfer,
-    make_model: Callable[[], DepthModel],
-    fitted_targets: Callable[[np.ndarray], np.ndarray],
-    to_property: Callable[[np.ndarray], np.ndarray],
-    random_state: int,
+    recipe: FitRecipe,
     exclusion_radius: float = 0.0,
     progress: Progress | None = None,
     available: np.ndarray | None = None,
@@ -292,41 +329,34 @@ def fit_with_source(
     """A model fitted on the local sites plus the borrowed source sites, and what was borrowed.
 
     `available`: the source sites this fit may use (a validation fold excludes those near its test sites).
-    `fitted_targets` maps targets to the scale the model is fitted on, `to_property` predictions back.
     The sites of `transfer.selection` are chosen for the `local` sites of this fit, then, with `transfer.weight`
     0, their weight by `choose_weight` on the local sites alone.
     """
     if transfer.pretrained is not None:
         if _is_network(type(transfer.pretrained)):
             model = transfer.pretrained.fine_tuned(
-                local.patches, fitted_targets(local.targets), transfer.freeze_layers, progress
+                local.patches, recipe.fitted_targets(local.targets), transfer.freeze_layers, progress
             )
         else:
             from .models.stacked import SourceStackedDepthModel
 
-            model = SourceStackedDepthModel(transfer.pretrained, make_model()).fit(
-                local.patches, fitted_targets(local.targets), local.intervals, local.categorical, progress
+            model = SourceStackedDepthModel(transfer.pretrained, recipe.make_model()).fit(
+                local.patches, recipe.fitted_targets(local.targets), local.intervals, local.categorical, progress
             )
         return model, FoldTransfer(0.0, 0, strategy="representation")
     source = transfer.source if available is None else subset(transfer.source, available)
     excluded = 0 if available is None else int(np.sum(~available))
     scores: dict[float, float] = {}
-    borrowed = _selected(local, source, transfer.selection, make_model, fitted_targets, to_property, random_state)
+    borrowed = _selected(local, source, transfer.selection, recipe)
     if transfer.strategy != "instances":
-        return _fit_representation(
-            local, borrowed, transfer, make_model, fitted_targets, to_property, random_state, exclusion_radius,
-            progress, excluded,
-        )  # fmt: skip
+        return _fit_representation(local, borrowed, transfer, recipe, exclusion_radius, progress, excluded)
     weight, final_share = transfer.weight, 1.0
     if weight == 0:
         final_share = FINAL_FIT_SHARE
         weight, scores = choose_weight(
-            local, borrowed, make_model, fitted_targets, to_property, random_state, exclusion_radius,
-            scaled_progress(progress, 0.0, 1.0 - final_share),
-        )  # fmt: skip
-    model = _fit_pooled(
-        local, borrowed, weight, make_model, fitted_targets, scaled_progress(progress, 1.0 - final_share, final_share)
-    )
+            local, borrowed, recipe, exclusion_radius, scaled_progress(progress, 0.0, 1.0 - final_share)
+        )
+    model = recipe.fit(local, scaled_progress(progress, 1.0 - final_share, final_share), borrowed, weight)
     used = len(borrowed.site_ids) if weight > 0 else 0
     return model, FoldTransfer(weight, used, excluded, scores)
 
@@ -334,10 +364,7 @@ def fit_with_source(
 def choose_weight(
     local: TrainingData,
     source: TrainingData,
-    make_model: Callable[[], DepthModel],
-    fitted_targets: Callable[[np.ndarray], np.ndarray],
-    to_property: Callable[[np.ndarray], np.ndarray],
-    random_state: int,
+    recipe: FitRecipe,
     exclusion_radius: float = 0.0,
     progress: Progress | None = None,
 ) -> tuple[float, dict[float, float]]:
@@ -348,7 +375,7 @@ def choose_weight(
     n_sites = len(local.site_ids)
     if n_sites < 2:
         raise ValueError("Choosing the source weight needs at least 2 local sites; give a weight instead.")
-    folds = random_folds(n_sites, min(INNER_FOLDS, n_sites), random_state)
+    folds = random_folds(n_sites, min(INNER_FOLDS, n_sites), recipe.random_state)
     predicted = {weight: np.full(local.targets.shape, np.nan) for weight in WEIGHT_GRID}
     fold_ids = np.unique(folds)
     for i, fold in enumerate(fold_ids):
@@ -359,8 +386,8 @@ def choose_weight(
             continue
         borrowed = subset(source, ~near_sites(source, local.x[test], local.y[test], exclusion_radius))
         for weight in WEIGHT_GRID:
-            model = _fit_pooled(inner_local, borrowed, weight, lambda: _screening_model(make_model), fitted_targets)
-            predicted[weight][test] = to_property(model.predict(local.patches[test]))
+            model = recipe.fit(inner_local, pooled_with=borrowed, weight=weight, screening=True)
+            predicted[weight][test] = recipe.predict(model, local.patches[test])
     observed = np.isfinite(local.targets)
     scores = {}
     for weight, values in predicted.items():
@@ -374,10 +401,7 @@ def _fit_representation(
     local: TrainingData,
     borrowed: TrainingData,
     transfer: Transfer,
-    make_model: Callable[[], DepthModel],
-    fitted_targets: Callable[[np.ndarray], np.ndarray],
-    to_property: Callable[[np.ndarray], np.ndarray],
-    random_state: int,
+    recipe: FitRecipe,
     exclusion_radius: float,
     progress: Progress | None,
     excluded: int,
@@ -392,10 +416,7 @@ def _fit_representation(
     from .models.stacked import SourceStackedDepthModel, with_source_bands
 
     both = transfer.strategy == "both"
-    source_model = make_model().fit(
-        borrowed.patches, fitted_targets(borrowed.targets), borrowed.intervals, categorical=borrowed.categorical,
-        progress=scaled_progress(progress, 0.0, 0.4),
-    )  # fmt: skip
+    source_model = recipe.fit(borrowed, scaled_progress(progress, 0.0, 0.4))
     network = _is_network(type(source_model))
     if network:
         stacked_local, stacked_source = local, borrowed
@@ -403,56 +424,36 @@ def _fit_representation(
         stacked_local = dataclasses.replace(local, patches=with_source_bands(source_model, local.patches))
         stacked_source = borrowed
         if both:
-            out_of_fold = source_bands_out_of_fold(borrowed, make_model, fitted_targets, random_state)
+            out_of_fold = source_bands_out_of_fold(borrowed, recipe)
             stacked_source = dataclasses.replace(borrowed, patches=out_of_fold)
     weight, scores = 0.0, {}
     if both:
         weight = transfer.weight
         if weight == 0:
             weight, scores = choose_weight(
-                stacked_local, stacked_source, make_model, fitted_targets, to_property, random_state,
-                exclusion_radius, scaled_progress(progress, 0.4, 0.3),
-            )  # fmt: skip
+                stacked_local, stacked_source, recipe, exclusion_radius, scaled_progress(progress, 0.4, 0.3)
+            )
     final = scaled_progress(progress, 0.7, 0.3)
-    pooled = weight > 0 and len(stacked_source.site_ids) > 0
-    patches, targets = stacked_local.patches, stacked_local.targets
-    weights = None
-    if pooled:
-        patches = np.concatenate([patches, stacked_source.patches])
-        targets = np.concatenate([targets, stacked_source.targets])
-        weights = np.concatenate([np.ones(len(local.site_ids)), np.full(len(stacked_source.site_ids), weight)])
     if network:
-        model = source_model.fine_tuned(patches, fitted_targets(targets), transfer.freeze_layers, final, weights)
+        patches, targets, weights = pooled(stacked_local, stacked_source, weight)
+        model = source_model.fine_tuned(patches, recipe.fitted_targets(targets), transfer.freeze_layers, final, weights)
     else:
-        forest = make_model().fit(
-            patches, fitted_targets(targets), local.intervals, categorical=local.categorical, progress=final,
-            sample_weight=weights,
-        )  # fmt: skip
-        model = SourceStackedDepthModel(source_model, forest)
+        model = SourceStackedDepthModel(source_model, recipe.fit(stacked_local, final, stacked_source, weight))
     return model, FoldTransfer(weight, len(borrowed.site_ids), excluded, scores, transfer.strategy)
 
 
-def source_bands_out_of_fold(
-    source: TrainingData,
-    make_model: Callable[[], DepthModel],
-    fitted_targets: Callable[[np.ndarray], np.ndarray],
-    random_state: int,
-) -> np.ndarray:
+def source_bands_out_of_fold(source: TrainingData, recipe: FitRecipe) -> np.ndarray:
     """The source sites' patches stacked with a source model's prediction (`with_source_bands`), each from a
     model fitted on the other `INNER_FOLDS` - 1 folds of source sites: a forest predicting its own training
     sites is near their observed values, a covariate the local sites could never have."""
     from .models.stacked import with_source_bands
 
     n_sites = len(source.site_ids)
-    folds = random_folds(n_sites, min(INNER_FOLDS, n_sites), random_state)
+    folds = random_folds(n_sites, min(INNER_FOLDS, n_sites), recipe.random_state)
     stacked = np.full((n_sites, source.patches.shape[1] + source.targets.shape[1], 1, 1), np.nan, dtype=np.float32)
     for fold in np.unique(folds):
         test = folds == fold
-        model = make_model().fit(
-            source.patches[~test], fitted_targets(source.targets[~test]), source.intervals,
-            categorical=source.categorical,
-        )  # fmt: skip
-        stacked[test] = with_source_bands(model, source.patches[test])
+        stacked[test] = with_source_bands(recipe.fit(subset(source, ~test)), source.patches[test])
     return stacked
 
 
@@ -461,46 +462,13 @@ def _is_network(model_class: type[DepthModel]) -> bool:
     return hasattr(model_class, "fine_tuned")
 
 
-def _selected(
-    local: TrainingData,
-    source: TrainingData,
-    selection: str,
-    make_model: Callable[[], DepthModel],
-    fitted_targets: Callable[[np.ndarray], np.ndarray],
-    to_property: Callable[[np.ndarray], np.ndarray],
-    random_state: int,
-) -> TrainingData:
+def _selected(local: TrainingData, source: TrainingData, selection: str, recipe: FitRecipe) -> TrainingData:
     """The source sites `selection` borrows for a fit on the `local` sites."""
     if not len(source.site_ids) or selection == "all":
         return source
     if selection == "nearest":
         return subset(source, nearest_source_sites(local, source))
-    return subset(source, rs_local_sites(local, source, make_model, fitted_targets, to_property, random_state))
-
-
-def _fit_pooled(
-    local: TrainingData,
-    source: TrainingData,
-    weight: float,
-    make_model: Callable[[], DepthModel],
-    fitted_targets: Callable[[np.ndarray], np.ndarray],
-    progress: Progress | None = None,
-) -> DepthModel:
-    """Fitted on local sites (weight 1) and source sites (`weight`); weight 0 is exactly the local-only fit."""
-    if weight == 0 or not len(source.site_ids):
-        return make_model().fit(
-            local.patches, fitted_targets(local.targets), local.intervals, categorical=local.categorical,
-            progress=progress,
-        )  # fmt: skip
-    weights = np.concatenate([np.ones(len(local.site_ids)), np.full(len(source.site_ids), weight)])
-    return make_model().fit(
-        np.concatenate([local.patches, source.patches]),
-        fitted_targets(np.concatenate([local.targets, source.targets])),
-        local.intervals,
-        categorical=local.categorical,
-        progress=progress,
-        sample_weight=weights,
-    )
+    return subset(source, rs_local_sites(local, source, recipe))
 
 
 def _screening_model(make_model: Callable[[], DepthModel]) -> DepthModel:

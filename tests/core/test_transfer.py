@@ -17,6 +17,7 @@ from soc_depth_mapper.core.models.forest import RandomForestDepthModel
 from soc_depth_mapper.core.training import TrainingData, forward_transform, train
 from soc_depth_mapper.core.transfer import (
     WEIGHT_GRID,
+    FitRecipe,
     Transfer,
     choose_weight,
     gain_rows,
@@ -55,12 +56,12 @@ def fewer_inner_folds(monkeypatch):
     monkeypatch.setattr(transfer, "INNER_FOLDS", 3)
 
 
-def _identity(values: np.ndarray) -> np.ndarray:
-    return values
-
-
 def _forest() -> RandomForestDepthModel:
     return RandomForestDepthModel(**FOREST)
+
+
+#: forests of FOREST on the property's own scale, seed 0
+RECIPE = FitRecipe(_forest)
 
 
 def test_forest_leaf_means_mix_local_and_source_in_proportion_to_their_weights():
@@ -121,7 +122,7 @@ def test_automatic_weight_borrows_a_fitting_source_and_backs_off_from_a_biased_o
     deviations of SOC) would ruin every prediction."""
     local = _sites(30, seed=3)
     source = _sites(300, bias=bias, seed=4, x0=5000.0)
-    weight, scores = choose_weight(local, source, _forest, _identity, _identity, random_state=0)
+    weight, scores = choose_weight(local, source, RECIPE)
     assert set(scores) == set(WEIGHT_GRID)
     if expected == "borrow":
         assert weight >= 0.3 and scores[weight] < 0.8 * scores[0.0]
@@ -133,11 +134,11 @@ def test_borrowing_needs_an_inner_gain_of_at_least_min_gain(monkeypatch):
     """The same fitting library as above: borrowed when a 2 % gain is asked for, not when 60 % is (its inner
     RMSE is about 40 % below local-only's)."""
     local, source = _sites(30, seed=3), _sites(300, seed=4, x0=5000.0)
-    weight, scores = choose_weight(local, source, _forest, _identity, _identity, random_state=0)
+    weight, scores = choose_weight(local, source, RECIPE)
     gain = 1 - scores[weight] / scores[0.0]
     assert weight > 0 and 0.2 < gain < 0.6
     monkeypatch.setattr(transfer, "MIN_GAIN", 0.6)
-    assert choose_weight(local, source, _forest, _identity, _identity, random_state=0) == (0.0, scores)
+    assert choose_weight(local, source, RECIPE) == (0.0, scores)
 
 
 def test_source_sites_only_train_and_nearby_ones_are_left_out_of_each_fold():
@@ -226,7 +227,7 @@ def test_rs_local_keeps_the_source_sites_that_follow_the_local_relation():
         patches=np.concatenate([fitting.patches, shifted.patches]),
         targets=np.concatenate([fitting.targets, shifted.targets]),
     )
-    kept = rs_local_sites(local, source, _forest, _identity, _identity, random_state=0)
+    kept = rs_local_sites(local, source, RECIPE)
     # the first 60 are the fitting survey: 42 of them is 3 standard deviations above a blind draw's 30
     assert kept.sum() == 60 and kept[:60].sum() >= 42
 
@@ -363,10 +364,10 @@ def test_the_source_sites_stacked_covariates_come_from_forests_that_did_not_see_
     """A source site's own target cannot reach its extra covariate: changing it leaves that covariate as it was,
     while an in-sample forest would move with it."""
     source = _sites(60, seed=36)
-    bands = transfer.source_bands_out_of_fold(source, _forest, _identity, random_state=0)
+    bands = transfer.source_bands_out_of_fold(source, RECIPE)
     changed = dataclasses.replace(source, targets=source.targets.copy())
     changed.targets[0] += 1000.0
-    changed_bands = transfer.source_bands_out_of_fold(changed, _forest, _identity, random_state=0)
+    changed_bands = transfer.source_bands_out_of_fold(changed, RECIPE)
     np.testing.assert_array_equal(changed_bands[0], bands[0])
     np.testing.assert_array_equal(bands[:, :2, 0, 0], source.patches[:, :, 0, 0])
     assert not np.array_equal(changed_bands[1:], bands[1:])  # the other sites' models did see it
