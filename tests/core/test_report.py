@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import base64
+import html
+import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +203,93 @@ def test_without_validation_the_report_says_why_there_is_no_importance(tmp_path)
     section = re.search(r"<h2>Covariate importance</h2>(.*?)</body>", text, re.S).group(1)
     assert "trained without validation" in section and "'Random k-fold'" in section
     assert importance_table(text) == [] and "<img" not in section
+
+
+#: written into the DOM once the page has loaded: how many images decoded, of how many
+IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const probe = document.createElement("pre");
+  probe.id = "image-probe";
+  probe.textContent = JSON.stringify({
+    loaded: images.filter((image) => image.complete && image.naturalWidth > 0).length,
+    total: images.length,
+  });
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+@pytest.fixture
+def chromium_binary() -> str:
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.skip("chromium is not installed (scripts/setup_system.sh installs it from Debian)")
+    return binary
+
+
+def chromium(binary: str, *arguments: str, profile: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium on a fresh profile; its stderr (D-Bus and GPU noise in a container) is not checked."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
+    run = subprocess.run(
+        [binary, *flags, f"--user-data-dir={profile}", *arguments], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run
+
+
+def render(binary: str, page: Path, tmp_path: Path) -> tuple[dict, list[str], np.ndarray]:
+    """The image probe's counts of a copy of `page`, the URLs that page requested, and a screenshot's RGB pixels,
+    rendered with every host name unresolvable (so nothing can leave even if requested)."""
+    import matplotlib.pyplot as plt
+
+    probed = tmp_path / f"probed-{page.name}"
+    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
+    net_log, screenshot = tmp_path / f"{page.stem}-net.json", tmp_path / f"{page.stem}.png"
+    dom = chromium(
+        binary,
+        "--virtual-time-budget=5000",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--log-net-log={net_log}",
+        "--window-size=1100,2400",
+        f"--screenshot={screenshot}",
+        "--dump-dom",
+        probed.as_uri(),
+        profile=tmp_path / f"profile-{page.stem}",
+    ).stdout
+    counts = json.loads(html.unescape(re.search(r'<pre id="image-probe">(.*?)</pre>', dom, re.S).group(1)))
+    return counts, page_requests(net_log), plt.imread(screenshot)[..., :3].reshape(-1, 3)
+
+
+def page_requests(net_log: Path) -> list[str]:
+    """URLs of the network requests the page made: those in the network partition of the file: page (the
+    browser's own traffic, e.g. its update checks, has none)."""
+    log = json.loads(net_log.read_text(encoding="utf-8"))
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    return [
+        event["params"]["url"]
+        for event in log["events"]
+        if event["type"] == start and "file://" in event["params"].get("network_isolation_key", "")
+    ]
+
+
+def test_the_report_renders_in_chromium_offline_with_every_image(tmp_path, chromium_binary):
+    """A real report in a real browser: no request leaves the file, every figure decodes, the page is not blank.
+    A copy with one remote image is the control that the checks see a request and a missing image."""
+    bundle, data, result = small_run()
+    report = tmp_path / "report.html"
+    write_training_report(str(report), bundle, data, result, unit=" (g/kg)")
+    text = report.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//|url\(\s*["']?\s*(https?:)?//|@import""", text)
+
+    counts, requests, pixels = render(chromium_binary, report, tmp_path)
+    assert counts == {"loaded": 6, "total": 6}
+    assert requests == []
+    background = np.all(pixels == pixels[0], axis=1)
+    assert 0.02 < 1 - background.mean() < 0.9  # text, tables and figures on a plain page
+
+    remote = tmp_path / "remote.html"
+    remote.write_text(text.replace("</h1>", '</h1><img src="http://example.invalid/map.png" alt="">'), "utf-8")
+    counts, requests, _ = render(chromium_binary, remote, tmp_path)
+    assert counts == {"loaded": 6, "total": 7}
+    assert requests == ["http://example.invalid/map.png"]
