@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .aoa import IMPORTANCE_REPEATS
 from .depths import interval_label
 from .html_parts import STYLE, figure_to_uri, format_cell, img_html, write_html
 from .metrics import BOOTSTRAP_RESAMPLES, CI_METRICS, CONFIDENCE, METRIC_NAMES
@@ -245,6 +246,63 @@ def _density_curve(ax, sample: np.ndarray, colour: str, label: str) -> None:
     ax.fill_between(grid, density, color=colour, alpha=0.15)
 
 
+def importance_rows(card) -> list[tuple[str, float]]:
+    """(covariate band, permutation importance) as the model card holds them for the area of applicability, most
+    important first (ties in band order); empty for a model trained without validation, which has none."""
+    if card.aoa_reference is None:
+        return []
+    return sorted(zip(card.bands.names, card.aoa_reference["importance"]), key=lambda pair: -pair[1])
+
+
+def importance_scale(card, unit: str) -> str:
+    """What the importance is measured in: the property's unit, or the log scale a log-transformed model is
+    fitted on (which has none)."""
+    return f" (log(1 + {card.property}))" if card.target.transform == "log" else unit
+
+
+def importance_html(card, unit: str = "") -> str:
+    """The 'Covariate importance' section: chart, table and what the numbers mean, or why there are none."""
+    rows = importance_rows(card)
+    if not rows:
+        return (
+            "<h2>Covariate importance</h2><p>No covariate importance: it is measured on the sites each "
+            "cross-validation fold held out, and this model was trained without validation. Train with Validation "
+            "'Random k-fold' or 'Spatial block k-fold' to see which covariates the model relies on.</p>"
+        )
+    scale = importance_scale(card, unit)
+    table = "".join(f"<tr><td>{html.escape(name)}</td><td>{value:.4g}</td></tr>" for name, value in rows)
+    log_note = (
+        f" The model is fitted on log(1 + {html.escape(card.property)}), so the RMSE is on that scale."
+        if card.target.transform == "log"
+        else ""
+    )
+    unused = "" if any(value > 0 for _, value in rows) else " No covariate's shuffling raised the RMSE."
+    return (
+        "<h2>Covariate importance</h2>"
+        "<p class='note'>Permutation importance, out of fold: how much the cross-validation's RMSE (over every site "
+        "and depth) rises when one covariate's values are shuffled among the test sites of each fold, averaged over "
+        f"{IMPORTANCE_REPEATS} shuffles; 0 means the model does not rely on it (a fall, which is noise, counts as "
+        f"0). The same numbers weigh the covariates in the area of applicability.{log_note}{unused}</p>"
+        + img_html(_importance_figure(rows, scale), "covariate importance")
+        + f"<table><tr><th>Covariate</th><th>RMSE increase{html.escape(scale)}</th></tr>{table}</table>"
+    )
+
+
+def _importance_figure(rows: list[tuple[str, float]], scale: str) -> str:
+    """Horizontal bars, the most important covariate on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name, _ in reversed(rows)]
+    fig, ax = plt.subplots(figsize=(6.5, 1.0 + 0.28 * len(rows)))
+    ax.barh(range(len(rows)), [value for _, value in reversed(rows)], color="#6b4a2b")
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.set_xlabel(f"increase in out-of-fold RMSE{scale}")
+    return figure_to_uri(fig)
+
+
 def _transfer_setting(transfer: dict[str, Any] | None) -> dict[str, str]:
     """The settings table's row on transfer, none without."""
     if transfer is None:
@@ -361,6 +419,7 @@ def training_report_html(
             "<h3>Density of observed and predicted values, per depth</h3>",
             img_html(figures["density"], "density"),
         ]
+    parts.append(importance_html(bundle.card, unit))
     if "learning" in figures:
         parts += ["<h2>Learning curves</h2>", img_html(figures["learning"], "learning curves")]
     body = "\n".join(parts)

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SYSPY=/usr/bin/python3
-APT_PACKAGES=(qgis python3-qgis python3-numpy python3-scipy python3-sklearn python3-rasterio python3-matplotlib python3-dask python3-distributed python3-venv python3-pip xvfb xauth)
+APT_PACKAGES=(qgis python3-qgis python3-numpy python3-scipy python3-sklearn python3-rasterio python3-matplotlib python3-dask python3-distributed python3-venv python3-pip xvfb xauth chromium)
+# chromium: the tests render the HTML report in it headless (no network, every image loaded).
 # `make bench` adds the peers it compares against (R ranger and terra) through BENCH_APT_PACKAGES.
 read -r -a bench_packages <<<"${BENCH_APT_PACKAGES:-}"
 APT_PACKAGES+=("${bench_packages[@]}")

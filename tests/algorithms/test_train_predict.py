@@ -115,6 +115,9 @@ def test_train_random_forest_on_edgeroi_writes_model_metrics_predictions_report(
         assert section in report
     assert "data:image/png;base64," in report and "http" not in report.split("<body>")[1].split("Library")[0]
     assert "<th>RMSE (g/kg)</th>" in report  # the unit of the map legends
+    # the covariate importance: the card's numbers under the bands' names, as the Categorical parameter takes them
+    for name, value in zip(bundle.band_names, bundle.card.aoa_reference["importance"]):
+        assert f"<tr><td>{name}</td><td>{value:.4g}</td></tr>" in report
 
 
 def test_train_is_reproducible_with_the_same_seed(qgis_processing, harmonised, covariates, tmp_path):
