@@ -20,6 +20,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..core.depths import DEPTH_FIELD_NAMES, likely_depth_field
 from .base import SocAlgorithm
 from .layers import open_sink, report_skips
 from .values import MISSING, to_float
@@ -100,10 +101,13 @@ class HarmoniseAlgorithm(SocAlgorithm):
                     default,
                     parentLayerParameterName=self.INPUT,
                     type=QgsProcessingParameterField.Numeric,
+                    optional=True,
                 ),
                 f"Depth below the surface in cm, a number field; the dialog offers only number fields and picks "
-                f"'{default}' (in any case) where the layer has it. A CSV needs its field types detected (the "
-                f"default when adding a delimited text layer).",
+                f"'{default}' (in any case) where the layer has it. Left empty (or '{default}' on a layer without "
+                f"it), the run takes the field named like a {default} depth "
+                f"({', '.join(DEPTH_FIELD_NAMES[default][1:6])}, …) and says which. A CSV needs its field types "
+                f"detected (the default when adding a delimited text layer).",
             )
         self.add_parameter(
             QgsProcessingParameterField(
@@ -210,6 +214,8 @@ class HarmoniseAlgorithm(SocAlgorithm):
         method = self.METHODS[self.parameterAsEnum(parameters, self.METHOD, context)]
 
         fields = source.fields()
+        top_field = self._depth_field(self.TOP_FIELD, top_field, DEFAULT_TOP_FIELD, fields, feedback)
+        bottom_field = self._depth_field(self.BOTTOM_FIELD, bottom_field, DEFAULT_BOTTOM_FIELD, fields, feedback)
         indices = [fields.lookupField(name) for name in (profile_field, top_field, bottom_field, *value_fields)]
         for name, index in zip((profile_field, top_field, bottom_field, *value_fields), indices):
             if index < 0:
@@ -357,6 +363,23 @@ class HarmoniseAlgorithm(SocAlgorithm):
             )
         )
         return outputs
+
+    def _depth_field(self, parameter: str, chosen: str, default: str, fields, feedback) -> str:
+        """The depth field to read: the one chosen, or, when none is chosen or it is the default name and the
+        layer lacks it, the field named like that depth (saying which, so that nothing is chosen silently)."""
+        if chosen and (chosen != default or fields.lookupField(chosen) >= 0):
+            return chosen
+        label = self.parameterDefinition(parameter).description()
+        try:
+            field = likely_depth_field(fields.names(), default)
+        except ValueError as error:
+            raise QgsProcessingException(self.tr("{} Set '{}' to it.").format(error, label)) from error
+        feedback.pushInfo(
+            self.tr("The {} depth is read from field '{}', named like one; choose another in '{}'.").format(
+                default, field, label
+            )
+        )
+        return field
 
     def _rejection(self, rejection, prop: str, feature_ids: list, problems: dict, tops, bottoms) -> tuple:
         """A spline rejection as (profile, property, feature id, about one horizon?, reason, cause).

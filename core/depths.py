@@ -112,3 +112,36 @@ def parse_map_file_name(name: str) -> tuple[str, float, float]:
     if match is None:
         raise ValueError(f"'{name}' is not named like a depth map, PROPERTY_TOP_BOTTOMcm.tif (e.g. ORCDRC_0_5cm.tif).")
     return match["prop"], float(match["top"]), float(match["bottom"])
+
+
+#: names a horizon table's depth fields go by (compared without case), most telling first: plain words, then
+#: with the unit or the word depth, then the codes of common soil databases (USDA NASIS/SSURGO `hzdept`/`hzdepb`,
+#: ISRIC WoSIS `upper_depth`/`lower_depth`, the `hzn_top`/`hzn_bot` of R's aqp)
+DEPTH_FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "top": ("top", "upper", "top_cm", "upper_cm", "top_depth", "upper_depth", "depth_top", "depth_upper", "hzn_top",
+            "hzdept", "hzdept_r", "from", "depth_from"),
+    "bottom": ("bottom", "lower", "bottom_cm", "lower_cm", "bottom_depth", "lower_depth", "depth_bottom",
+               "depth_lower", "hzn_bot", "hzn_bottom", "hzdepb", "hzdepb_r", "to", "depth_to"),
+}  # fmt: skip
+#: words that mark a field as one end's depth within a longer name (`hor_top_cm`, `Lower_Boundary`)
+_DEPTH_WORDS = {"top": ("top", "upper"), "bottom": ("bottom", "bot", "lower", "base")}
+
+
+def likely_depth_field(names: Sequence[str], end: str) -> str:
+    """The field of `names` that holds the `end` ('top' or 'bottom') depth of each horizon: the first of
+    `DEPTH_FIELD_NAMES[end]` present, or else the one field whose name holds one of that end's words as a word of
+    its own. A clear ValueError when there is none, or several such fields and no known name among them."""
+    by_lower = {name.lower(): name for name in reversed(names)}  # the first of names that differ only in case
+    for known in DEPTH_FIELD_NAMES[end]:
+        if known in by_lower:
+            return by_lower[known]
+    words = _DEPTH_WORDS[end]
+    candidates = [name for name in names if any(word in re.split(r"[^a-z]+", name.lower()) for word in words)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise ValueError(f"Several fields could hold the {end} depth ({', '.join(candidates)}); choose one.")
+    raise ValueError(
+        f"No field is named like a {end} depth (e.g. {', '.join(DEPTH_FIELD_NAMES[end][:4])}); choose the field that "
+        f"holds it, among: {', '.join(names)}."
+    )

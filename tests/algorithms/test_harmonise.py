@@ -390,3 +390,43 @@ def test_a_depth_field_the_layer_lacks_is_refused_with_the_layers_fields(qgis_pr
 
     with pytest.raises(QgsProcessingException, match=r"'upper' is not in the horizons layer; .*: SOURCEID, x, y, "):
         run(qgis_processing, INPUT=point_layer(EDGEROI), TOP_FIELD="upper")
+
+
+@pytest.mark.parametrize("given", [{}, {"TOP_FIELD": None, "BOTTOM_FIELD": None}])
+def test_depth_fields_named_otherwise_are_found_by_their_names_and_named_in_the_log(
+    qgis_processing, context_and_feedback, tmp_path, given
+):
+    """With the default names absent (or nothing chosen), 'upper' and 'lower' are read, and the log says so;
+    the result equals the run on the same table with top and bottom."""
+    renamed = tmp_path / "horizons.csv"
+    table = pd.read_csv(EDGEROI)
+    table.rename(columns={"top": "upper", "bottom": "lower"}).to_csv(renamed, index=False)
+    result = run(qgis_processing, context_and_feedback, INPUT=point_layer(renamed), **given)
+    infos = context_and_feedback[1].infos
+    assert (
+        "The top depth is read from field 'upper', named like one; choose another in 'Top depth field (cm)'." in infos
+    )
+    assert (
+        "The bottom depth is read from field 'lower', named like one; choose another in 'Bottom depth field (cm)'."
+        in infos
+    )
+    expected = rows(run(qgis_processing, INPUT=point_layer(EDGEROI))["OUTPUT"])
+    got = rows(result["OUTPUT"])
+    assert got.keys() == expected.keys()
+    depths = [name for name in result["OUTPUT"].fields().names() if name.startswith("ORCDRC_")]
+    assert {"ORCDRC_0_5", "ORCDRC_100_200"} <= set(depths)
+    for site, feature in got.items():
+        assert [value(feature, name) for name in depths] == [value(expected[site], name) for name in depths]
+
+
+def test_a_table_without_a_field_named_like_a_depth_is_refused_with_its_fields(qgis_processing, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    path = tmp_path / "horizons.csv"
+    path.write_text("pid,x,y,d1,d2,ORCDRC\nA,758572,6661724,0,10,5\n")
+    with pytest.raises(QgsProcessingException) as error:
+        run(qgis_processing, INPUT=point_layer(path), PROFILE_FIELD="pid")
+    assert str(error.value) == (
+        "No field is named like a top depth (e.g. top, upper, top_cm, upper_cm); choose the field that holds it, "
+        "among: pid, x, y, d1, d2, ORCDRC. Set 'Top depth field (cm)' to it."
+    )

@@ -5,6 +5,7 @@ from soc_depth_mapper.core.depths import (
     interval_field,
     interval_label,
     interval_labels,
+    likely_depth_field,
     map_file_name,
     parse_depth_list,
     parse_interval_field,
@@ -64,3 +65,31 @@ def test_map_file_names_round_trip_with_fractions_and_underscored_properties():
     assert parse_map_file_name("ORCDRC_15_30cm") == ("ORCDRC", 15.0, 30.0)
     with pytest.raises(ValueError, match="not named like a depth map"):
         parse_map_file_name("ORCDRC_0_5.tif")
+
+
+@pytest.mark.parametrize(
+    ("names", "top", "bottom"),
+    [
+        (["pid", "top", "bottom", "SOC"], "top", "bottom"),
+        (["pid", "TOP", "Bottom"], "TOP", "Bottom"),
+        (["pid", "upper", "lower"], "upper", "lower"),
+        (["id", "hzn_top", "hzn_bot"], "hzn_top", "hzn_bot"),
+        (["cokey", "hzdept_r", "hzdepb_r"], "hzdept_r", "hzdepb_r"),
+        (["profile", "upper_depth", "lower_depth"], "upper_depth", "lower_depth"),
+        (["pid", "upper", "top", "lower", "bottom"], "top", "bottom"),  # the plain word first, wherever it is
+        (["pid", "hor_top_cm", "hor_base_cm"], "hor_top_cm", "hor_base_cm"),  # a depth word among others
+    ],
+)
+def test_the_likely_depth_fields_of_common_horizon_tables(names, top, bottom):
+    assert likely_depth_field(names, "top") == top
+    assert likely_depth_field(names, "bottom") == bottom
+
+
+def test_no_depth_field_or_several_unknown_ones_are_refused_naming_them():
+    with pytest.raises(ValueError, match=r"^No field is named like a top depth .*among: pid, d1, d2\.$"):
+        likely_depth_field(["pid", "d1", "d2"], "top")
+    with pytest.raises(ValueError, match=r"^Several fields could hold the bottom depth \(a_lower, b_lower\)"):
+        likely_depth_field(["a_lower", "b_lower"], "bottom")
+    # 'top' inside another word ('stop', 'topsoil') is no depth word
+    with pytest.raises(ValueError, match="No field is named like a top depth"):
+        likely_depth_field(["stop", "topsoil_id"], "top")
