@@ -23,6 +23,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core import registry
+from ..core.dependencies import install_hint, missing_modules
 from .base import CovariateAlgorithm
 from .layers import open_sink, progress_callback, report_infinite, report_skipped, sample_points
 from .styling import UNIT, ResidualStyler
@@ -32,6 +33,8 @@ from .values import MISSING, to_float
 #: QGIS parameter type of each hyperparameter type (bool is a parameter of its own)
 NUMBER_TYPES = {int: QgsProcessingParameterNumber.Integer, float: QgsProcessingParameterNumber.Double}
 #: the out-of-fold predictions table, as `core.training.out_of_fold_rows` fills it
+#: metrics table fields of a compared model: the trained model's RMSE relative to it, in %, and the 95 % interval
+CHANGE_FIELDS = ("rmse_change_pct", "rmse_change_lo", "rmse_change_hi")
 OUT_OF_FOLD_FIELDS = (
     ("site", QVariant.LongLong),
     ("depth", QVariant.String),
@@ -54,6 +57,7 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
     TRANSFORM = "TRANSFORM"
     GROUP_FIELD = "GROUP_FIELD"
     SEED = "SEED"
+    COMPARE = "COMPARE"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     OUTPUT_METRICS = "OUTPUT_METRICS"
     OUTPUT_PREDICTIONS = "OUTPUT_PREDICTIONS"
@@ -195,6 +199,21 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
             "The same inputs and seed give the same model and metrics (on the CPU).",
             advanced=True,
         )
+        self.add_parameter(
+            QgsProcessingParameterEnum(
+                self.COMPARE,
+                self.tr("Compare with (on the same folds)"),
+                options=[self.tr(registry.entry(kind).option) for kind in registry.kinds()],
+                allowMultiple=True,
+                optional=True,
+                defaultValue=[],  # without it QGIS reads an unset list as the first option
+            ),
+            "Other models cross-validated on the same folds, with the settings below; each one's metrics join the "
+            "table, and the log and the report give the trained model's RMSE relative to it with a 95 % interval "
+            "from a paired bootstrap over sites: '−1.0 % (−2.9 to +0.8)' is 1 % better, but within chance as the "
+            "interval holds 0. Each comparison takes about as long as the validation again.",
+            advanced=True,
+        )
         self.add_cluster(
             "Fit the cross-validation folds and the final model as tasks on a Dask cluster, with the same model "
             "and metrics."
@@ -221,7 +240,9 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
             "Table: model, depth (and 'all'), group, n, R, R², RMSE, MAE, ME, CCC, KGE from cross-validation; "
             "rmse_lo, rmse_hi, r2_lo, r2_hi, ccc_lo, ccc_hi, me_lo, me_hi: 95 % confidence intervals by bootstrap "
             "over sites; picp and pi_width: the share of observations inside their out-of-fold 90 % prediction "
-            "interval and its mean width (random forest only; empty for the CNNs).",
+            "interval and its mean width (random forest only; empty for the CNNs); rmse_change_pct, _lo, _hi, in "
+            "the rows of each model of 'Compare with': the trained model's RMSE relative to that model's, in %, "
+            "with its 95 % paired bootstrap interval.",
         )
         self.add_parameter(
             QgsProcessingParameterFeatureSink(
@@ -246,9 +267,8 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
 
     # -----------------------------------------------------------------------------------------------------------
     def process(self, parameters, context, feedback):
-        from ..core.dependencies import install_hint, missing_modules
         from ..core.models.base import Cancelled
-        from ..core.training import TRANSFORMS, VALIDATIONS, train
+        from ..core.training import TRANSFORMS, VALIDATIONS, compare_on_folds, train
 
         self.check_destinations(parameters, context)
         kind = registry.kinds()[self.parameterAsEnum(parameters, self.MODEL, context)]
@@ -269,12 +289,14 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
         seed = self.parameterAsInt(parameters, self.SEED, context)
         cluster = self.cluster_spec(parameters, context)
         params = self._model_params(kind, parameters, context)
+        compared = self._compared(parameters, context, feedback, kind, validation)
         kind, params, pretrained = self.pretrained_model(parameters, context, feedback, kind, params, transform)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         target_fields = self._target_intervals(parameters, context)[1]
         transfer_source = self.transfer_source(parameters, context, feedback, target_fields, kind)
 
-        read = self._training_data(parameters, context, feedback, params.get("patch_size", 1), group_field)
+        patch = max(settings.get("patch_size", 1) for settings in [params, *compared.values()])
+        read = self._training_data(parameters, context, feedback, patch, group_field)
         if read is None:
             return {}
         data, sampled = read
@@ -298,16 +320,50 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
                 block_size=block_size,
                 transform=transform,
                 random_state=seed,
-                progress=progress_callback(feedback, 2, 93),
+                progress=progress_callback(feedback, 2, 93 if not compared else 50),
                 cluster=cluster,
                 transfer=transfer,
             )
+            if compared:
+                result.comparisons = compare_on_folds(data, result, compared, progress_callback(feedback, 52, 43))
         except Cancelled:
             feedback.pushInfo(self.tr("Training cancelled; nothing was written."))
             return {}
         except ValueError as error:
             raise QgsProcessingException(str(error)) from error
         return self._write_outputs(parameters, context, feedback, data, result, sampled, model_path, report_path)
+
+    def _compared(self, parameters, context, feedback, kind: str, validation: str) -> dict[str, dict]:
+        """The kinds to compare with (COMPARE) and their settings from this dialog, checked before any work."""
+        chosen = [registry.kinds()[i] for i in self.parameterAsEnums(parameters, self.COMPARE, context)]
+        if kind in chosen:
+            feedback.pushInfo(self.tr("'Compare with' names the model being trained; it is compared with the others."))
+        others = [other for other in dict.fromkeys(chosen) if other != kind]
+        if others and validation == "none":
+            raise QgsProcessingException(
+                self.tr("Comparing models needs validation: choose random or spatial k-fold, or clear 'Compare with'.")
+            )
+        missing = missing_modules([name for other in others for name in registry.entry(other).requires])
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+        return {other: self._model_params(other, parameters, context) for other in others}
+
+    def _report_comparison(self, feedback, data, result, comparison) -> None:
+        """The compared model's overall RMSE and the trained model's RMSE relative to it, overall and per depth."""
+        trained, other = registry.entry(result.settings["kind"]).label, registry.entry(comparison.kind).label
+        overall, *per_depth = comparison.differences
+        feedback.pushInfo(
+            self.tr("On the same folds: {} RMSE {:.3f}, {} {:.3f}; {} against {}: {} overall; per depth {}.").format(
+                trained,
+                _overall_rmse(result.validation.metrics),
+                other,
+                _overall_rmse(comparison.validation.metrics),
+                trained,
+                other,
+                overall,
+                "; ".join(f"{label} {change}" for label, change in zip(data.interval_labels(), per_depth)),
+            )  # fmt: skip
+        )
 
     def _hyperparameter_definition(self, setting: registry.Hyperparameter):
         if setting.type is bool:
@@ -463,21 +519,31 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
             )
             if cv.local_only is not None:
                 self.report_transfer(feedback, cv)
+            for comparison in result.comparisons:
+                self._report_comparison(feedback, data, result, comparison)
 
         fields = QgsFields()
         for name in ("model", "depth", "group"):
             fields.append(QgsField(name, QVariant.String))
         values = (*METRIC_NAMES, *CI_NAMES, *INTERVAL_QUALITY_NAMES)
-        for name in values:
+        for name in (*values, *CHANGE_FIELDS):
             fields.append(QgsField(name, QVariant.Int if name == "n" else QVariant.Double))
         sink = open_sink(self, parameters, self.OUTPUT_METRICS, context, fields)
         if sink is not None:
-            local_only = [] if cv is None or cv.local_only is None else cv.local_only.metrics
-            for row in [] if cv is None else [*cv.metrics, *local_only]:
+            rows = []
+            if cv is not None:
+                local_only = [] if cv.local_only is None else cv.local_only.metrics
+                rows = [(row, None) for row in [*cv.metrics, *local_only]]
+                for comparison in result.comparisons:
+                    change = dict(zip(["all", *data.interval_labels()], comparison.differences))
+                    rows += [(row, change.get(row["depth"])) for row in comparison.validation.metrics]
+            for row, change in rows:
                 feature = QgsFeature(fields)
+                in_all = change is not None and row["group"] == "all"
                 feature.setAttributes(
                     [row["model"], row["depth"], str(row["group"])]
                     + [None if _is_nan(row[name]) else row[name] for name in values]
+                    + [_or_none(getattr(change, part)) if in_all else None for part in ("percent", "lo", "hi")]
                 )
                 sink.add(feature)
             outputs[self.OUTPUT_METRICS] = sink.close()
@@ -517,3 +583,11 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
 
 def _is_nan(value) -> bool:
     return isinstance(value, float) and value != value
+
+
+def _overall_rmse(metrics: list[dict]) -> float:
+    return next(row["rmse"] for row in metrics if row["depth"] == "all" and row["group"] == "all")
+
+
+def _or_none(value: float) -> float | None:
+    return None if _is_nan(value) else value

@@ -32,12 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from soc_depth_mapper.core.depths import STANDARD_DEPTHS, intervals_from_boundaries
-from soc_depth_mapper.core.metrics import RmseDifference, paired_rmse_difference
 from soc_depth_mapper.core.rasters import CovariateStack
 from soc_depth_mapper.core.registry import entry, kinds
 from soc_depth_mapper.core.sites import training_data
 from soc_depth_mapper.core.spline import harmonise
-from soc_depth_mapper.core.training import TrainingData, cross_validate, make_folds, validation_metrics
+from soc_depth_mapper.core.training import (
+    TrainingData,
+    cross_validate,
+    make_folds,
+    rmse_differences,
+    validation_metrics,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "sample_data" / "edgeroi"
@@ -114,19 +119,6 @@ def depth_mean_baseline(data: TrainingData, folds: np.ndarray) -> np.ndarray:
         predictions[test] = np.nanmean(data.targets[~test], axis=0)
     predictions[np.isnan(data.targets)] = np.nan
     return predictions
-
-
-def rmse_differences(
-    data: TrainingData, predictions: np.ndarray, reference: np.ndarray, seed: int
-) -> list[RmseDifference]:
-    """RMSE of `predictions` relative to `reference` (both (S, D) out-of-fold) over all depths, then per depth,
-    each with its paired bootstrap interval over the sites."""
-    sites = np.repeat(np.arange(len(data.site_ids)), data.targets.shape[1]).reshape(data.targets.shape)
-    columns = [slice(None), *range(data.targets.shape[1])]
-    return [
-        paired_rmse_difference(data.targets[:, c], predictions[:, c], reference[:, c], sites[:, c].ravel(), seed=seed)
-        for c in columns
-    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -78,6 +78,34 @@ def transfer_html(cv: CrossValidation) -> str:
     )
 
 
+def comparison_html(trained: str, result: TrainingResult, labels: list[str], unit: str) -> str:
+    """RMSE per depth of the trained model and of each model compared on the same folds, and the trained
+    model's RMSE relative to each, with the paired interval that says whether the difference is more than chance."""
+
+    def rmse_of(metrics: list[dict[str, Any]]) -> dict[str, float]:
+        return {row["depth"]: row["rmse"] for row in metrics if row["group"] == "all"}
+
+    depths = [*labels, "all"]
+    own = rmse_of(result.validation.metrics)
+    head = f"<th>Depth (cm)</th><th>{html.escape(trained)} RMSE{html.escape(unit)}</th>"
+    cells = {depth: f"<td>{format_cell(depth)}</td><td>{format_cell(own[depth])}</td>" for depth in depths}
+    for comparison in result.comparisons:
+        label = html.escape(entry(comparison.kind).label)
+        head += f"<th>{label} RMSE{html.escape(unit)}</th><th>{html.escape(trained)} against {label}</th>"
+        other = rmse_of(comparison.validation.metrics)
+        overall, *per_depth = comparison.differences
+        for depth, change in zip(depths, [*per_depth, overall]):
+            cells[depth] += f"<td>{format_cell(other[depth])}</td><td>{html.escape(str(change))}</td>"
+    body = "".join(f"<tr>{cells[depth]}</tr>" for depth in depths)
+    return (
+        f"<table><tr>{head}</tr>{body}</table>"
+        "<p class='note'>Every model was validated on the same folds. The change is the trained model's RMSE "
+        "relative to the other's, with a 95 % interval from resampling whole sites for both models at once "
+        "(paired): negative means the trained model is better; an interval that holds 0 means the data cannot "
+        "tell the two apart.</p>"
+    )
+
+
 def confidence_html(rows: list[dict[str, Any]], interval_level: float) -> str:
     """Each row's confidence intervals and the quality of its out-of-fold prediction intervals: how far each
     metric can be trusted, and whether the maps' intervals mean what they say."""
@@ -407,6 +435,14 @@ def training_report_html(
                 []
                 if result.validation.local_only is None
                 else ["<h3>Gain from transfer</h3>", transfer_html(result.validation)]
+            ),
+            *(
+                []
+                if not result.comparisons
+                else [
+                    "<h3>Compared with other models on the same folds</h3>",
+                    comparison_html(entry(settings["kind"]).label, result, data.interval_labels(), unit),
+                ]
             ),
             "<h3>Confidence intervals and prediction-interval coverage</h3>",
             confidence_html(result.validation.metrics, INTERVAL_LEVEL),

@@ -9,13 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .depths import interval_labels
 from .folds import default_block_size, random_folds, spatial_block_folds
-from .metrics import metrics_table
+from .metrics import RmseDifference, metrics_table, paired_rmse_difference
 from .models.base import DepthModel, check_progress, scaled_progress
 from .registry import entry
 from .transfer import (
@@ -114,6 +115,8 @@ class TrainingResult:
     validation: CrossValidation | None
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    #: other kinds cross-validated on the same folds (`compare_on_folds`)
+    comparisons: list[Comparison] = field(default_factory=list)
 
 
 def make_folds(
@@ -227,6 +230,54 @@ def validation_metrics(
         lower=None if bounds is None else bounds[0, site_index, depth_index],
         upper=None if bounds is None else bounds[1, site_index, depth_index],
     )
+
+
+def rmse_differences(
+    data: TrainingData, predictions: np.ndarray, reference: np.ndarray, seed: int = 0
+) -> list[RmseDifference]:
+    """RMSE of `predictions` relative to `reference` (both (S, D) out-of-fold, on the same folds) over all depths,
+    then per depth, each with its paired bootstrap interval over the sites."""
+    sites = np.repeat(np.arange(len(data.site_ids)), data.targets.shape[1]).reshape(data.targets.shape)
+    columns = [slice(None), *range(data.targets.shape[1])]
+    return [
+        paired_rmse_difference(data.targets[:, c], predictions[:, c], reference[:, c], sites[:, c].ravel(), seed=seed)
+        for c in columns
+    ]
+
+
+@dataclass
+class Comparison:
+    """Another model kind cross-validated on the trained model's folds: its validation, and the trained model's
+    RMSE relative to it, over all depths then per depth (negative: the trained model is better)."""
+
+    kind: str
+    validation: CrossValidation
+    differences: list[RmseDifference]
+
+
+def compare_on_folds(
+    data: TrainingData,
+    result: TrainingResult,
+    others: dict[str, dict[str, Any]],
+    progress: Progress | None = None,
+) -> list[Comparison]:
+    """Cross-validates each kind of `others` (kind -> its settings) on the folds of `result`'s validation, with
+    its transform and seed, so that every difference is paired site by site: the site-to-site variation both
+    models share cancels, and '1 % better' comes with an interval that says whether it is more than chance."""
+    cv = result.validation
+    if cv is None:
+        raise ValueError("Comparing models needs validation: choose random or spatial k-fold validation.")
+    transform, seed = result.settings["transform"], result.settings["random_state"]
+    comparisons = []
+    for i, (kind, params) in enumerate(others.items()):
+        cls, label = entry(kind).loader(), entry(kind).label
+        other = cross_validate(
+            data, partial(cls, **params, random_state=seed), cv.folds, transform, label,
+            scaled_progress(progress, i / len(others), 1 / len(others), f"comparing with {label}: "),
+            cv.block_size, cv.scheme,
+        )  # fmt: skip
+        comparisons.append(Comparison(kind, other, rmse_differences(data, cv.predictions, other.predictions, seed)))
+    return comparisons
 
 
 def train(

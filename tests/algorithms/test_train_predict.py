@@ -78,10 +78,12 @@ def test_train_random_forest_on_edgeroi_writes_model_metrics_predictions_report(
     rows = [f.attributes() for f in result["OUTPUT_METRICS"].getFeatures()]
     depths = [r[1] for r in rows]
     assert depths == ["0-5", "5-15", "15-30", "30-60", "60-100", "100-200", "all"]
-    # the fields of the first release first, then confidence bounds and prediction-interval quality
+    # the fields of the first release first, then confidence bounds, prediction-interval quality and the change
+    # against compared models
     assert result["OUTPUT_METRICS"].fields().names() == [
         "model", "depth", "group", "n", "r", "r2", "rmse", "mae", "me", "ccc", "kge",
         "rmse_lo", "rmse_hi", "r2_lo", "r2_hi", "ccc_lo", "ccc_hi", "me_lo", "me_hi", "picp", "pi_width",
+        "rmse_change_pct", "rmse_change_lo", "rmse_change_hi",
     ]  # fmt: skip
     for feature in result["OUTPUT_METRICS"].getFeatures():
         for name in ("rmse", "r2", "ccc", "me"):
@@ -348,8 +350,9 @@ def test_transfer_cnn_freezes_the_convolution_block_by_default(qgis_processing):
     assert default == len(TransferCNNDepthModel().conv_channels) == TransferCNNDepthModel()._n_frozen()
 
 
-def test_a_read_only_metrics_table_fails_the_run_naming_it(qgis_processing, harmonised, covariates, tmp_path,
-                                                           small_file_system):
+def test_a_read_only_metrics_table_fails_the_run_naming_it(
+    qgis_processing, harmonised, covariates, tmp_path, small_file_system
+):
     from qgis.core import QgsProcessingException
 
     folder = small_file_system("64k", read_only=True)
@@ -366,8 +369,7 @@ def test_a_read_only_metrics_table_fails_the_run_naming_it(qgis_processing, harm
     assert list(folder.iterdir()) == [] and not (tmp_path / "model.socmodel").exists()
 
 
-def test_a_read_only_sampled_layer_fails_the_run_naming_it(qgis_processing, harmonised, covariates,
-                                                           small_file_system):
+def test_a_read_only_sampled_layer_fails_the_run_naming_it(qgis_processing, harmonised, covariates, small_file_system):
     from qgis.core import QgsProcessingException
 
     folder = small_file_system("64k", read_only=True)
@@ -468,3 +470,37 @@ def test_infinite_covariate_values_are_nodata_everywhere_and_named(
     with rasterio.open(tmp_path / "soc.tif") as maps:
         predicted = maps.read(1, masked=True)
     assert all(predicted.mask[row, col] for row, col in [(0, 0), *cells]) and predicted.count() == predicted.size - 4
+
+
+def test_compare_validates_a_cnn_on_the_same_folds_and_gives_the_paired_change(
+    qgis_processing, harmonised, covariates, tmp_path, context_and_feedback
+):
+    """The CNN's rows join the metrics table with the forest's RMSE relative to the CNN's; on the same pairs the
+    point estimate is the ratio of the two RMSEs of the table, and its interval holds it."""
+    context, feedback = context_and_feedback
+    result = qgis_processing.run(
+        "socdepth:train",
+        train_params(harmonised, covariates, tmp_path, FOLDS=3, COMPARE=[1], EPOCHS=3,
+                     OUTPUT_REPORT=str(tmp_path / "report.html")),
+        context=context, feedback=feedback,
+    )  # fmt: skip
+    rows = {(f["model"], f["depth"]): f for f in result["OUTPUT_METRICS"].getFeatures()}
+    assert {model for model, _depth in rows} == {"Random forest", "CNN"}
+    for depth in [*(f"{a}-{b}" for a, b in zip((0, 5, 15, 30, 60, 100), (5, 15, 30, 60, 100, 200))), "all"]:
+        forest, cnn = rows["Random forest", depth], rows["CNN", depth]
+        assert forest["rmse_change_pct"] is None or forest["rmse_change_pct"].isNull()  # the trained model's own
+        assert forest["n"] == cnn["n"]  # the same site-depth pairs
+        assert cnn["rmse_change_pct"] == pytest.approx(100 * (forest["rmse"] / cnn["rmse"] - 1))
+        assert cnn["rmse_change_lo"] < cnn["rmse_change_pct"] < cnn["rmse_change_hi"]
+    overall = [info for info in feedback.infos if info.startswith("On the same folds: Random forest RMSE")]
+    assert len(overall) == 1 and "Random forest against CNN: " in overall[0]
+    report = (tmp_path / "report.html").read_text()
+    assert "Compared with other models on the same folds" in report and "Random forest against CNN" in report
+
+
+def test_compare_without_validation_is_refused_before_any_work(qgis_processing, harmonised, covariates, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="^Comparing models needs validation"):
+        qgis_processing.run("socdepth:train", train_params(harmonised, covariates, tmp_path, VALIDATION=0, COMPARE=[1]))
+    assert not (tmp_path / "model.socmodel").exists()

@@ -11,6 +11,7 @@ from soc_depth_mapper.core.models.base import DepthModel
 from soc_depth_mapper.core.training import (
     CrossValidation,
     TrainingData,
+    compare_on_folds,
     cross_validate,
     forward_transform,
     inverse_transform,
@@ -307,3 +308,46 @@ def test_a_model_without_quantiles_has_no_interval_quality_but_confidence_bounds
     overall = cv.metrics[-1]
     assert np.isnan(overall["picp"]) and np.isnan(overall["pi_width"])
     assert overall["rmse_lo"] < overall["rmse"] < overall["rmse_hi"]
+
+
+def test_compared_models_are_validated_on_the_trained_models_folds_and_paired_site_by_site():
+    """The comparison is the other model's own cross-validation on the same folds (a second, independent run
+    reproduces it), and the overall change is the ratio of the two RMSEs written out by hand."""
+    from soc_depth_mapper.core.models.forest import RandomForestDepthModel
+
+    data = _exponential_sites(120, seed=3)
+    forest = {"n_trees": 30, "min_samples_leaf": 3, "n_jobs": 1}
+    coarse = {"n_trees": 30, "min_samples_leaf": 25, "n_jobs": 1}
+    result = train(data, "random_forest", forest, validation="spatial", folds=4, random_state=5)
+    (comparison,) = compare_on_folds(data, result, {"random_forest": coarse})
+    again = cross_validate(
+        data, lambda: RandomForestDepthModel(**coarse, random_state=5), result.validation.folds,
+        block_size=result.validation.block_size, scheme="spatial",
+    )  # fmt: skip
+    np.testing.assert_array_equal(comparison.validation.predictions, again.predictions)
+    np.testing.assert_array_equal(comparison.validation.folds, result.validation.folds)
+    overall, *per_depth = comparison.differences
+    mine, theirs = _hand_rmse(data.targets, result.validation.predictions), _hand_rmse(data.targets, again.predictions)
+    assert overall.percent == pytest.approx(100 * (mine / theirs - 1))
+    assert overall.lo < overall.percent < overall.hi
+    assert overall.percent < 0  # leaves of 3 sites follow the exponential closer than leaves of 25
+    for d, change in enumerate(per_depth):
+        depth_ratio = _hand_rmse(data.targets[:, d], result.validation.predictions[:, d]) / _hand_rmse(
+            data.targets[:, d], again.predictions[:, d]
+        )
+        assert change.percent == pytest.approx(100 * (depth_ratio - 1))
+
+
+def test_a_model_compared_with_its_own_settings_differs_by_exactly_nothing():
+    data = _exponential_sites(60, seed=4)
+    forest = {"n_trees": 10, "n_jobs": 1}
+    result = train(data, "random_forest", forest, validation="random", folds=3, random_state=1)
+    (comparison,) = compare_on_folds(data, result, {"random_forest": forest})
+    assert [(c.percent, c.lo, c.hi) for c in comparison.differences] == [(0.0, 0.0, 0.0)] * (1 + len(INTERVALS))
+
+
+def test_comparing_without_validation_is_refused():
+    data = _exponential_sites(30)
+    result = train(data, "random_forest", {"n_trees": 5, "n_jobs": 1}, validation="none")
+    with pytest.raises(ValueError, match="^Comparing models needs validation"):
+        compare_on_folds(data, result, {"random_forest": {"n_trees": 5}})
