@@ -117,11 +117,13 @@ def test_the_workflow_models_results_load_named_grouped_and_styled_as_predicts(d
 def test_depth_field_pickers_choose_top_and_bottom_in_any_case_and_offer_only_numbers(desktop_session):
     assert "field_picks" in desktop_session, desktop_session.get("error")
     picks = desktop_session["field_picks"]["typed"]
-    assert picks["TOP_FIELD"] == {"chosen": "TOP", "offered": ["TOP", "Bottom"]}
-    assert picks["BOTTOM_FIELD"] == {"chosen": "Bottom", "offered": ["TOP", "Bottom"]}
-    # where the layer has no field of the default's name, nothing is chosen for the user: no text id by mistake
+    # the empty entry first: left empty, the run reads the field named like that depth and says which
+    assert picks["TOP_FIELD"] == {"chosen": "TOP", "offered": ["", "TOP", "Bottom"]}
+    assert picks["BOTTOM_FIELD"] == {"chosen": "Bottom", "offered": ["", "TOP", "Bottom"]}
+    # where the layer has no field of the default's name, nothing is chosen for the user (no text id by mistake),
+    # which the run resolves to 'upper' and 'lower' (tests/algorithms/test_harmonise.py)
     other = desktop_session["field_picks"]["other_names"]
-    assert other["TOP_FIELD"] == other["BOTTOM_FIELD"] == {"chosen": None, "offered": ["upper", "lower"]}
+    assert other["TOP_FIELD"] == other["BOTTOM_FIELD"] == {"chosen": None, "offered": ["", "upper", "lower"]}
 
 
 def test_legends_show_the_unit_and_one_or_two_decimals(desktop_session):
