@@ -29,8 +29,18 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QEventLoop, QTimer
+from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface
+
+from soc_depth_mapper.scripts.qgis_desktop import (
+    WINDOW,
+    canvas_rect,
+    draw_canvas,
+    grab,
+    settle,
+    show_main_window,
+    zoom_to,
+)
 
 OUT = Path(os.environ["SOC_DESKTOP_OUT"])
 DATA = Path(os.environ["SOC_DESKTOP_DATA"])
@@ -122,13 +132,6 @@ def jsonable(outputs: dict) -> dict:
     return {key: value if isinstance(value, (str, int, float, bool)) else str(value) for key, value in outputs.items()}
 
 
-def settle(milliseconds: int = 50) -> None:
-    """Lets queued events run (the layer tree view updates its current layer and insertion point on them)."""
-    loop = QEventLoop()
-    QTimer.singleShot(milliseconds, loop.quit)
-    loop.exec_()
-
-
 def loaded(path: Path) -> QgsProcessingOutputLayerDefinition:
     """An output loaded on completion, as the dialog's 'Open output file after running' does."""
     return QgsProcessingOutputLayerDefinition(str(path), QgsProject.instance())
@@ -148,7 +151,8 @@ def _inside(node, group) -> bool:
 
 
 def screenshot(group_name: str) -> None:
-    """Shows only the maps of the group `group_name`, renders the canvas to a PNG, grabs the main window."""
+    """Shows only the maps of the group `group_name`, renders the canvas to a PNG, grabs the main window (at its
+    full size and scaled to half its width, as README's pictures are made)."""
     root = QgsProject.instance().layerTreeRoot()
     for node in root.findLayers():
         node.setItemVisibilityChecked(False)
@@ -166,21 +170,18 @@ def screenshot(group_name: str) -> None:
         node.setExpanded(node is first)
     iface.layerTreeView().setCurrentLayer(first.layer())
     iface.layerTreeView().scrollTo(iface.layerTreeView().currentIndex())
-    settle()  # the canvas takes the tree's visible layers on a queued event
-    canvas = iface.mapCanvas()
-    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(first.layer(), first.layer().extent()))
-    loop = QEventLoop()
-    canvas.mapCanvasRefreshed.connect(loop.quit)
-    QTimer.singleShot(20000, loop.quit)
-    canvas.refresh()
-    loop.exec_()
-    canvas.saveAsImage(str(OUT / "canvas.png"))
-    iface.mainWindow().grab().save(str(OUT / "window.png"))
+    zoom_to(first.layer())
+    draw_canvas()
+    iface.mapCanvas().saveAsImage(str(OUT / "canvas.png"))
+    grab(iface.mainWindow(), OUT / "window.png")
+    grab(iface.mainWindow(), OUT / "window_scaled.png", width=WINDOW[0] // 2)
     results["screenshot"] = {
         "layer": first.layer().name(),
         "canvas": str(OUT / "canvas.png"),
         "window": str(OUT / "window.png"),
-        "canvas_left": canvas.mapToGlobal(canvas.rect().topLeft()).x() - iface.mainWindow().geometry().x(),
+        "window_scaled": str(OUT / "window_scaled.png"),
+        "window_size": WINDOW,
+        "canvas_rect": canvas_rect(),
     }
 
 
@@ -213,6 +214,7 @@ def dialog_field_picks() -> None:
 
 
 def session() -> None:
+    show_main_window(*WINDOW)
     project = QgsProject.instance()
     for run_folder in ("first", "second", "batch_80", "batch_95", "workflow"):
         (OUT / run_folder).mkdir()

@@ -168,9 +168,21 @@ def test_screenshot_shows_the_map_in_its_ramp_and_its_legend(desktop_session):
     assert len(np.unique(shown, axis=0)) > 20  # not one colour: the map's values vary
     # every map pixel lies on the ramp of the legend: the map is drawn in its style, not in false colours
     assert np.quantile(distance_to_ramp(shown[:: max(len(shown) // 3000, 1)], legend), 0.99) < 12
-    # the main window: left of the canvas, the layer panel shows the map's legend, a bar in the ramp's colours
+    # the main window, grabbed at the size asked for; the canvas in it shows the map as drawn, not a blank view
     window = matplotlib.image.imread(shot["window"])[..., :3] * 255
-    panel = window[:, : shot["canvas_left"]].reshape(-1, 3)
+    width, height = shot["window_size"]
+    assert window.shape == (height, width, 3)
+    left, top, canvas_width, canvas_height = shot["canvas_rect"]
+    in_window = window[top : top + canvas_height, left : left + canvas_width]
+    assert in_window.shape == (canvas_height, canvas_width, 3) and canvas_width > width / 2
+    canvas = matplotlib.image.imread(shot["canvas"])[..., :3] * 255
+    assert in_window.shape == canvas.shape
+    assert np.abs(in_window - canvas).mean() < 1
+    scaled = matplotlib.image.imread(shot["window_scaled"])
+    assert scaled.shape[:2] == (height // 2, width // 2)
+    assert len(np.unique(scaled.reshape(-1, scaled.shape[2]), axis=0)) > 100  # a picture, not one colour
+    # left of the canvas, the layer panel shows the map's legend, a bar in the ramp's colours
+    panel = window[:, :left].reshape(-1, 3)
     panel = panel[(panel < 245).any(axis=1)]  # the white of panels and the lightest ramp colour alike left out
     assert (distance_to_ramp(panel, legend) < 6).sum() > 800
 
