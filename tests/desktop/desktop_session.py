@@ -5,7 +5,8 @@ selected, predict again with one of the plugin's maps selected, run an unrelated
 with the dialog's defaults (a temporary map, no per-depth folder), run the shipped workflow model with a map
 selected — each through the dialogs' result handling (`handleAlgorithmResults`), and after each step records the
 layer tree. Then shows one depth map with its legend,
-renders the map canvas and grabs the main window to PNG files. Everything, with every message the log
+renders the map canvas and grabs the main window to PNG files, and takes README's pictures as
+scripts/desktop_screenshots.py does (a run of the Predict dialog itself). Everything, with every message the log
 received, goes to a JSON file for the tests to check; QGIS quits at the end, also when a step fails.
 """
 
@@ -32,6 +33,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface
 
+from soc_depth_mapper.scripts.desktop_screenshots import take_pictures
 from soc_depth_mapper.scripts.qgis_desktop import (
     WINDOW,
     canvas_rect,
@@ -330,6 +332,10 @@ def session() -> None:
         "workflow_model",
     )
     screenshot("maps · 95 % interval")
+    # README's pictures, as scripts/desktop_screenshots.py takes them: a run of the Predict dialog itself
+    (OUT / "pictures").mkdir()
+    (OUT / "pictures_run").mkdir()
+    results["pictures"] = take_pictures(Path(model), covariates, OUT / "pictures", OUT / "pictures_run")
 
 
 def main() -> None:
