@@ -1,5 +1,6 @@
-"""Makes the README's pictures headless from a finished `make demo`: the Train dialog as QGIS shows it, filled in
-for the Edgeroi data, a montage of the six depth maps and the area of applicability.
+"""Makes two of README's pictures headless from a finished `make demo`: the Train dialog as QGIS shows it, filled in
+for the Edgeroi data, and the area of applicability. The pictures of the maps come from the QGIS desktop after a
+run of the Predict dialog: scripts/desktop_screenshots.py.
 
     .venv/bin/python scripts/screenshots.py --demo demo_output --out docs/images
 """
@@ -44,23 +45,6 @@ def dialog_screenshot(demo: Path, out: Path) -> None:
     dialog.close()
 
 
-def maps_montage(demo: Path, out: Path) -> None:
-    from qgis.PyQt.QtCore import Qt
-    from qgis.PyQt.QtGui import QImage, QPainter
-
-    previews = sorted((demo / "previews").glob("*.png"), key=lambda p: float(p.stem.split("_")[1]))
-    images = [QImage(str(p)) for p in previews]
-    width, height = images[0].width() // 2, images[0].height() // 2
-    montage = QImage(width * 3, height * 2, QImage.Format_RGB32)
-    montage.fill(Qt.white)
-    painter = QPainter(montage)
-    for i, image in enumerate(images):
-        scaled = image.scaled(width, height, Qt.KeepAspectRatio, Qt.SmoothTransformation)
-        painter.drawImage((i % 3) * width, (i // 3) * height, scaled)
-    painter.end()
-    montage.save(str(out / "soc_maps.png"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", default="demo_output")
@@ -81,9 +65,8 @@ def main() -> None:
     plugin = soc_depth_mapper.classFactory(None)
     plugin.initProcessing()
     dialog_screenshot(demo, out)
-    maps_montage(demo, out)
     shutil.copyfile(demo / "aoa.png", out / "aoa_map.png")  # the demo's preview, drawn as QGIS draws the layer
-    print(f"Wrote {out / 'train_dialog.png'}, {out / 'soc_maps.png'} and {out / 'aoa_map.png'}")
+    print(f"Wrote {out / 'train_dialog.png'} and {out / 'aoa_map.png'}")
     plugin.unload()
 
 

@@ -5,7 +5,8 @@ selected, predict again with one of the plugin's maps selected, run an unrelated
 with the dialog's defaults (a temporary map, no per-depth folder), run the shipped workflow model with a map
 selected — each through the dialogs' result handling (`handleAlgorithmResults`), and after each step records the
 layer tree. Then shows one depth map with its legend,
-renders the map canvas and grabs the main window to PNG files. Everything, with every message the log
+renders the map canvas and grabs the main window to PNG files, and takes README's pictures as
+scripts/desktop_screenshots.py does (a run of the Predict dialog itself). Everything, with every message the log
 received, goes to a JSON file for the tests to check; QGIS quits at the end, also when a step fails.
 """
 
@@ -29,8 +30,19 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QEventLoop, QTimer
+from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface
+
+from soc_depth_mapper.scripts.desktop_screenshots import take_pictures
+from soc_depth_mapper.scripts.qgis_desktop import (
+    WINDOW,
+    canvas_rect,
+    draw_canvas,
+    grab,
+    settle,
+    show_main_window,
+    zoom_to,
+)
 
 OUT = Path(os.environ["SOC_DESKTOP_OUT"])
 DATA = Path(os.environ["SOC_DESKTOP_DATA"])
@@ -122,13 +134,6 @@ def jsonable(outputs: dict) -> dict:
     return {key: value if isinstance(value, (str, int, float, bool)) else str(value) for key, value in outputs.items()}
 
 
-def settle(milliseconds: int = 50) -> None:
-    """Lets queued events run (the layer tree view updates its current layer and insertion point on them)."""
-    loop = QEventLoop()
-    QTimer.singleShot(milliseconds, loop.quit)
-    loop.exec_()
-
-
 def loaded(path: Path) -> QgsProcessingOutputLayerDefinition:
     """An output loaded on completion, as the dialog's 'Open output file after running' does."""
     return QgsProcessingOutputLayerDefinition(str(path), QgsProject.instance())
@@ -148,7 +153,8 @@ def _inside(node, group) -> bool:
 
 
 def screenshot(group_name: str) -> None:
-    """Shows only the maps of the group `group_name`, renders the canvas to a PNG, grabs the main window."""
+    """Shows only the maps of the group `group_name`, renders the canvas to a PNG, grabs the main window (at its
+    full size and scaled to half its width, as README's pictures are made)."""
     root = QgsProject.instance().layerTreeRoot()
     for node in root.findLayers():
         node.setItemVisibilityChecked(False)
@@ -166,21 +172,18 @@ def screenshot(group_name: str) -> None:
         node.setExpanded(node is first)
     iface.layerTreeView().setCurrentLayer(first.layer())
     iface.layerTreeView().scrollTo(iface.layerTreeView().currentIndex())
-    settle()  # the canvas takes the tree's visible layers on a queued event
-    canvas = iface.mapCanvas()
-    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(first.layer(), first.layer().extent()))
-    loop = QEventLoop()
-    canvas.mapCanvasRefreshed.connect(loop.quit)
-    QTimer.singleShot(20000, loop.quit)
-    canvas.refresh()
-    loop.exec_()
-    canvas.saveAsImage(str(OUT / "canvas.png"))
-    iface.mainWindow().grab().save(str(OUT / "window.png"))
+    zoom_to(first.layer())
+    draw_canvas()
+    iface.mapCanvas().saveAsImage(str(OUT / "canvas.png"))
+    grab(iface.mainWindow(), OUT / "window.png")
+    grab(iface.mainWindow(), OUT / "window_scaled.png", width=WINDOW[0] // 2)
     results["screenshot"] = {
         "layer": first.layer().name(),
         "canvas": str(OUT / "canvas.png"),
         "window": str(OUT / "window.png"),
-        "canvas_left": canvas.mapToGlobal(canvas.rect().topLeft()).x() - iface.mainWindow().geometry().x(),
+        "window_scaled": str(OUT / "window_scaled.png"),
+        "window_size": WINDOW,
+        "canvas_rect": canvas_rect(),
     }
 
 
@@ -213,6 +216,7 @@ def dialog_field_picks() -> None:
 
 
 def session() -> None:
+    show_main_window(*WINDOW)
     project = QgsProject.instance()
     for run_folder in ("first", "second", "batch_80", "batch_95", "workflow"):
         (OUT / run_folder).mkdir()
@@ -328,6 +332,10 @@ def session() -> None:
         "workflow_model",
     )
     screenshot("maps · 95 % interval")
+    # README's pictures, as scripts/desktop_screenshots.py takes them: a run of the Predict dialog itself
+    (OUT / "pictures").mkdir()
+    (OUT / "pictures_run").mkdir()
+    results["pictures"] = take_pictures(Path(model), covariates, OUT / "pictures", OUT / "pictures_run")
 
 
 def main() -> None:

@@ -170,9 +170,21 @@ def test_screenshot_shows_the_map_in_its_ramp_and_its_legend(desktop_session):
     assert len(np.unique(shown, axis=0)) > 20  # not one colour: the map's values vary
     # every map pixel lies on the ramp of the legend: the map is drawn in its style, not in false colours
     assert np.quantile(distance_to_ramp(shown[:: max(len(shown) // 3000, 1)], legend), 0.99) < 12
-    # the main window: left of the canvas, the layer panel shows the map's legend, a bar in the ramp's colours
+    # the main window, grabbed at the size asked for; the canvas in it shows the map as drawn, not a blank view
     window = matplotlib.image.imread(shot["window"])[..., :3] * 255
-    panel = window[:, : shot["canvas_left"]].reshape(-1, 3)
+    width, height = shot["window_size"]
+    assert window.shape == (height, width, 3)
+    left, top, canvas_width, canvas_height = shot["canvas_rect"]
+    in_window = window[top : top + canvas_height, left : left + canvas_width]
+    assert in_window.shape == (canvas_height, canvas_width, 3) and canvas_width > width / 2
+    canvas = matplotlib.image.imread(shot["canvas"])[..., :3] * 255
+    assert in_window.shape == canvas.shape
+    assert np.abs(in_window - canvas).mean() < 1
+    scaled = matplotlib.image.imread(shot["window_scaled"])
+    assert scaled.shape[:2] == (height // 2, width // 2)
+    assert len(np.unique(scaled.reshape(-1, scaled.shape[2]), axis=0)) > 100  # a picture, not one colour
+    # left of the canvas, the layer panel shows the map's legend, a bar in the ramp's colours
+    panel = window[:, :left].reshape(-1, 3)
     panel = panel[(panel < 245).any(axis=1)]  # the white of panels and the lightest ramp colour alike left out
     assert (distance_to_ramp(panel, legend) < 6).sum() > 800
 
@@ -186,3 +198,40 @@ def test_out_of_fold_points_load_coloured_by_residual_one_depth_shown(desktop_se
     assert [rule["label"] for rule in points["rules"]] == [f"{depth} cm" for depth in DEPTHS]
     assert [rule["active"] for rule in points["rules"]] == [True] + [False] * 5
     assert {rule["children"] for rule in points["rules"]} == {6}  # residual classes
+
+
+def test_readme_pictures_show_a_predict_dialog_runs_maps_as_loaded_each_depth_and_the_log(desktop_session):
+    """The pictures scripts/desktop_screenshots.py makes for README, taken after a run of the Predict dialog."""
+    import matplotlib.image
+
+    assert "pictures" in desktop_session, f"the session stopped before the pictures:\n{desktop_session.get('error')}"
+    seen = desktop_session["pictures"]
+    assert seen["run_group"] == "maps · 90 % interval (2)"  # the workflow model's run took the name before
+    others = [*MULTI_BAND, "Area of applicability (DI, inside)"]
+    assert seen["layers"] == [[f"ORCDRC {depth} cm", True] for depth in DEPTHS] + [[name, False] for name in others]
+    assert "Algorithm 'Predict SOC maps' finished" in seen["log"]
+    pictures = {name: matplotlib.image.imread(path)[..., :3] * 255 for name, path in seen["pictures"].items()}
+    assert pictures["predict_dialog"].shape[:2] == (700, 1000)
+    # the main window at 1600 × 1000, scaled to 1200 across; its canvas shows the map in the ramp of the legends
+    window = pictures["desktop_maps"]
+    assert window.shape[:2] == (750, 1200)
+    assert len(np.unique(window.reshape(-1, 3), axis=0)) > 100
+    left, top, width, height = seen["map_in_window"]
+    assert width > 600 and height > 400
+    shown = window[top : top + height, left : left + width].reshape(-1, 3)
+    shown = shown[(shown < 250).any(axis=1)]
+    assert len(shown) > 0.3 * width * height and len(np.unique(shown, axis=0)) > 20
+    maps = group(tree_after(desktop_session, "batch"), GROUP)
+    legend = group(maps["children"], "maps · 95 % interval")["children"][0]["legend"]  # the same ramp, other values
+    assert np.quantile(distance_to_ramp(shown[:: max(len(shown) // 3000, 1)], legend), 0.9) < 12
+    # six canvases in two rows of three, in depth order: the topsoil, richest in carbon, darkest on the shared ramp
+    montage = pictures["desktop_depths"]
+    assert montage.shape[1] == 1200
+    tiles = [
+        montage[row * montage.shape[0] // 2 : (row + 1) * montage.shape[0] // 2, column * 400 : (column + 1) * 400]
+        for row in range(2)
+        for column in range(3)
+    ]
+    brightness = [tile.mean() for tile in tiles]
+    assert all(len(np.unique(tile.reshape(-1, 3), axis=0)) > 100 for tile in tiles)
+    assert brightness[0] < brightness[-1] - 20
