@@ -107,7 +107,8 @@ def _inside(node, group: QgsLayerTreeGroup) -> bool:
 
 class MapStyler(QgsProcessingLayerPostProcessorInterface):
     """Shows band 1 of a map in the run's colour ramp and value range, with the unit in the legend, and puts the
-    layer at `position` in the group of its run; `visible` False loads it unticked."""
+    layer at `position` in the group of its run; `visible` False loads it unticked. Only the first map's legend is
+    unfolded: every map of the run shares it, and nine open legends push the run's layers out of the panel."""
 
     #: stylers waiting for QGIS to load their layer (the layer details hold only a C++ pointer)
     pending: ClassVar[list[MapStyler]] = []
@@ -144,6 +145,7 @@ class MapStyler(QgsProcessingLayerPostProcessorInterface):
             index += 1  # the node QGIS dropped is removed below, after the layer has its place
         node = run_group.insertLayer(index, layer)
         node.setItemVisibilityChecked(self.visible)
+        node.setExpanded(self.position == 0)
         if dropped is not None:
             drop_parent, drop_index = dropped.parent(), dropped.parent().children().index(dropped)
             drop_parent.removeChildNode(dropped)

@@ -69,12 +69,10 @@ def take_pictures(model: Path, covariates, out: Path, work: Path) -> dict:
     seen["layers"] = [[node.layer().name(), node.itemVisibilityChecked()] for node in group.children()]
     depth_maps = [node for node in group.children() if node.itemVisibilityChecked()]
     # room in the layer panel for the whole group: the Browser panel closed, the panel as wide as the layers'
-    # names, the maps below the first folded
+    # names (the plugin unfolds only the first map's legend)
     window = iface.mainWindow()
     window.findChild(QDockWidget, "Browser").hide()
     window.resizeDocks([window.findChild(QDockWidget, "Layers")], [LAYER_PANEL_WIDTH], Qt.Horizontal)
-    for node in group.children()[1:]:
-        node.setExpanded(False)
     iface.layerTreeView().setCurrentLayer(depth_maps[0].layer())
     zoom_to(depth_maps[0].layer())
     draw_canvas()

@@ -66,6 +66,7 @@ def tree(node) -> list[dict]:
             continue
         layer = child.layer()
         entry = {"layer": layer.name(), "visible": child.itemVisibilityChecked(), "source": layer.source()}
+        entry["legend_open"] = child.isExpanded()
         entry["renderer"] = type(layer.renderer()).__name__ if layer.renderer() else None
         if layer.type() == QgsMapLayerType.RasterLayer:
             entry["band"] = getattr(layer.renderer(), "band", lambda: None)()

@@ -44,12 +44,14 @@ def run_folder(layer: dict) -> str:
 
 def check_run_group(entry: dict, folder: str, depths: list[str], multi_band: list[str]) -> None:
     """The group of one run: its depth maps in depth order and visible, then its multi-band maps, hidden; all
-    its own, all pseudocolour of band 1 over one value range."""
+    its own, all pseudocolour of band 1 over one value range, only the first legend unfolded."""
     names = [layer["layer"] for layer in entry["children"]]
     assert names == [f"ORCDRC {depth} cm" for depth in depths] + multi_band
     assert {run_folder(layer) for layer in entry["children"]} == {folder}
     visible = [layer["visible"] for layer in entry["children"]]
     assert visible == [True] * len(depths) + [False] * len(multi_band)
+    # one open legend (they share the ramp), so that the run's layers fit the panel
+    assert [layer["legend_open"] for layer in entry["children"]] == [True] + [False] * (len(names) - 1)
     for layer in entry["children"]:
         assert layer["renderer"] == "QgsSingleBandPseudoColorRenderer", layer["layer"]
         assert layer["band"] == 1
