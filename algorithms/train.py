@@ -240,7 +240,8 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
             "Table: model, depth (and 'all'), group, n, R, R², RMSE, MAE, ME, CCC, KGE from cross-validation; "
             "rmse_lo, rmse_hi, r2_lo, r2_hi, ccc_lo, ccc_hi, me_lo, me_hi: 95 % confidence intervals by bootstrap "
             "over sites; picp and pi_width: the share of observations inside their out-of-fold 90 % prediction "
-            "interval and its mean width (random forest only; empty for the CNNs); rmse_change_pct, _lo, _hi, in "
+            "interval and its mean width (the forest's quantiles; the other models' conformal intervals, each fold's "
+            "from the other folds' errors); rmse_change_pct, _lo, _hi, in "
             "the rows of each model of 'Compare with': the trained model's RMSE relative to that model's, in %, "
             "with its 95 % paired bootstrap interval.",
         )

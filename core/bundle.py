@@ -7,11 +7,8 @@ intervals.
 
 Prediction intervals:
 - Random forest: quantile regression forest (ranger's one-response-per-leaf approximation of Meinshausen 2006).
-- CNNs: the cross-validation fold models form an ensemble whose spread s(x) says where the models disagree —
-  typically far from training data. Intervals are normalised split-conformal (Papadopoulos et al. 2008; Lei et al.
-  2018): each site's out-of-fold error divided by its ensemble spread gives a score; the interval at a pixel is
-  prediction ± q · s(x), where q is the score quantile for the requested level. The out-of-fold errors make the
-  coverage honest; the spread makes the width vary where it should. This needs cross-validation at training time.
+- CNNs and the ensemble: normalised split-conformal over the cross-validation fold models (`core.conformal`),
+  which needs cross-validation at training time.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ import numpy as np
 
 from .aoa import AoaReference, DissimilarityIndex, permutation_importance
 from .card import SCHEMA_VERSION, Bands, Grid, ModelCard, TargetScale, TrainingSettings
+from .conformal import conformal_quantile, site_scores, sorted_scores
 from .depths import interval_labels
 from .modelfile import ModelFileError, load_model_file, save_model_file
 from .models.base import DepthModel
@@ -65,12 +63,6 @@ def _transfer_record(transfer: dict[str, Any] | None) -> dict[str, Any] | None:
     if transfer is None:
         return None
     return {**transfer, "local_only_metrics": [_json_row(row) for row in transfer["local_only_metrics"]]}
-
-
-def _spread_floor(spread: np.ndarray) -> float:
-    """A small floor for the ensemble spread, so that a pixel where all fold models agree still gets a width."""
-    positive = spread[np.isfinite(spread) & (spread > 0)]
-    return float(0.1 * np.median(positive)) if positive.size else 1e-6
 
 
 class SocModel:
@@ -154,7 +146,11 @@ class SocModel:
         fold_models, scores, floors = [], [], []
         if result.validation is not None and entry(settings["kind"]).intervals == CONFORMAL:
             fold_models = result.validation.fold_models
-            scores, floors = cls._conformal_scores(fold_models, data, result.validation.predictions, result.transform)
+            scores, _spread, floors = site_scores(
+                fold_models, data.patches, forward_transform(data.targets, result.transform),
+                predictions_to_fitted_scale(result.validation.predictions, result.transform),
+            )  # fmt: skip
+            scores = sorted_scores(scores)
         floor = prediction_floor(data.targets)
         card = ModelCard(
             kind=settings["kind"],
@@ -198,22 +194,6 @@ class SocModel:
         )
         centre = data.patches.shape[-1] // 2
         return AoaReference.of_training(data.patches[:, :, centre, centre], data.categorical, importance, cv.folds)
-
-    @staticmethod
-    def _conformal_scores(
-        fold_models: list[DepthModel], data: TrainingData, oof: np.ndarray, transform: str
-    ) -> tuple[list[np.ndarray], list[float]]:
-        """Per depth, sorted |out-of-fold error| / (ensemble spread + floor) at each observed site (fitted scale),
-        and the floors."""
-        members = np.stack([m.predict(data.patches) for m in fold_models])  # (K, S, D), fitted scale
-        spread = members.std(axis=0)
-        error = np.abs(forward_transform(data.targets, transform) - predictions_to_fitted_scale(oof, transform))
-        scores, floors = [], []
-        for d in range(data.targets.shape[1]):
-            observed = ~np.isnan(data.targets[:, d]) & ~np.isnan(oof[:, d])
-            floors.append(_spread_floor(spread[observed, d]))
-            scores.append(np.sort(error[observed, d] / (spread[observed, d] + floors[-1])))
-        return scores, floors
 
     def save(self, path: str) -> None:
         config, arrays = self.model.get_state()
@@ -308,20 +288,11 @@ class SocModel:
             for j, d in enumerate(depth_indices):
                 scores = self.conformal_scores[d]
                 floor = self.card.spread_floors[d]
-                half[j] = self.conformal_quantile(scores, level) * (spread[j] + floor)
+                half[j] = conformal_quantile(scores, level) * (spread[j] + floor)
             lower, upper = centre - half, centre + half
         lower = to_property_scale(lower, self.transform, self.prediction_floor)
         upper = to_property_scale(upper, self.transform, self.prediction_floor)
         return lower.astype(np.float32), upper.astype(np.float32)
-
-    @staticmethod
-    def conformal_quantile(scores: np.ndarray, level: float) -> float:
-        """The finite-sample conformal quantile: the ceil((n + 1) level)-th smallest score."""
-        n = len(scores)
-        if n == 0:
-            return math.nan
-        rank = min(n, math.ceil((n + 1) * level))
-        return float(scores[rank - 1])
 
     def bytes_per_pixel(self) -> int:
         """Working memory per output pixel while predicting a block (input, activations, outputs)."""

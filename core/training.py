@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .conformal import out_of_fold_bounds, site_scores
 from .depths import interval_labels
 from .folds import default_block_size, random_folds, spatial_block_folds
 from .metrics import RmseDifference, metrics_table, paired_rmse_difference
 from .models.base import DepthModel, check_progress, scaled_progress
-from .registry import entry
+from .registry import CONFORMAL, entry
 from .transfer import (
     FitRecipe,
     FoldTransfer,
@@ -147,12 +148,14 @@ def cross_validate(
     scheme: str = "random",
     fitted: Sequence[DepthModel] | None = None,
     fit_fold: Callable[[np.ndarray, np.ndarray, Progress | None], DepthModel] | None = None,
+    conformal: bool = False,
 ) -> CrossValidation:
     """Out-of-fold predictions for every site, each from a model that never saw that site.
 
     `fitted`: the fold models, already fitted elsewhere (on a cluster) in the order of the fold ids. Otherwise
     `fit_fold(train, test, progress)` fits a fold's model from its site masks (default: `make_model` on the
-    training sites), e.g. to add borrowed sites of another data set."""
+    training sites), e.g. to add borrowed sites of another data set. `conformal`: the model's intervals are
+    conformal over the fold models (its kind's `intervals`); their out-of-fold coverage is measured too."""
     started = time.perf_counter()
     fold_ids = np.unique(folds)
     predictions = np.full(data.targets.shape, np.nan)
@@ -185,6 +188,11 @@ def cross_validate(
             bounds[:, test] = to_property_scale(fold_bounds, transform, floor)
         fold_models.append(model)
     predictions[np.isnan(data.targets)] = np.nan
+    if conformal:
+        fitted_oof = predictions_to_fitted_scale(predictions, transform)
+        scores, spread, floors = site_scores(fold_models, data.patches, fitted_targets, fitted_oof)
+        fitted_bounds = out_of_fold_bounds(scores, spread, floors, fitted_oof, folds, INTERVAL_LEVEL)
+        bounds = to_property_scale(fitted_bounds, transform, floor)
     bounds = bounds if np.isfinite(bounds).any() else None
     metrics = validation_metrics(data, predictions, model_name, bounds)
     return CrossValidation(
@@ -274,7 +282,7 @@ def compare_on_folds(
         other = cross_validate(
             data, partial(cls, **params, random_state=seed), cv.folds, transform, label,
             scaled_progress(progress, i / len(others), 1 / len(others), f"comparing with {label}: "),
-            cv.block_size, cv.scheme,
+            cv.block_size, cv.scheme, conformal=entry(kind).intervals == CONFORMAL,
         )  # fmt: skip
         comparisons.append(Comparison(kind, other, rmse_differences(data, cv.predictions, other.predictions, seed)))
     return comparisons
@@ -340,6 +348,7 @@ def train(
             block_size=used_block,
             scheme=validation,
             fitted=None if fitted is None else fitted[:-1],
+            conformal=model_kind.intervals == CONFORMAL,
         )
     model = (
         fitted[-1]

@@ -51,13 +51,6 @@ def sites(raster: np.ndarray, n: int, cols: tuple[int, int], patch: int, seed: i
 GRID = {"crs_wkt": "", "transform": [0, 1, 0, 0, 0, -1], "res": [1.0, 1.0], "nodata": [None, None]}
 
 
-def test_conformal_quantile_is_the_finite_sample_rank():
-    scores = np.arange(1.0, 20.0)  # 19 sorted scores
-    assert SocModel.conformal_quantile(scores, 0.9) == 18.0  # ceil(20 * 0.9) = 18th smallest
-    assert SocModel.conformal_quantile(scores, 0.99) == 19.0  # capped at the largest
-    assert math.isnan(SocModel.conformal_quantile(np.array([]), 0.9))
-
-
 def test_random_forest_bundle_round_trip_and_intervals(tmp_path):
     raster = synthetic_raster()
     data = sites(raster, 200, (0, 48), 1, seed=1)
