@@ -18,6 +18,10 @@ Why it is built this way:
   writes nothing. Workers of another engine version are refused before any task runs.
 - Training (`fit_models`): the cross-validation folds and the final model are fitted as one task each and
   returned to this process; each fit is seeded by the run's `random_state` alone, so the models are the same.
+  A tuned forest's fit scores each candidate of its grid as a task of its own (`map_on_cluster`): the fit's
+  task submits them from its worker with `distributed.worker_client`, which takes the waiting task out of the
+  worker's thread pool, so the candidates run (on that worker too) however few workers there are, and no
+  deadlock. The candidates are seeded by their place in the grid, so the scores and the choice are the same.
 - Workers are never started by forking this process: inside QGIS `sys.executable` is QGIS itself. A local
   cluster runs the scheduler in this process and starts `dask worker` with the interpreter of
   `worker_python()` (the environment variable `SOCDEPTH_WORKER_PYTHON`, else a Python beside this one), with
@@ -36,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -495,14 +499,28 @@ def fit_model(
 
     if engine != ENGINE_VERSION:
         raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, engine))
+    from .models.forest import RandomForestDepthModel
+
     model = entry(kind).loader()(**params, random_state=random_state)
     jobs = getattr(model, "n_jobs", None)
     if jobs is not None:  # the forest fits the same trees on any number of threads: the worker's own
         model.n_jobs = _worker_threads()
-    model.fit(patches, targets, intervals, categorical=categorical)
+    options = {"map_candidates": map_on_cluster} if isinstance(model, RandomForestDepthModel) and model.tune else {}
+    model.fit(patches, targets, intervals, categorical=categorical, **options)
     if jobs is not None:
         model.n_jobs = jobs  # the setting as given, as the model file records it
     return model
+
+
+def map_on_cluster(score: Callable[[Any], float], candidates: Sequence[Any]) -> list[float]:
+    """`map(score, candidates)` with one task per candidate, for a task on a worker: while they run, the task
+    that waits for them is out of the worker's thread pool (`worker_client` secedes), so they can run there."""
+    from distributed import worker_client
+
+    token = secrets.token_hex(6)
+    with worker_client() as client:
+        keys = [f"socdepth-candidate-{token}-{index}" for index in range(len(candidates))]
+        return client.gather(client.map(score, candidates, key=keys, pure=False))
 
 
 # -------------------------------------------------------------------------------------------- on a worker

@@ -22,6 +22,7 @@ from rasterio.transform import from_origin
 from soc_depth_mapper.core import cluster
 from soc_depth_mapper.core.bundle import SocModel
 from soc_depth_mapper.core.cluster import ClusterRun, ClusterSpec, EngineVersionError, parse_cluster
+from soc_depth_mapper.core.models import forest
 from soc_depth_mapper.core.models.base import Cancelled
 from soc_depth_mapper.core.predict import AoaRequest, predict_rasters
 from soc_depth_mapper.core.rasters import CovariateStack
@@ -318,3 +319,51 @@ def test_the_area_of_applicability_on_the_cluster_is_bit_identical(model_files, 
     assert remote[0] == local[0]
     for mine, theirs in zip(local[1], remote[1]):
         assert np.array_equal(mine, theirs)
+
+
+@pytest.fixture
+def small_tuning(scheduler, monkeypatch):
+    """A client of the module's cluster, with a tuning grid of few trees and folds, here and on its workers
+    (the grid's candidates stay as they are): seconds instead of a minute."""
+    from distributed import Client
+
+    small = {"TUNE_TREES": 10, "TUNE_FOLDS": 3}
+    usual = {name: getattr(forest, name) for name in small}
+    with Client(scheduler, set_as_default=False) as client:
+        for name, value in small.items():
+            monkeypatch.setattr(forest, name, value)
+            client.run(setattr, forest, name, value)
+        try:
+            yield client
+        finally:
+            for name, value in usual.items():
+                client.run(setattr, forest, name, value)
+
+
+def test_a_tuned_forest_scores_its_grid_on_the_cluster_as_in_this_process(scheduler, small_tuning):
+    """Every fit (two folds and the final model) tunes with one task per grid candidate, nested in the fit's
+    task; the scores, the chosen settings, the forests and the out-of-fold predictions are those of this
+    process."""
+    from distributed import get_task_stream
+
+    data = training_data(covariates(), 1, n=40)
+    params = {"n_trees": 10, "tune": True, "n_jobs": 1}
+    local = train(data, "random_forest", params, validation="random", folds=2, random_state=5)
+    with get_task_stream(small_tuning) as stream:
+        remote = train(data, "random_forest", params, validation="random", folds=2, random_state=5,
+                       cluster=parse_cluster(scheduler))  # fmt: skip
+    candidates = len(local.model.tuning_scores_)
+    assert len({score["rmse"] for score in local.model.tuning_scores_}) > 1  # the choice means something
+    assert candidates == 12  # 4 predictors: max_features 1, 2 or 4 (0.05 and 1/3 both give 1) x 4 leaf sizes
+    assert sum(task["key"].startswith("socdepth-candidate-") for task in stream.data) == 3 * candidates
+    np.testing.assert_array_equal(local.validation.predictions, remote.validation.predictions)
+    for mine, theirs in zip(
+        [local.model, *local.validation.fold_models], [remote.model, *remote.validation.fold_models]
+    ):
+        assert theirs.tuning_scores_ == mine.tuning_scores_  # the RMSEs bit for bit
+        assert theirs.best_params_ == mine.best_params_
+        mine_config, mine_arrays = mine.get_state()
+        their_config, their_arrays = theirs.get_state()
+        assert mine_config == their_config
+        for key, array in mine_arrays.items():
+            np.testing.assert_array_equal(array, their_arrays[key])
