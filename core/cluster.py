@@ -16,12 +16,13 @@ Why it is built this way:
   next, so tiles do not pile up on disk when the client writes slower than the cluster predicts.
 - Cancel cancels the futures and removes the tile folder; a task still running then finds its folder gone and
   writes nothing. Workers of another engine version are refused before any task runs.
-- Training (`fit_models`): the cross-validation folds and the final model are fitted as one task each and
-  returned to this process; each fit is seeded by the run's `random_state` alone, so the models are the same.
-  A tuned forest's fit scores each candidate of its grid as a task of its own (`map_on_cluster`): the fit's
-  task submits them from its worker with `distributed.worker_client`, which takes the waiting task out of the
-  worker's thread pool, so the candidates run (on that worker too) however few workers there are, and no
-  deadlock. The candidates are seeded by their place in the grid, so the scores and the choice are the same.
+- Training (`fit_models`, `fit_on`): the cross-validation folds and the final model (and covariate selection's
+  folds) are fitted as one task each and returned to this process; each fit is seeded by the run's
+  `random_state` alone, so the models are the same. A tuned forest's fit scores each candidate of its grid as
+  a task of its own (`map_on_cluster`): the fit's task submits them from its worker with
+  `distributed.worker_client`, which takes the waiting task out of the worker's thread pool, so the candidates
+  run (on that worker too) however few workers there are, and no deadlock. The candidates are seeded by their
+  place in the grid, so the scores and the choice are the same.
 - Workers are never started by forking this process: inside QGIS `sys.executable` is QGIS itself. A local
   cluster runs the scheduler in this process and starts `dask worker` with the interpreter of
   `worker_python()` (the environment variable `SOCDEPTH_WORKER_PYTHON`, else a Python beside this one), with
@@ -436,6 +437,16 @@ def file_digest(path: str) -> str:
 # ------------------------------------------------------------------------------------------------ training
 
 
+@dataclass(frozen=True)
+class FitInput:
+    """What one fit is given: the sites' patches and targets (on the fitted scale), as `DepthModel.fit` takes them."""
+
+    patches: np.ndarray
+    targets: np.ndarray
+    intervals: np.ndarray
+    categorical: tuple[int, ...]
+
+
 def fit_models(
     spec: ClusterSpec,
     kind: str,
@@ -449,39 +460,54 @@ def fit_models(
     """Models of `kind` fitted on the sites `rows` (None: all) of each of `row_sets`, one task each on the
     cluster `spec`: the cross-validation folds and the final model of `core.training.train`, bit-identical to
     fitting them in this process (every fit is seeded by `random_state` alone)."""
+    fits = []
+    for rows in row_sets:
+        selected = slice(None) if rows is None else rows
+        fits.append(FitInput(data.patches[selected], fitted_targets[selected], data.intervals, tuple(data.categorical)))
     with connect(spec) as client:
-        n_workers = sum(client.nthreads().values())
-        token = secrets.token_hex(6)
-        futures = []
-        for index, rows in enumerate(row_sets):
-            selected = slice(None) if rows is None else rows
-            futures.append(
-                client.submit(
-                    fit_model,
-                    ENGINE_VERSION,
-                    kind,
-                    params,
-                    random_state,
-                    data.patches[selected],
-                    fitted_targets[selected],
-                    data.intervals,
-                    tuple(data.categorical),
-                    key=f"socdepth-fit-{token}-{index}",
-                    pure=False,
-                )  # fmt: skip
-            )
-        try:
-            while True:
-                done = sum(future.done() for future in futures)
-                message = f"{done} of {len(futures)} models fitted on {n_workers} Dask worker(s)"
-                check_progress(progress, done / len(futures), message)
-                if done == len(futures):
-                    return [future.result() for future in futures]
-                first_unfinished = next(future for future in futures if not future.done())
-                with suppress(TimeoutError):
-                    first_unfinished.result(timeout=POLL_SECONDS)  # raises the task's error, if any
-        finally:
-            client.cancel(futures)
+        return fit_on(client, kind, params, random_state, fits, progress)
+
+
+def fit_on(
+    client: Client,
+    kind: str,
+    params: dict[str, Any],
+    random_state: int,
+    fits: Sequence[FitInput],
+    progress: ProgressCallback = None,
+) -> list[DepthModel]:
+    """A model of `kind` fitted on each of `fits`, one task each on the cluster of `client` (for callers that
+    fit several batches on one cluster, as covariate selection does), in the order of `fits`."""
+    n_workers = sum(client.nthreads().values())
+    token = secrets.token_hex(6)
+    futures = [
+        client.submit(
+            fit_model,
+            ENGINE_VERSION,
+            kind,
+            params,
+            random_state,
+            fit.patches,
+            fit.targets,
+            fit.intervals,
+            fit.categorical,
+            key=f"socdepth-fit-{token}-{index}",
+            pure=False,
+        )
+        for index, fit in enumerate(fits)
+    ]
+    try:
+        while True:
+            done = sum(future.done() for future in futures)
+            message = f"{done} of {len(futures)} models fitted on {n_workers} Dask worker(s)"
+            check_progress(progress, done / len(futures), message)
+            if done == len(futures):
+                return [future.result() for future in futures]
+            first_unfinished = next(future for future in futures if not future.done())
+            with suppress(TimeoutError):
+                first_unfinished.result(timeout=POLL_SECONDS)  # raises the task's error, if any
+    finally:
+        client.cancel(futures)
 
 
 def fit_model(

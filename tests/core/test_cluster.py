@@ -26,6 +26,7 @@ from soc_depth_mapper.core.models import forest
 from soc_depth_mapper.core.models.base import Cancelled
 from soc_depth_mapper.core.predict import AoaRequest, predict_rasters
 from soc_depth_mapper.core.rasters import CovariateStack
+from soc_depth_mapper.core.selection import select_covariates
 from soc_depth_mapper.core.training import TrainingData, train
 
 ROWS, COLS = 70, 300  # two tile columns, and an overview level
@@ -367,3 +368,31 @@ def test_a_tuned_forest_scores_its_grid_on_the_cluster_as_in_this_process(schedu
         assert mine_config == their_config
         for key, array in mine_arrays.items():
             np.testing.assert_array_equal(array, their_arrays[key])
+
+
+def test_covariate_selection_on_the_cluster_is_the_one_in_this_process(scheduler):
+    """The ranking's folds and each subset's are fitted as tasks; ranks, importances, every subset's scores and
+    the choice are the same bit for bit."""
+    from distributed import Client, get_task_stream
+
+    data = training_data(covariates(), 1, n=60)
+    noise = np.random.default_rng(7).standard_normal((60, 2, 1, 1)).astype(np.float32)
+    data.patches = np.concatenate([data.patches, noise], axis=1)
+    data.band_names += ["noise_1", "noise_2"]
+    settings = {"validation": "random", "folds": 3, "step": 1, "min_correlation": 0.0, "random_state": 3}
+    params = {"n_trees": 20, "n_jobs": 1}
+    local = select_covariates(data, "random_forest", params, **settings)
+    with Client(scheduler, set_as_default=False) as client, get_task_stream(client) as stream:
+        remote = select_covariates(data, "random_forest", params, cluster=parse_cluster(scheduler), **settings)
+    assert [band.rank for band in local.bands] != [1, 2, 3, 4]  # the ranking reorders the bands: it bites
+    assert sum(task["key"].startswith("socdepth-fit-") for task in stream.data) == 3 * 4  # ranking + 3 subsets
+    assert [s.size for s in local.subsets] == [1, 2, 3, 4] and remote.chosen == local.chosen
+
+    def band_fate(band):
+        return band.name, band.dropped, band.rank, band.importance, band.selected
+
+    def subset_scores(subset):
+        return subset.bands, subset.rmse, subset.rmse_se, subset.ccc, repr(subset.metrics)  # repr: NaN equal too
+
+    assert [band_fate(band) for band in remote.bands] == [band_fate(band) for band in local.bands]
+    assert [subset_scores(s) for s in remote.subsets] == [subset_scores(s) for s in local.subsets]
