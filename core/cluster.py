@@ -478,23 +478,24 @@ def fit_on(
 ) -> list[DepthModel]:
     """A model of `kind` fitted on each of `fits`, one task each on the cluster of `client` (for callers that
     fit several batches on one cluster, as covariate selection does), in the order of `fits`."""
+    return run_on(client, [fit_call(kind, params, random_state, fit) for fit in fits], progress)
+
+
+def fit_call(kind: str, params: dict[str, Any], random_state: int, fit: FitInput) -> Callable[[], DepthModel]:
+    """The call of `run_on` that fits a model of `kind` on `fit`."""
+    return functools.partial(
+        fit_model, kind, params, random_state, fit.patches, fit.targets, fit.intervals, fit.categorical
+    )
+
+
+def run_on(client: Client, calls: Sequence[Callable[[], Any]], progress: ProgressCallback = None) -> list[Any]:
+    """The results of `calls` (picklable, e.g. `functools.partial`s of engine functions), each run as one task on
+    the cluster of `client` by a worker of this engine version, in the order of `calls`."""
     n_workers = sum(client.nthreads().values())
     token = secrets.token_hex(6)
     futures = [
-        client.submit(
-            fit_model,
-            ENGINE_VERSION,
-            kind,
-            params,
-            random_state,
-            fit.patches,
-            fit.targets,
-            fit.intervals,
-            fit.categorical,
-            key=f"socdepth-fit-{token}-{index}",
-            pure=False,
-        )
-        for index, fit in enumerate(fits)
+        client.submit(run_call, ENGINE_VERSION, call, key=f"socdepth-fit-{token}-{index}", pure=False)
+        for index, call in enumerate(calls)
     ]
     try:
         while True:
@@ -510,8 +511,14 @@ def fit_on(
         client.cancel(futures)
 
 
+def run_call(engine: str, call: Callable[[], Any]) -> Any:
+    """`call()` on a worker, refused when the worker runs another engine version than the client (`engine`)."""
+    if engine != ENGINE_VERSION:
+        raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, engine))
+    return call()
+
+
 def fit_model(
-    engine: str,
     kind: str,
     params: dict[str, Any],
     random_state: int,
@@ -521,11 +528,8 @@ def fit_model(
     categorical: tuple[int, ...],
 ) -> DepthModel:
     """One fit on a worker, as `core.training.train` does it in process."""
-    from .registry import entry
-
-    if engine != ENGINE_VERSION:
-        raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, engine))
     from .models.forest import RandomForestDepthModel
+    from .registry import entry
 
     model = entry(kind).loader()(**params, random_state=random_state)
     jobs = getattr(model, "n_jobs", None)
