@@ -446,6 +446,12 @@ class FitInput:
     intervals: np.ndarray
     categorical: tuple[int, ...]
 
+    @classmethod
+    def of(cls, data: TrainingData, fitted_targets: np.ndarray, rows: np.ndarray | None) -> FitInput:
+        """The sites `rows` (None: all) of `data`, with `fitted_targets` (the targets on the fitted scale)."""
+        selected = slice(None) if rows is None else rows
+        return cls(data.patches[selected], fitted_targets[selected], data.intervals, tuple(data.categorical))
+
 
 def fit_models(
     spec: ClusterSpec,
@@ -460,10 +466,7 @@ def fit_models(
     """Models of `kind` fitted on the sites `rows` (None: all) of each of `row_sets`, one task each on the
     cluster `spec`: the cross-validation folds and the final model of `core.training.train`, bit-identical to
     fitting them in this process (every fit is seeded by `random_state` alone)."""
-    fits = []
-    for rows in row_sets:
-        selected = slice(None) if rows is None else rows
-        fits.append(FitInput(data.patches[selected], fitted_targets[selected], data.intervals, tuple(data.categorical)))
+    fits = [FitInput.of(data, fitted_targets, rows) for rows in row_sets]
     with connect(spec) as client:
         return fit_on(client, kind, params, random_state, fits, progress)
 

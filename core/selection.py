@@ -261,10 +261,7 @@ def fold_models_on(
     from .cluster import FitInput, fit_on
 
     targets = forward_transform(data.targets, transform)
-    fits = []
-    for fold in np.unique(folds):
-        train = folds != fold
-        fits.append(FitInput(data.patches[train], targets[train], data.intervals, tuple(data.categorical)))
+    fits = [FitInput.of(data, targets, folds != fold) for fold in np.unique(folds)]
     return fit_on(client, kind, params, random_state, fits, progress)
 
 

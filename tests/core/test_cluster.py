@@ -28,6 +28,7 @@ from soc_depth_mapper.core.predict import AoaRequest, predict_rasters
 from soc_depth_mapper.core.rasters import CovariateStack
 from soc_depth_mapper.core.selection import select_covariates
 from soc_depth_mapper.core.training import TrainingData, train
+from soc_depth_mapper.core.transfer import Transfer, subset
 
 ROWS, COLS = 70, 300  # two tile columns, and an overview level
 X0, Y0 = 500_000.0, 6_600_000.0
@@ -396,3 +397,31 @@ def test_covariate_selection_on_the_cluster_is_the_one_in_this_process(scheduler
 
     assert [band_fate(band) for band in remote.bands] == [band_fate(band) for band in local.bands]
     assert [subset_scores(s) for s in remote.subsets] == [subset_scores(s) for s in local.subsets]
+
+
+@pytest.mark.parametrize(
+    ("name", "transfer"),
+    [("forest", {"weight": 0.0}), ("cnn", {"strategy": "representation"})],
+    ids=["forest-instances-chosen-weight", "cnn-representation"],
+)
+def test_training_with_transfer_on_the_cluster_gives_the_same_models(name, transfer, scheduler):
+    """Every fit is a task (local-only folds, folds with the source, final); the gain table, what each fold
+    borrowed and every model are those of this process."""
+    kind, patch, params = TRAINING[name]
+    sites = training_data(covariates(), patch, n=90)
+    local, source = subset(sites, sites.site_ids < 30), subset(sites, sites.site_ids >= 30)
+    settings = {"validation": "spatial", "folds": 2, "random_state": 4, "transfer": Transfer(source, **transfer)}
+    here = train(local, kind, params, **settings)
+    there = train(local, kind, params, cluster=parse_cluster(scheduler), **settings)
+    np.testing.assert_array_equal(here.validation.predictions, there.validation.predictions)
+    np.testing.assert_array_equal(here.validation.local_only.predictions, there.validation.local_only.predictions)
+    assert repr(there.settings) == repr(here.settings)  # weights, inner scores per fold, gains: NaN equal too
+    assert here.settings["transfer"]["source_sites_used"] > 0  # the source was used: the test bites
+    models = [here.model, *here.validation.fold_models, *here.validation.local_only.fold_models]
+    theirs = [there.model, *there.validation.fold_models, *there.validation.local_only.fold_models]
+    for mine, their in zip(models, theirs):
+        mine_config, mine_arrays = mine.get_state()
+        their_config, their_arrays = their.get_state()
+        assert repr(mine_config) == repr(their_config)
+        for key, array in mine_arrays.items():
+            np.testing.assert_array_equal(array, their_arrays[key])
