@@ -16,13 +16,13 @@ Why it is built this way:
   next, so tiles do not pile up on disk when the client writes slower than the cluster predicts.
 - Cancel cancels the futures and removes the tile folder; a task still running then finds its folder gone and
   writes nothing. Workers of another engine version are refused before any task runs.
-- Training (`fit_models`, `fit_on`): the cross-validation folds and the final model (and covariate selection's
-  folds) are fitted as one task each and returned to this process; each fit is seeded by the run's
-  `random_state` alone, so the models are the same. A tuned forest's fit scores each candidate of its grid as
-  a task of its own (`map_on_cluster`): the fit's task submits them from its worker with
-  `distributed.worker_client`, which takes the waiting task out of the worker's thread pool, so the candidates
-  run (on that worker too) however few workers there are, and no deadlock. The candidates are seeded by their
-  place in the grid, so the scores and the choice are the same.
+- Training (`fit_models`, `fit_on`, `run_on`): the cross-validation folds and the final model (covariate
+  selection's folds; with transfer also each fit with the source) are fitted as one task each and returned to this
+  process; each fit is seeded by the run's `random_state` alone, so the models are the same. A tuned forest's fit
+  scores each candidate of its grid as a task of its own (`map_on_cluster`): the fit's task submits them from its
+  worker with `distributed.worker_client`, which takes the waiting task out of the worker's thread pool, so the
+  candidates run (on that worker too) however few workers there are, and no deadlock. The candidates are seeded by
+  their place in the grid, so the scores and the choice are the same.
 - Workers are never started by forking this process: inside QGIS `sys.executable` is QGIS itself. A local
   cluster runs the scheduler in this process and starts `dask worker` with the interpreter of
   `worker_python()` (the environment variable `SOCDEPTH_WORKER_PYTHON`, else a Python beside this one), with
