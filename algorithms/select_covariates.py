@@ -133,6 +133,10 @@ class SelectCovariatesAlgorithm(TrainAlgorithm):
             "Step 5: choose the smallest subset whose RMSE is within one standard error (over the folds) of the "
             "lowest, rather than the lowest: fewer bands, about as accurate.",
         )
+        self.add_cluster(
+            "Fit the cross-validation folds of the ranking and of every subset as tasks on a Dask cluster, with "
+            "the same selection."
+        )
         for setting in registry.hyperparameters():  # the model's settings, as in train
             self.addParameter(train.parameterDefinition(setting.parameter).clone())
         self.add_parameter(
@@ -188,6 +192,7 @@ class SelectCovariatesAlgorithm(TrainAlgorithm):
                     stack_path
                 )
             )
+        cluster = self.cluster_spec(parameters, context)
         params = self._model_params(kind, parameters, context)
         read = self._training_data(parameters, context, feedback, params.get("patch_size", 1))
         if read is None:
@@ -209,6 +214,7 @@ class SelectCovariatesAlgorithm(TrainAlgorithm):
                 max_covariates=self.parameterAsInt(parameters, self.MAX_COVARIATES, context),
                 parsimonious=self.parameterAsBoolean(parameters, self.PARSIMONIOUS, context),
                 progress=progress_callback(feedback, 2, 88),
+                cluster=cluster,
             )
         except Cancelled:
             feedback.pushInfo(self.tr("Selection cancelled; nothing was written."))

@@ -215,8 +215,8 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
             advanced=True,
         )
         self.add_cluster(
-            "Fit the cross-validation folds and the final model as tasks on a Dask cluster, with the same model "
-            "and metrics."
+            "Fit the cross-validation folds and the final model (a tuned forest: also each candidate of its grid) "
+            "as tasks on a Dask cluster, with the same model and metrics."
         )
         self.add_resample(
             "Rasters normally must share one grid. Tick this to warp the others onto the first raster's grid "

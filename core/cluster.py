@@ -16,8 +16,13 @@ Why it is built this way:
   next, so tiles do not pile up on disk when the client writes slower than the cluster predicts.
 - Cancel cancels the futures and removes the tile folder; a task still running then finds its folder gone and
   writes nothing. Workers of another engine version are refused before any task runs.
-- Training (`fit_models`): the cross-validation folds and the final model are fitted as one task each and
-  returned to this process; each fit is seeded by the run's `random_state` alone, so the models are the same.
+- Training (`fit_models`, `fit_on`, `run_on`): the cross-validation folds and the final model (covariate
+  selection's folds; with transfer also each fit with the source) are fitted as one task each and returned to this
+  process; each fit is seeded by the run's `random_state` alone, so the models are the same. A tuned forest's fit
+  scores each candidate of its grid as a task of its own (`map_on_cluster`): the fit's task submits them from its
+  worker with `distributed.worker_client`, which takes the waiting task out of the worker's thread pool, so the
+  candidates run (on that worker too) however few workers there are, and no deadlock. The candidates are seeded by
+  their place in the grid, so the scores and the choice are the same.
 - Workers are never started by forking this process: inside QGIS `sys.executable` is QGIS itself. A local
   cluster runs the scheduler in this process and starts `dask worker` with the interpreter of
   `worker_python()` (the environment variable `SOCDEPTH_WORKER_PYTHON`, else a Python beside this one), with
@@ -36,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -432,6 +437,22 @@ def file_digest(path: str) -> str:
 # ------------------------------------------------------------------------------------------------ training
 
 
+@dataclass(frozen=True)
+class FitInput:
+    """What one fit is given: the sites' patches and targets (on the fitted scale), as `DepthModel.fit` takes them."""
+
+    patches: np.ndarray
+    targets: np.ndarray
+    intervals: np.ndarray
+    categorical: tuple[int, ...]
+
+    @classmethod
+    def of(cls, data: TrainingData, fitted_targets: np.ndarray, rows: np.ndarray | None) -> FitInput:
+        """The sites `rows` (None: all) of `data`, with `fitted_targets` (the targets on the fitted scale)."""
+        selected = slice(None) if rows is None else rows
+        return cls(data.patches[selected], fitted_targets[selected], data.intervals, tuple(data.categorical))
+
+
 def fit_models(
     spec: ClusterSpec,
     kind: str,
@@ -445,43 +466,62 @@ def fit_models(
     """Models of `kind` fitted on the sites `rows` (None: all) of each of `row_sets`, one task each on the
     cluster `spec`: the cross-validation folds and the final model of `core.training.train`, bit-identical to
     fitting them in this process (every fit is seeded by `random_state` alone)."""
+    fits = [FitInput.of(data, fitted_targets, rows) for rows in row_sets]
     with connect(spec) as client:
-        n_workers = sum(client.nthreads().values())
-        token = secrets.token_hex(6)
-        futures = []
-        for index, rows in enumerate(row_sets):
-            selected = slice(None) if rows is None else rows
-            futures.append(
-                client.submit(
-                    fit_model,
-                    ENGINE_VERSION,
-                    kind,
-                    params,
-                    random_state,
-                    data.patches[selected],
-                    fitted_targets[selected],
-                    data.intervals,
-                    tuple(data.categorical),
-                    key=f"socdepth-fit-{token}-{index}",
-                    pure=False,
-                )  # fmt: skip
-            )
-        try:
-            while True:
-                done = sum(future.done() for future in futures)
-                message = f"{done} of {len(futures)} models fitted on {n_workers} Dask worker(s)"
-                check_progress(progress, done / len(futures), message)
-                if done == len(futures):
-                    return [future.result() for future in futures]
-                first_unfinished = next(future for future in futures if not future.done())
-                with suppress(TimeoutError):
-                    first_unfinished.result(timeout=POLL_SECONDS)  # raises the task's error, if any
-        finally:
-            client.cancel(futures)
+        return fit_on(client, kind, params, random_state, fits, progress)
+
+
+def fit_on(
+    client: Client,
+    kind: str,
+    params: dict[str, Any],
+    random_state: int,
+    fits: Sequence[FitInput],
+    progress: ProgressCallback = None,
+) -> list[DepthModel]:
+    """A model of `kind` fitted on each of `fits`, one task each on the cluster of `client` (for callers that
+    fit several batches on one cluster, as covariate selection does), in the order of `fits`."""
+    return run_on(client, [fit_call(kind, params, random_state, fit) for fit in fits], progress)
+
+
+def fit_call(kind: str, params: dict[str, Any], random_state: int, fit: FitInput) -> Callable[[], DepthModel]:
+    """The call of `run_on` that fits a model of `kind` on `fit`."""
+    return functools.partial(
+        fit_model, kind, params, random_state, fit.patches, fit.targets, fit.intervals, fit.categorical
+    )
+
+
+def run_on(client: Client, calls: Sequence[Callable[[], Any]], progress: ProgressCallback = None) -> list[Any]:
+    """The results of `calls` (picklable, e.g. `functools.partial`s of engine functions), each run as one task on
+    the cluster of `client` by a worker of this engine version, in the order of `calls`."""
+    n_workers = sum(client.nthreads().values())
+    token = secrets.token_hex(6)
+    futures = [
+        client.submit(run_call, ENGINE_VERSION, call, key=f"socdepth-fit-{token}-{index}", pure=False)
+        for index, call in enumerate(calls)
+    ]
+    try:
+        while True:
+            done = sum(future.done() for future in futures)
+            message = f"{done} of {len(futures)} models fitted on {n_workers} Dask worker(s)"
+            check_progress(progress, done / len(futures), message)
+            if done == len(futures):
+                return [future.result() for future in futures]
+            first_unfinished = next(future for future in futures if not future.done())
+            with suppress(TimeoutError):
+                first_unfinished.result(timeout=POLL_SECONDS)  # raises the task's error, if any
+    finally:
+        client.cancel(futures)
+
+
+def run_call(engine: str, call: Callable[[], Any]) -> Any:
+    """`call()` on a worker, refused when the worker runs another engine version than the client (`engine`)."""
+    if engine != ENGINE_VERSION:
+        raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, engine))
+    return call()
 
 
 def fit_model(
-    engine: str,
     kind: str,
     params: dict[str, Any],
     random_state: int,
@@ -491,18 +531,29 @@ def fit_model(
     categorical: tuple[int, ...],
 ) -> DepthModel:
     """One fit on a worker, as `core.training.train` does it in process."""
+    from .models.forest import RandomForestDepthModel
     from .registry import entry
 
-    if engine != ENGINE_VERSION:
-        raise EngineVersionError(_version_message(_worker_address(), ENGINE_VERSION, engine))
     model = entry(kind).loader()(**params, random_state=random_state)
     jobs = getattr(model, "n_jobs", None)
     if jobs is not None:  # the forest fits the same trees on any number of threads: the worker's own
         model.n_jobs = _worker_threads()
-    model.fit(patches, targets, intervals, categorical=categorical)
+    options = {"map_candidates": map_on_cluster} if isinstance(model, RandomForestDepthModel) and model.tune else {}
+    model.fit(patches, targets, intervals, categorical=categorical, **options)
     if jobs is not None:
         model.n_jobs = jobs  # the setting as given, as the model file records it
     return model
+
+
+def map_on_cluster(score: Callable[[Any], float], candidates: Sequence[Any]) -> list[float]:
+    """`map(score, candidates)` with one task per candidate, for a task on a worker: while they run, the task
+    that waits for them is out of the worker's thread pool (`worker_client` secedes), so they can run there."""
+    from distributed import worker_client
+
+    token = secrets.token_hex(6)
+    with worker_client() as client:
+        keys = [f"socdepth-candidate-{token}-{index}" for index in range(len(candidates))]
+        return client.gather(client.map(score, candidates, key=keys, pure=False))
 
 
 # -------------------------------------------------------------------------------------------- on a worker

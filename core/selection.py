@@ -37,8 +37,9 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -52,10 +53,16 @@ from .training import (
     Progress,
     TrainingData,
     cross_validate,
+    forward_transform,
     make_folds,
     prediction_floor,
     to_property_scale,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .cluster import ClusterSpec
 
 MIN_CORRELATION = 0.05
 MAX_CORRELATION = 0.8
@@ -146,8 +153,11 @@ def select_covariates(
     parsimonious: bool = False,
     repeats: int = PERMUTATION_REPEATS,
     progress: Progress | None = None,
+    cluster: ClusterSpec | None = None,
 ) -> Selection:
-    """The five steps of the module docstring; the model and folds are made as `training.train` makes them."""
+    """The five steps of the module docstring; the model and folds are made as `training.train` makes them.
+    With `cluster`, the fold models of the ranking and of each subset are fitted as tasks on that Dask cluster
+    (a subset's folds at once, one subset after the other, on one connection), with the same selection."""
     _check_settings(validation, min_correlation, max_correlation, step, max_covariates, repeats)
     cls = entry(kind).loader()
 
@@ -166,40 +176,55 @@ def select_covariates(
     fold_ids, used_block = make_folds(data, validation, folds, block_size, random_state)
     sizes = subset_sizes(len(candidates), step, max_covariates)
     share = 1.0 / (len(sizes) + 1)  # the ranking, then each subset not already scored by it
+    with ExitStack() as on_cluster:
+        client = None
+        if cluster is not None:
+            from .cluster import connect
 
-    def scored(indices: list[int], start: float, span: float, label: str) -> tuple[SubsetScore, CrossValidation]:
-        started = time.perf_counter()
-        subset = subset_data(data, indices)
-        cv = cross_validate(
-            subset,
-            make_model,
-            fold_ids,
-            transform=transform,
-            model_name=entry(kind).label,
-            progress=scaled_progress(progress, start, span, label),
-            block_size=used_block,
-            scheme=validation,
-        )
-        return subset_score(subset, cv.predictions, fold_ids, cv.metrics, time.perf_counter() - started), cv
+            check_progress(progress, 0.0, "Starting the cluster")
+            client = on_cluster.enter_context(connect(cluster))
 
-    all_candidates, cv = scored(candidates, 0.0, 0.9 * share, "ranking: ")
-    importance = permutation_importance(
-        subset_data(data, candidates), cv.fold_models, fold_ids, transform, repeats, random_state,
-        scaled_progress(progress, share * 0.9, share * 0.1, "ranking: "),
-    )  # fmt: skip
-    ranked = rank_bands(bands, candidates, importance)
-    for i in ranked[max_covariates:]:
-        bands[i].dropped = BEYOND_MAX.format(limit=max_covariates)
+        def scored(indices: list[int], start: float, span: float, label: str) -> tuple[SubsetScore, CrossValidation]:
+            started = time.perf_counter()
+            subset = subset_data(data, indices)
+            fitted = None
+            if client is not None:
+                fitted = fold_models_on(
+                    client, kind, params, random_state, subset, fold_ids, transform,
+                    scaled_progress(progress, start, 0.9 * span, f"{label}on the cluster: "),
+                )  # fmt: skip
+                start, span = start + 0.9 * span, 0.1 * span
+            cv = cross_validate(
+                subset,
+                make_model,
+                fold_ids,
+                transform=transform,
+                model_name=entry(kind).label,
+                progress=scaled_progress(progress, start, span, label),
+                block_size=used_block,
+                scheme=validation,
+                fitted=fitted,
+            )
+            return subset_score(subset, cv.predictions, fold_ids, cv.metrics, time.perf_counter() - started), cv
 
-    subsets = []
-    for n, size in enumerate(sizes, start=1):
-        indices = sorted(ranked[:size])  # the stack's order: the full set is then the ranking's data exactly
-        if indices == candidates:
-            score = all_candidates
-        else:
-            score, _ = scored(indices, n * share, share, f"subset of {size} bands: ")
-        score.bands = [bands[i].name for i in ranked[:size]]
-        subsets.append(score)
+        all_candidates, cv = scored(candidates, 0.0, 0.9 * share, "ranking: ")
+        importance = permutation_importance(
+            subset_data(data, candidates), cv.fold_models, fold_ids, transform, repeats, random_state,
+            scaled_progress(progress, share * 0.9, share * 0.1, "ranking: "),
+        )  # fmt: skip
+        ranked = rank_bands(bands, candidates, importance)
+        for i in ranked[max_covariates:]:
+            bands[i].dropped = BEYOND_MAX.format(limit=max_covariates)
+
+        subsets = []
+        for n, size in enumerate(sizes, start=1):
+            indices = sorted(ranked[:size])  # the stack's order: the full set is then the ranking's data exactly
+            if indices == candidates:
+                score = all_candidates
+            else:
+                score, _ = scored(indices, n * share, share, f"subset of {size} bands: ")
+            score.bands = [bands[i].name for i in ranked[:size]]
+            subsets.append(score)
     chosen = choose_subset(subsets, parsimonious)
     for i in ranked[: subsets[chosen].size]:
         bands[i].selected = True
@@ -219,6 +244,25 @@ def select_covariates(
         "repeats": repeats,
     }
     return Selection(bands, subsets, chosen, parsimonious, validation, fold_ids, used_block, settings)
+
+
+def fold_models_on(
+    client: Client,
+    kind: str,
+    params: dict[str, Any],
+    random_state: int,
+    data: TrainingData,
+    folds: np.ndarray,
+    transform: str,
+    progress: Progress | None,
+) -> list[DepthModel]:
+    """The model of each fold (in `np.unique(folds)` order) fitted on its training sites, one task each on the
+    cluster of `client`: the models `cross_validate` would fit."""
+    from .cluster import FitInput, fit_on
+
+    targets = forward_transform(data.targets, transform)
+    fits = [FitInput.of(data, targets, folds != fold) for fold in np.unique(folds)]
+    return fit_on(client, kind, params, random_state, fits, progress)
 
 
 def _check_settings(

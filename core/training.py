@@ -303,15 +303,10 @@ def train(
 ) -> TrainingResult:
     """Cross-validates (unless `validation` is 'none'), then fits the final model on all sites. With `cluster`,
     the fold models and the final model are fitted as tasks on that Dask cluster, with the same result; with
-    `transfer` on the local sites plus the borrowed source sites (see `train_with_transfer`), in this process."""
+    `transfer` on the local sites plus the borrowed source sites (see `train_with_transfer`)."""
     if transfer is not None:
-        if cluster is not None:
-            raise ValueError(
-                "Training with transfer from another data set does not run on a Dask cluster yet: leave the "
-                "cluster empty to train in QGIS's own process."
-            )
         return train_with_transfer(
-            data, kind, params, transfer, validation, folds, block_size, transform, random_state, progress
+            data, kind, params, transfer, validation, folds, block_size, transform, random_state, progress, cluster
         )
     if transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
@@ -384,10 +379,12 @@ def train_with_transfer(
     transform: str = "none",
     random_state: int = 0,
     progress: Progress | None = None,
+    cluster: ClusterSpec | None = None,
 ) -> TrainingResult:
     """`train` with source sites borrowed (`core.transfer`). The folds hold local sites only; each fold is run
     twice, local-only and with the source, so that the gain is measured on the local data
-    (`CrossValidation.local_only`)."""
+    (`CrossValidation.local_only`). With `cluster`, every fit (local-only folds, folds with the source, final)
+    is one task on that Dask cluster, each seeded as here, so the result is the same."""
     if transform not in TRANSFORMS:
         raise ValueError(f"Unknown transform '{transform}'; expected one of {', '.join(TRANSFORMS)}.")
     started = time.perf_counter()
@@ -406,26 +403,48 @@ def train_with_transfer(
         random_state=random_state,
     )
 
-    result_cv = None
+    fold_ids, used_block = None, None
     if validation != "none":
         fold_ids, used_block = make_folds(data, validation, folds, block_size, random_state)
-        radius = used_block or 0.0
+    radius = used_block or 0.0
+
+    def source_fit(train_sites: np.ndarray, test_sites: np.ndarray) -> Callable[..., tuple[DepthModel, FoldTransfer]]:
+        """`fit_with_source` on a fold's training sites, without the source sites near its test sites."""
+        available = None
+        if transfer.source is not None:
+            available = ~near_sites(transfer.source, data.x[test_sites], data.y[test_sites], radius)
+        return partial(fit_with_source, subset(data, train_sites), transfer, recipe, radius, available=available)
+
+    final_fit = partial(fit_with_source, data, transfer, recipe)
+    trains = [] if fold_ids is None else [fold_ids != fold for fold in np.unique(fold_ids)]
+    remote = None  # with a cluster: the local-only fold models, then (model, record) of each fold and the final fit
+    if cluster is not None:
+        from .cluster import FitInput, connect, fit_call, run_on
+
+        targets = recipe.fitted_targets(data.targets)
+        calls = [fit_call(kind, params, random_state, FitInput.of(data, targets, t)) for t in trains]
+        calls += [source_fit(t, ~t) for t in trains] + [final_fit]
+        with connect(cluster) as client:
+            remote = run_on(client, calls, scaled_progress(progress, 0.0, 0.95, "on the cluster: "))
+        progress = scaled_progress(progress, 0.95, 0.05)
+
+    result_cv = None
+    if fold_ids is not None:
         fold_records: list[FoldTransfer] = []
 
         def fit_fold(train_sites: np.ndarray, test_sites: np.ndarray, fold_progress: Progress | None) -> DepthModel:
-            available = None
-            if transfer.source is not None:
-                available = ~near_sites(transfer.source, data.x[test_sites], data.y[test_sites], radius)
-            model, record = fit_with_source(
-                subset(data, train_sites), transfer, recipe, radius, fold_progress, available
-            )
+            if remote is None:
+                model, record = source_fit(train_sites, test_sites)(progress=fold_progress)
+            else:
+                model, record = remote[len(trains) + len(fold_records)]
             fold_records.append(record)
             return model
 
-        settings = {"block_size": used_block, "scheme": validation}
+        settings = {"block_size": used_block, "scheme": validation, "conformal": model_kind.intervals == CONFORMAL}
         local_only = cross_validate(
             data, make_model, fold_ids, transform, f"{model_kind.label} (local only)",
             scaled_progress(progress, 0.0, 0.2, "local-only validation "), **settings,
+            fitted=None if remote is None else remote[: len(trains)],
         )  # fmt: skip
         result_cv = cross_validate(
             data, make_model, fold_ids, transform, f"{model_kind.label} (with transfer)",
@@ -433,8 +452,10 @@ def train_with_transfer(
         )  # fmt: skip
         result_cv.local_only, result_cv.transfer_folds = local_only, fold_records
     final_start = 0.0 if result_cv is None else 0.8
-    model, final_record = fit_with_source(
-        data, transfer, recipe, progress=scaled_progress(progress, final_start, 1.0 - final_start, "final model: ")
+    model, final_record = (
+        final_fit(progress=scaled_progress(progress, final_start, 1.0 - final_start, "final model: "))
+        if remote is None
+        else remote[-1]
     )
     settings = {
         "kind": model.kind,  # representation transfer makes a random forest a source-stacked one

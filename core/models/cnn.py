@@ -508,6 +508,8 @@ class TransferCNNDepthModel(_CNNBase):
         )
         n_depths = inputs.targets.shape[1]
         self.nets_ = []
+        # one after another, never apart (as Dask tasks): dropout draws from torch's global generator, which each
+        # fine-tune takes over from the one before, so apart they would not give the same weights
         for d in range(n_depths):
             net = copy.deepcopy(pretrained)
             frozen = net.layers()[: self._n_frozen()]

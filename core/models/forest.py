@@ -19,8 +19,9 @@ order, so predictions do not depend on `n_jobs` and are bit-identical after a sa
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -31,6 +32,8 @@ from .base import DepthModel, check_progress
 from .forest_trees import Forest, child_seed
 
 ProgressCallback = Optional[Callable[[float, str], bool]]
+#: `map`'s signature for tuning candidates: (score a (max_features, min_samples_leaf) pair, the pairs) -> RMSEs
+CandidateMap = Callable[[Callable[[tuple[int, int]], float], Sequence[tuple[int, int]]], Iterable[float]]
 
 #: Tuning grid: max_features as shares of the predictors (5 % to 100 %), as counts without duplicates
 TUNE_MAX_FEATURES: tuple[float, ...] = (0.05, 1 / 3, 2 / 3, 1.0)
@@ -95,6 +98,7 @@ class RandomForestDepthModel(DepthModel):
         categorical: tuple[int, ...] = (),
         progress: ProgressCallback = None,
         sample_weight: np.ndarray | None = None,
+        map_candidates: CandidateMap = map,
     ) -> RandomForestDepthModel:
         """Fits the forest(s); with `tune=True` first picks max_features and min_samples_leaf.
 
@@ -111,6 +115,11 @@ class RandomForestDepthModel(DepthModel):
         `sample_weight` (S,): a weight per site for all its depths, as scikit-learn's `sample_weight` (e.g.
         borrowed sites of another data set count less than local ones); sites of weight 0 are left out.
         Tuning then scores the weighted RMSE.
+
+        `map_candidates(score, candidates)`: the scores of the grid's candidates in their order, as the built-in
+        `map` gives them (the default); `core.cluster` passes one that scores each candidate as a Dask task.
+        `score` is picklable and seeded by the candidate's place in the grid alone, so where it runs does not
+        change the scores.
         """
         self._check_params()
         features, targets, intervals = self._check_fit_inputs(patches, targets, intervals, categorical)
@@ -131,12 +140,12 @@ class RandomForestDepthModel(DepthModel):
         check_progress(progress, 0.0, "Random Forest: starting")
 
         self.tuning_scores_: list[dict[str, Any]] = []
+        self.forests_: list[Forest] = []  # those of an earlier fit would travel with every candidate's task
         if self.tune:
             folds = _site_folds(targets, TUNE_FOLDS, np.random.default_rng(child_seed(tuning_seed, 0)))
-            for index, (max_features, min_samples_leaf) in enumerate(candidates):
-                rmse = self._cross_validate(
-                    features, targets, weights, folds, child_seed(tuning_seed, 1), max_features, min_samples_leaf
-                )
+            score = functools.partial(_tuning_rmse, self, features, targets, weights, folds, child_seed(tuning_seed, 1))
+            rmses = map_candidates(score, candidates)
+            for index, ((max_features, min_samples_leaf), rmse) in enumerate(zip(candidates, rmses)):
                 self.tuning_scores_.append(
                     {"max_features": max_features, "min_samples_leaf": min_samples_leaf, "rmse": rmse}
                 )
@@ -157,7 +166,6 @@ class RandomForestDepthModel(DepthModel):
                 "min_samples_leaf": int(self.min_samples_leaf),
             }
 
-        self.forests_ = []
         for index, (x, y, w) in enumerate(self._training_sets(features, targets, intervals, weights)):
             self.forests_.append(
                 Forest.grow(
@@ -421,6 +429,20 @@ def _feature_count(max_features: Union[int, float], n_predictors: int) -> int:
         f"max_features must be a count of predictors (1, 2, ...) or a share of them in (0, 1], e.g. 0.5; "
         f"got {max_features!r}."
     )
+
+
+def _tuning_rmse(
+    model: RandomForestDepthModel,
+    features: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray | None,
+    folds: np.ndarray,
+    seed: np.random.SeedSequence,
+    candidate: tuple[int, int],
+) -> float:
+    """The inner cross-validated RMSE of one tuning candidate (max_features, min_samples_leaf): a module-level
+    function, so that a Dask worker can run it."""
+    return model._cross_validate(features, targets, weights, folds, seed, *candidate)
 
 
 def _site_folds(targets: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:

@@ -167,6 +167,7 @@ def test_the_selection_feeds_train_and_predict_with_the_same_cross_validated_rms
         ({"VALIDATION": 0}, "choose random or spatial block k-fold validation"),
         ({"OUTPUT_COVARIATES": "selected.vrt"}, "give '.*selected.vrt' the extension .tif"),
         ({"MIN_CORRELATION": 0.9, "CATEGORICAL": ""}, "lower MIN_CORRELATION"),
+        ({"CLUSTER": "tcp://head"}, "Cluster 'tcp://head' is not understood.*local:N"),
     ],
 )
 def test_bad_settings_stop_before_anything_is_written(
@@ -180,6 +181,34 @@ def test_bad_settings_stop_before_anything_is_written(
     with pytest.raises(QgsProcessingException, match=message):
         qgis_processing.run("socdepth:select_covariates", params)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_on_a_local_cluster_the_tables_and_the_stack_are_the_same(qgis_processing, harmonised, covariates, selected,
+                                                                   tmp_path):  # fmt: skip
+    from qgis.core import QgsProcessingFeedback
+
+    texts = []
+
+    class Messages(QgsProcessingFeedback):
+        def setProgressText(self, text):  # noqa: N802 - QGIS API
+            texts.append(text)
+            super().setProgressText(text)
+
+    result, folder = selected
+    feedback = Messages()
+    remote = qgis_processing.run(
+        "socdepth:select_covariates", selection_params(harmonised, covariates, tmp_path, CLUSTER="local:2"),
+        feedback=feedback,
+    )  # fmt: skip
+    assert any("models fitted on 2 Dask worker(s)" in text for text in texts)
+
+    def rows(layer, without=()):
+        return [[f[name] for name in layer.fields().names() if name not in without] for f in layer.getFeatures()]
+
+    assert rows(remote["OUTPUT_TABLE"]) == rows(result["OUTPUT_TABLE"])
+    assert rows(remote["OUTPUT_SUBSETS"], ("seconds",)) == rows(result["OUTPUT_SUBSETS"], ("seconds",))
+    with rasterio.open(folder / "selected.tif") as mine, rasterio.open(tmp_path / "selected.tif") as theirs:
+        assert mine.descriptions == theirs.descriptions and np.array_equal(mine.read(), theirs.read())
 
 
 def test_in_a_model_builder_chain_the_selection_feeds_train(qgis_processing, harmonised, tmp_path):

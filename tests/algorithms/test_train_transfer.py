@@ -90,6 +90,18 @@ def test_train_with_instance_transfer_reports_both_models_on_the_local_sites(
     assert "Gain from transfer" in report and "RMSE with transfer" in report
 
 
+def test_transfer_on_a_local_cluster_writes_the_same_model_file(qgis_processing, split, covariates, tmp_path):
+    local, source = split
+    runs = [
+        qgis_processing.run(
+            "socdepth:train",
+            _params(local, covariates, tmp_path / name, TRANSFER=1, SOURCE_INPUT=source, CLUSTER=cluster),
+        )
+        for name, cluster in (("in_qgis", ""), ("cluster", "local:2"))
+    ]
+    assert Path(runs[0]["OUTPUT_MODEL"]).read_bytes() == Path(runs[1]["OUTPUT_MODEL"]).read_bytes()
+
+
 def test_transfer_inputs_that_cannot_work_are_refused_before_training(qgis_processing, split, covariates, tmp_path):
     from qgis.core import QgsProcessingException
 

@@ -22,10 +22,13 @@ from rasterio.transform import from_origin
 from soc_depth_mapper.core import cluster
 from soc_depth_mapper.core.bundle import SocModel
 from soc_depth_mapper.core.cluster import ClusterRun, ClusterSpec, EngineVersionError, parse_cluster
+from soc_depth_mapper.core.models import forest
 from soc_depth_mapper.core.models.base import Cancelled
 from soc_depth_mapper.core.predict import AoaRequest, predict_rasters
 from soc_depth_mapper.core.rasters import CovariateStack
+from soc_depth_mapper.core.selection import select_covariates
 from soc_depth_mapper.core.training import TrainingData, train
+from soc_depth_mapper.core.transfer import Transfer, subset
 
 ROWS, COLS = 70, 300  # two tile columns, and an overview level
 X0, Y0 = 500_000.0, 6_600_000.0
@@ -318,3 +321,107 @@ def test_the_area_of_applicability_on_the_cluster_is_bit_identical(model_files, 
     assert remote[0] == local[0]
     for mine, theirs in zip(local[1], remote[1]):
         assert np.array_equal(mine, theirs)
+
+
+@pytest.fixture
+def small_tuning(scheduler, monkeypatch):
+    """A client of the module's cluster, with a tuning grid of few trees and folds, here and on its workers
+    (the grid's candidates stay as they are): seconds instead of a minute."""
+    from distributed import Client
+
+    small = {"TUNE_TREES": 10, "TUNE_FOLDS": 3}
+    usual = {name: getattr(forest, name) for name in small}
+    with Client(scheduler, set_as_default=False) as client:
+        for name, value in small.items():
+            monkeypatch.setattr(forest, name, value)
+            client.run(setattr, forest, name, value)
+        try:
+            yield client
+        finally:
+            for name, value in usual.items():
+                client.run(setattr, forest, name, value)
+
+
+def test_a_tuned_forest_scores_its_grid_on_the_cluster_as_in_this_process(scheduler, small_tuning):
+    """Every fit (two folds and the final model) tunes with one task per grid candidate, nested in the fit's
+    task; the scores, the chosen settings, the forests and the out-of-fold predictions are those of this
+    process."""
+    from distributed import get_task_stream
+
+    data = training_data(covariates(), 1, n=40)
+    params = {"n_trees": 10, "tune": True, "n_jobs": 1}
+    local = train(data, "random_forest", params, validation="random", folds=2, random_state=5)
+    with get_task_stream(small_tuning) as stream:
+        remote = train(data, "random_forest", params, validation="random", folds=2, random_state=5,
+                       cluster=parse_cluster(scheduler))  # fmt: skip
+    candidates = len(local.model.tuning_scores_)
+    assert len({score["rmse"] for score in local.model.tuning_scores_}) > 1  # the choice means something
+    assert candidates == 12  # 4 predictors: max_features 1, 2 or 4 (0.05 and 1/3 both give 1) x 4 leaf sizes
+    assert sum(task["key"].startswith("socdepth-candidate-") for task in stream.data) == 3 * candidates
+    np.testing.assert_array_equal(local.validation.predictions, remote.validation.predictions)
+    for mine, theirs in zip(
+        [local.model, *local.validation.fold_models], [remote.model, *remote.validation.fold_models]
+    ):
+        assert theirs.tuning_scores_ == mine.tuning_scores_  # the RMSEs bit for bit
+        assert theirs.best_params_ == mine.best_params_
+        mine_config, mine_arrays = mine.get_state()
+        their_config, their_arrays = theirs.get_state()
+        assert mine_config == their_config
+        for key, array in mine_arrays.items():
+            np.testing.assert_array_equal(array, their_arrays[key])
+
+
+def test_covariate_selection_on_the_cluster_is_the_one_in_this_process(scheduler):
+    """The ranking's folds and each subset's are fitted as tasks; ranks, importances, every subset's scores and
+    the choice are the same bit for bit."""
+    from distributed import Client, get_task_stream
+
+    data = training_data(covariates(), 1, n=60)
+    noise = np.random.default_rng(7).standard_normal((60, 2, 1, 1)).astype(np.float32)
+    data.patches = np.concatenate([data.patches, noise], axis=1)
+    data.band_names += ["noise_1", "noise_2"]
+    settings = {"validation": "random", "folds": 3, "step": 1, "min_correlation": 0.0, "random_state": 3}
+    params = {"n_trees": 20, "n_jobs": 1}
+    local = select_covariates(data, "random_forest", params, **settings)
+    with Client(scheduler, set_as_default=False) as client, get_task_stream(client) as stream:
+        remote = select_covariates(data, "random_forest", params, cluster=parse_cluster(scheduler), **settings)
+    assert [band.rank for band in local.bands] != [1, 2, 3, 4]  # the ranking reorders the bands: it bites
+    assert sum(task["key"].startswith("socdepth-fit-") for task in stream.data) == 3 * 4  # ranking + 3 subsets
+    assert [s.size for s in local.subsets] == [1, 2, 3, 4] and remote.chosen == local.chosen
+
+    def band_fate(band):
+        return band.name, band.dropped, band.rank, band.importance, band.selected
+
+    def subset_scores(subset):
+        return subset.bands, subset.rmse, subset.rmse_se, subset.ccc, repr(subset.metrics)  # repr: NaN equal too
+
+    assert [band_fate(band) for band in remote.bands] == [band_fate(band) for band in local.bands]
+    assert [subset_scores(s) for s in remote.subsets] == [subset_scores(s) for s in local.subsets]
+
+
+@pytest.mark.parametrize(
+    ("name", "transfer"),
+    [("forest", {"weight": 0.0}), ("cnn", {"strategy": "representation"})],
+    ids=["forest-instances-chosen-weight", "cnn-representation"],
+)
+def test_training_with_transfer_on_the_cluster_gives_the_same_models(name, transfer, scheduler):
+    """Every fit is a task (local-only folds, folds with the source, final); the gain table, what each fold
+    borrowed and every model are those of this process."""
+    kind, patch, params = TRAINING[name]
+    sites = training_data(covariates(), patch, n=90)
+    local, source = subset(sites, sites.site_ids < 30), subset(sites, sites.site_ids >= 30)
+    settings = {"validation": "spatial", "folds": 2, "random_state": 4, "transfer": Transfer(source, **transfer)}
+    here = train(local, kind, params, **settings)
+    there = train(local, kind, params, cluster=parse_cluster(scheduler), **settings)
+    np.testing.assert_array_equal(here.validation.predictions, there.validation.predictions)
+    np.testing.assert_array_equal(here.validation.local_only.predictions, there.validation.local_only.predictions)
+    assert repr(there.settings) == repr(here.settings)  # weights, inner scores per fold, gains: NaN equal too
+    assert here.settings["transfer"]["source_sites_used"] > 0  # the source was used: the test bites
+    models = [here.model, *here.validation.fold_models, *here.validation.local_only.fold_models]
+    theirs = [there.model, *there.validation.fold_models, *there.validation.local_only.fold_models]
+    for mine, their in zip(models, theirs):
+        mine_config, mine_arrays = mine.get_state()
+        their_config, their_arrays = their.get_state()
+        assert repr(mine_config) == repr(their_config)
+        for key, array in mine_arrays.items():
+            np.testing.assert_array_equal(array, their_arrays[key])

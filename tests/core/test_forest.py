@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 
@@ -245,6 +247,31 @@ def test_tuning_picks_the_best_pair_of_the_grid_and_records_it(monkeypatch):
     # the final forest is grown with the chosen leaf size
     tree = model.forests_[0].trees[0]
     assert tree.n_node_samples[tree.children_left == -1].min() >= 2
+
+
+def test_tuning_candidates_scored_elsewhere_and_in_any_order_give_the_same_choice(monkeypatch):
+    """What a cluster does to the grid: each candidate's scoring pickled and run apart, the last first."""
+    monkeypatch.setattr(forest_module, "TUNE_TREES", 10)
+    patches, targets, _ = _synthetic(60, seed=21)
+    scored_order = []
+
+    def reversed_and_apart(score, candidates):
+        scores = {}
+        for candidate in reversed(candidates):
+            scored_order.append(candidate)
+            scores[candidate] = pickle.loads(pickle.dumps(score))(candidate)
+        return [scores[candidate] for candidate in candidates]
+
+    here = RandomForestDepthModel(n_trees=10, tune=True, random_state=4).fit(patches, targets, INTERVALS)
+    apart = RandomForestDepthModel(n_trees=10, tune=True, random_state=4).fit(
+        patches, targets, INTERVALS, map_candidates=reversed_and_apart
+    )
+    grid = [(s["max_features"], s["min_samples_leaf"]) for s in here.tuning_scores_]
+    assert scored_order == grid[::-1] and len(grid) == 12  # 5 predictors: 1, 3, 5 per split x 4 leaf sizes
+    assert apart.tuning_scores_ == here.tuning_scores_ and apart.best_params_ == here.best_params_
+    assert len({s["rmse"] for s in here.tuning_scores_}) > 1
+    many, _, _ = _synthetic(200, seed=22)
+    assert np.array_equal(apart.predict_quantiles(many, [0.1, 0.9]), here.predict_quantiles(many, [0.1, 0.9]))
 
 
 def test_tuning_folds_keep_all_depths_of_a_site_together():
