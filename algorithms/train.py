@@ -22,8 +22,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core import registry
-from ..core.dependencies import install_hint, missing_modules
+from ..core import dependencies, registry
 from .base import CovariateAlgorithm
 from .layers import open_sink, progress_callback, report_infinite, report_skipped, sample_points
 from .styling import UNIT, ResidualStyler
@@ -276,9 +275,9 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
         report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         # Checked before training, which can take hours, not when the model or report is written.
         needed = [*registry.entry(kind).requires, *(["matplotlib"] if report_path else [])]
-        missing = missing_modules(needed)
+        missing = dependencies.missing_modules(needed)
         if missing:
-            message = install_hint(missing)
+            message = dependencies.install_hint(missing)
             if "matplotlib" in missing:
                 message += self.tr("\nOr leave 'Report' empty to train without the HTML report.")
             raise QgsProcessingException(message)
@@ -344,9 +343,9 @@ class TrainAlgorithm(TransferInputs, CovariateAlgorithm):
             raise QgsProcessingException(
                 self.tr("Comparing models needs validation: choose random or spatial k-fold, or clear 'Compare with'.")
             )
-        missing = missing_modules([name for other in others for name in registry.entry(other).requires])
+        missing = dependencies.missing_modules([name for other in others for name in registry.entry(other).requires])
         if missing:
-            raise QgsProcessingException(install_hint(missing))
+            raise QgsProcessingException(dependencies.install_hint(missing))
         return {other: self._model_params(other, parameters, context) for other in others}
 
     def _report_comparison(self, feedback, data, result, comparison) -> None:
