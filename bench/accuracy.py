@@ -13,6 +13,9 @@ one the data can tell apart.
 - `ebergotzen`: clay (%) of the Ebergötzen augers at their five fixed layers 0–90 cm (`bench/data/ebergotzen`),
   the 100 m covariates (parent material and land cover categorical), 5 folds. Eight times the sites of Edgeroi,
   a third of them off the covariate grid, and a property other than SOC.
+- `edgeroi_100m`, `edgeroi_ph`, `edgeroi_clay` (not run by default; `bench.forest_defaults` runs all five): the
+  Edgeroi ORCDRC with the 100 m covariates of `bench/data/edgeroi` (LNUABS6 land use categorical), and pH
+  (PHIHO5) and clay (CLYPPT) with the 250 m covariates, harmonised like ORCDRC.
 
     python -m bench.accuracy [--data edgeroi,ebergotzen] [--models random_forest,cnn,transfer_cnn,multitask_cnn]
                              [--folds N] [--seed 42] [--params '{"patch_size": 9}'] [--transform log]
