@@ -9,6 +9,7 @@ BENCHMARKS: list[str] = [
     "bench.spline",
     "bench.harmonise_qgis",
     "bench.accuracy",
+    "bench.forest_defaults",
     "bench.cnn_seeds",
     "bench.selection",
     "bench.predict",

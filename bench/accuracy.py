@@ -13,6 +13,9 @@ one the data can tell apart.
 - `ebergotzen`: clay (%) of the Ebergötzen augers at their five fixed layers 0–90 cm (`bench/data/ebergotzen`),
   the 100 m covariates (parent material and land cover categorical), 5 folds. Eight times the sites of Edgeroi,
   a third of them off the covariate grid, and a property other than SOC.
+- `edgeroi_100m`, `edgeroi_ph`, `edgeroi_clay` (not run by default; `bench.forest_defaults` runs all five): the
+  Edgeroi ORCDRC with the 100 m covariates of `bench/data/edgeroi` (LNUABS6 land use categorical), and pH
+  (PHIHO5) and clay (CLYPPT) with the 250 m covariates, harmonised like ORCDRC.
 
     python -m bench.accuracy [--data edgeroi,ebergotzen] [--models random_forest,cnn,transfer_cnn,multitask_cnn]
                              [--folds N] [--seed 42] [--params '{"patch_size": 9}'] [--transform log]
@@ -27,6 +30,7 @@ import argparse
 import csv
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,21 +52,31 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "sample_data" / "edgeroi"
 EBERGOTZEN = REPO / "bench" / "data" / "ebergotzen"
 CNN_PATCH = 7
+#: Edgeroi covariate grids: name -> (stack, its categorical layer)
+EDGEROI_GRIDS = {
+    "250m": (DATA / "covariates_250m.tif", "PMTGEO5"),
+    "100m": (REPO / "bench" / "data" / "edgeroi" / "covariates_100m.tif", "LNUABS6"),
+}
 
 
-def edgeroi_training_data(patch_size: int) -> TrainingData:
-    """Harmonised ORCDRC at the six depths with covariate patches, for every profile on the 250 m grid."""
+def edgeroi_training_data(patch_size: int, property_name: str = "ORCDRC", grid: str = "250m") -> TrainingData:
+    """A property of the Edgeroi horizons (ORCDRC, PHIHO5 pH, CLYPPT clay, ...) harmonised to the six depths
+    with covariate patches, for every profile on the 250 m grid (PMTGEO5 categorical) or the 100 m grid
+    (`bench/data/edgeroi`, LNUABS6 categorical) that has the property."""
     with (DATA / "horizons.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     ids = np.array([r["SOURCEID"] for r in rows], dtype=object)
-    numbers = np.array([[float(r[k]) if r[k] else np.nan for k in ("top", "bottom", "ORCDRC", "x", "y")] for r in rows])
+    fields = ("top", "bottom", property_name, "x", "y")
+    numbers = np.array([[float(r[k]) if r[k] else np.nan for k in fields] for r in rows])
     result = harmonise(ids, numbers[:, 0], numbers[:, 1], numbers[:, 2], depths=STANDARD_DEPTHS)
     first_row = {profile: i for i, profile in reversed(list(enumerate(ids)))}
     rows_of = np.array([first_row[p] for p in result.profile_ids])
     x, y = numbers[rows_of, 3], numbers[rows_of, 4]
     intervals = np.array(intervals_from_boundaries(STANDARD_DEPTHS))
-    raster = DATA / "covariates_250m.tif"
-    return _sampled(raster, ["PMTGEO5"], patch_size, result.profile_ids, x, y, result.values, intervals, "ORCDRC")
+    raster, categorical = EDGEROI_GRIDS[grid]
+    return _sampled(
+        raster, [categorical], patch_size, result.profile_ids, x, y, result.values, intervals, property_name
+    )
 
 
 def ebergotzen_training_data(patch_size: int) -> TrainingData:
@@ -107,7 +121,12 @@ def _sampled(
 DATASETS = {
     "edgeroi": (edgeroi_training_data, "Edgeroi ORCDRC", "g/kg", 10),
     "ebergotzen": (ebergotzen_training_data, "Ebergötzen clay", "%", 5),
+    "edgeroi_100m": (partial(edgeroi_training_data, grid="100m"), "Edgeroi ORCDRC, 100 m covariates", "g/kg", 10),
+    "edgeroi_ph": (partial(edgeroi_training_data, property_name="PHIHO5"), "Edgeroi pH", "pH", 10),
+    "edgeroi_clay": (partial(edgeroi_training_data, property_name="CLYPPT"), "Edgeroi clay", "%", 10),
 }
+#: the data sets this benchmark runs by default (all four model families on each)
+DEFAULT_DATASETS = ("edgeroi", "ebergotzen")
 
 
 def depth_mean_baseline(data: TrainingData, folds: np.ndarray) -> np.ndarray:
@@ -123,7 +142,7 @@ def depth_mean_baseline(data: TrainingData, folds: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=",".join(DATASETS))
+    parser.add_argument("--data", default=",".join(DEFAULT_DATASETS), help=f"of {', '.join(DATASETS)}")
     parser.add_argument("--models", default=",".join(kinds()))
     parser.add_argument("--folds", type=int, default=0, help="folds (default: 10 for Edgeroi, 5 for Ebergötzen)")
     parser.add_argument("--seed", type=int, default=42)

@@ -56,6 +56,10 @@ class RandomForestDepthModel(DepthModel):
     held-out values. scikit-learn's own defaults (all predictors, leaves of 1) gave RMSE 5.16 and only 82 %
     coverage: leaves of one row keep near-copies of the training data, so the intervals come out too narrow;
     leaves of 50 rows over-smooth (RMSE 5.05-5.59). Per-depth forests scored the same (RMSE 4.81).
+    Checked on five real data sets, leaving one out (`bench.forest_defaults`: Edgeroi SOC with 250 m and 100 m
+    covariates, Edgeroi pH and clay, Ebergötzen clay): the pair beats scikit-learn's defaults by 4.2-6.1 % RMSE on
+    each, and the setting chosen on the other four was never better on the held-out one. Depth offered at every
+    split (ranger's `always.split.variables`) made ranger 0.3-1.7 % worse, so the forest does not offer it.
 
     `max_features`: an int is a count of predictors; a float in (0, 1] is a share of them (rounded down, at
     least 1). The predictors are the B covariate bands plus, in the pooled layout, top and bottom depth.
