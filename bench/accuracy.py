@@ -37,7 +37,7 @@ import numpy as np
 
 from soc_depth_mapper.core.depths import STANDARD_DEPTHS, intervals_from_boundaries
 from soc_depth_mapper.core.rasters import CovariateStack
-from soc_depth_mapper.core.registry import entry, kinds
+from soc_depth_mapper.core.registry import CONFORMAL, entry, kinds
 from soc_depth_mapper.core.sites import training_data
 from soc_depth_mapper.core.spline import harmonise
 from soc_depth_mapper.core.training import (
@@ -186,6 +186,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
             transform=args.transform,
             model_name=entry(kind).label,
             scheme="spatial",
+            conformal=entry(kind).intervals == CONFORMAL,
         )
         results[entry(kind).label] = (cv.metrics, time.perf_counter() - started)
         predictions[entry(kind).label] = cv.predictions
