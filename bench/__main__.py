@@ -11,6 +11,7 @@ BENCHMARKS: list[str] = [
     "bench.accuracy",
     "bench.forest_defaults",
     "bench.cnn_seeds",
+    "bench.cnn_defaults",
     "bench.selection",
     "bench.predict",
     "bench.ranger",

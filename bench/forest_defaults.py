@@ -184,8 +184,11 @@ class Survey:
     folds: np.ndarray
     predictions: dict[str, np.ndarray]
 
-    def run(self, label: str, trees: int, seed: int, cache: Path | None, fit: Callable[[], np.ndarray]) -> None:
-        """Adds `label`'s (S, D) out-of-fold predictions from `fit()`, or from `cache` when it holds them."""
+    def run(
+        self, label: str, trees: int, seed: int, cache: Path | None, fit: Callable[[], np.ndarray], unit: str = "trees"
+    ) -> None:
+        """Adds `label`'s (S, D) out-of-fold predictions from `fit()`, or from `cache` when it holds them; `trees`
+        (of `unit`: epochs for a network) is part of the cache key."""
         key = f"{self.name}-{label}-{trees}-{seed}"
         path = None if cache is None else cache / (key.replace(" ", "_").replace("/", "÷") + ".npy")
         if path is not None and path.exists():
@@ -193,7 +196,7 @@ class Survey:
             return
         started = time.perf_counter()
         self.predictions[label] = fit()
-        print(f"  {self.name}: {label} ({trees} trees): {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"  {self.name}: {label} ({trees} {unit}): {time.perf_counter() - started:.0f} s", flush=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, self.predictions[label])
@@ -255,9 +258,9 @@ def ranger_available() -> bool:
     return subprocess.run(["Rscript", "-e", "library(ranger)"], capture_output=True).returncode == 0
 
 
-def load_survey(name: str, seed: int) -> Survey:
+def load_survey(name: str, seed: int, patch_size: int = 1) -> Survey:
     load, title, unit, n_folds = DATASETS[name]
-    data = load(1)
+    data = load(patch_size)
     folds, block = make_folds(data, "spatial", n_folds, None, seed)
     print(
         f"{title} ({unit}): {len(data.site_ids)} sites, {int(np.isfinite(data.targets).sum())} observations, "
@@ -282,9 +285,9 @@ def run_survey(survey: Survey, args: argparse.Namespace) -> None:
                 survey.run(label, args.trees, args.seed, args.cache, fit)
 
 
-def relative_rmse(survey: Survey, label: str) -> float:
-    """RMSE of `label` over that of the reference, over all depths."""
-    data, reference = survey.data, survey.predictions[REFERENCE]
+def relative_rmse(survey: Survey, label: str, reference_label: str = REFERENCE) -> float:
+    """RMSE of `label` over that of `reference_label`, over all depths."""
+    data, reference = survey.data, survey.predictions[reference_label]
     return rmse_differences(data, survey.predictions[label], reference, 0)[0].percent / 100 + 1
 
 
