@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench.accuracy import DATASETS
-from bench.forest_defaults import Survey, load_survey, relative_rmse
+from bench.forest_defaults import Survey, leave_one_out_choice, load_survey
 from soc_depth_mapper.core.models.cnn import CNNDepthModel
 from soc_depth_mapper.core.models.forest import RandomForestDepthModel
 from soc_depth_mapper.core.training import cross_validate, rmse_differences, validation_metrics
@@ -121,17 +121,7 @@ def print_survey(survey: Survey, seed: int) -> None:
 
 def leave_one_out(surveys: list[Survey], labels: list[str]) -> dict[str, str]:
     """Held-out data set -> the CNN candidate with the lowest mean RMSE relative to the shipped CNN on the others."""
-    shipped = CANDIDATES[SHIPPED].label
-    relative = {label: np.array([relative_rmse(s, label, shipped) for s in surveys]) for label in labels}
-    print("\nMean RMSE relative to the shipped CNN over all data sets (best first; then per data set):")
-    for label in sorted(relative, key=lambda label: float(np.mean(relative[label]))):
-        each = "  ".join(f"{100 * (v - 1):+5.1f}" for v in relative[label])
-        print(f"  {label:<26}{100 * (np.mean(relative[label]) - 1):+6.1f} %   ({each})")
-    chosen = {}
-    for i, held_out in enumerate(surveys):
-        others = np.arange(len(surveys)) != i
-        chosen[held_out.name] = min(labels, key=lambda label: float(np.mean(relative[label][others])))
-    return chosen
+    return leave_one_out_choice(surveys, labels, CANDIDATES[SHIPPED].label, "the shipped CNN", 26)
 
 
 def print_table(surveys: list[Survey], labels: list[str], chosen: dict[str, str], seed: int) -> None:

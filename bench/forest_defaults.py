@@ -297,15 +297,23 @@ def leave_one_out(surveys: list[Survey]) -> dict[str, str]:
     selectable = [
         c.label for c in candidates() if c.role in ("grid", "tuned") and all(c.label in s.predictions for s in surveys)
     ]
-    relative = {label: np.array([relative_rmse(s, label) for s in surveys]) for label in selectable}
-    print("\nMean RMSE relative to scikit-learn's default over all data sets (selectable candidates, best first):")
+    return leave_one_out_choice(surveys, selectable, REFERENCE, "scikit-learn's default", 30)
+
+
+def leave_one_out_choice(
+    surveys: list[Survey], labels: list[str], reference_label: str, reference_name: str, width: int
+) -> dict[str, str]:
+    """Held-out data set -> the one of `labels` with the lowest mean RMSE relative to `reference_label` on the
+    other data sets; prints every candidate's mean and per-data-set relative RMSE first, best first."""
+    relative = {label: np.array([relative_rmse(s, label, reference_label) for s in surveys]) for label in labels}
+    print(f"\nMean RMSE relative to {reference_name} over all data sets (best first; then per data set):")
     for label in sorted(relative, key=lambda label: float(np.mean(relative[label]))):
         each = "  ".join(f"{100 * (v - 1):+5.1f}" for v in relative[label])
-        print(f"  {label:<30}{100 * (np.mean(relative[label]) - 1):+6.1f} %   ({each})")
+        print(f"  {label:<{width}}{100 * (np.mean(relative[label]) - 1):+6.1f} %   ({each})")
     chosen = {}
     for i, held_out in enumerate(surveys):
         others = np.arange(len(surveys)) != i
-        chosen[held_out.name] = min(selectable, key=lambda label: float(np.mean(relative[label][others])))
+        chosen[held_out.name] = min(labels, key=lambda label: float(np.mean(relative[label][others])))
     return chosen
 
 
