@@ -189,6 +189,14 @@ def report_infinite(feedback, band_names: list[str], counts, where: str) -> None
             )
 
 
+def report_site_reading(feedback, sampled: SampledPoints, skipped: list[tuple[object, str]], site: str) -> None:
+    """What reading the sites of `sampled` left out: ±infinite covariate values (treated as nodata), band by
+    band, and every skipped site, those off the rasters (`sampled.points.skipped`) and then `skipped`. `site`
+    names one site in the messages ("site", "source site")."""
+    report_infinite(feedback, sampled.band_names, sampled.sample.infinite.sum(axis=0), tr("{}s").format(site))
+    report_skipped(feedback, sampled.points.skipped + skipped, site)
+
+
 def progress_callback(feedback, start: float = 0.0, span: float = 100.0):
     """Engine progress (fraction, message) -> the feedback's bar and text; False when the user cancels."""
     last = {"message": None}

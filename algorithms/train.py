@@ -17,7 +17,7 @@ from qgis.core import (
 
 from ..core import dependencies, registry
 from .base import CovariateAlgorithm
-from .layers import progress_callback, report_infinite, report_skipped, sample_points
+from .layers import progress_callback, report_site_reading, sample_points
 from .train_outputs import TrainOutputs
 from .transfer_source import TransferInputs
 from .values import MISSING, to_float
@@ -429,8 +429,7 @@ class TrainAlgorithm(TrainOutputs, TransferInputs, CovariateAlgorithm):
             categorical,
             groups=[a[-1] for a in points.attributes] if group_field else None,
         )
-        report_infinite(feedback, sampled.band_names, sampled.sample.infinite.sum(axis=0), self.tr("sites"))
-        report_skipped(feedback, points.skipped + skipped_sites, self.tr("site"))
+        report_site_reading(feedback, sampled, skipped_sites, self.tr("site"))
         if not len(data.site_ids):
             raise QgsProcessingException(
                 self.tr(

@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from .layers import report_skipped, sample_points
+from .layers import report_site_reading, sample_points
 
 #: TRANSFER option of representation transfer alone (a pre-trained model takes only that one)
 REPRESENTATION = 2
@@ -257,7 +257,7 @@ class TransferInputs:
             sampled.sample, points.feature_ids, points.x, points.y, read_targets(points, fields, feedback),
             local.intervals, local.property_name, local.band_names, local.categorical,
         )  # fmt: skip
-        report_skipped(feedback, points.skipped + skipped, self.tr("source site"))
+        report_site_reading(feedback, sampled, skipped, self.tr("source site"))
         if not len(source_data.site_ids):
             raise QgsProcessingException(
                 self.tr(

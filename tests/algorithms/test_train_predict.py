@@ -458,6 +458,16 @@ def test_infinite_covariate_values_are_nodata_everywhere_and_named(
     )
     assert warning.format(band, 3, "sites") in feedback.warnings
 
+    feedback.warnings.clear()  # the same points as a source: their infinite values are named as the local ones
+    qgis_processing.run(
+        "socdepth:train",
+        train_params(harmonised, covariates, tmp_path / "transfer", VALIDATION=0, N_TREES=10, TRANSFER=1,
+                     SOURCE_INPUT=harmonised, SOURCE_WEIGHT=1.0),
+        context=context,
+        feedback=feedback,
+    )  # fmt: skip
+    assert warning.format(band, 3, "source sites") in feedback.warnings
+
     feedback.warnings.clear()
     qgis_processing.run(
         "socdepth:predict",
